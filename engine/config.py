@@ -1,0 +1,51 @@
+"""Frozen configuration for a generation request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("ar", "chain", "tree")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    """How the draft grows its token tree.
+
+    max_nodes/max_depth are hard caps; `threshold` is the initial fallback threshold on the best
+    frontier path probability (adapted online when `adaptive` is true); `top_k` children are
+    added per expanded node; `expand_width` frontier nodes are expanded per draft forward.
+    """
+
+    max_nodes: int = 48
+    max_depth: int = 12
+    top_k: int = 4
+    expand_width: int = 4
+    threshold: float = 0.02
+    adaptive: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    mode: str = "tree"
+    max_tokens: int = 256
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    tree: TreeConfig = field(default_factory=TreeConfig)
+    chain_length: int = 4  # draft tokens per step in `chain` mode
+    prefill_chunk: int = 256
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")

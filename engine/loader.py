@@ -1,0 +1,180 @@
+"""Load a model directory (mlx-lm / Hugging Face layout) with person-readable errors.
+
+A model directory holds `config.json`, one or more `*.safetensors` (optionally with
+`model.safetensors.index.json`) and tokenizer files (`tokenizer.json` or `tokenizer.model`,
+`tokenizer_config.json`). MLX affine-quantized checkpoints (config key `quantization`) load
+quantized.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .errors import ModelError
+from .models import FAMILIES, family
+
+SUPPORTED = ", ".join(sorted(FAMILIES))
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    config: dict
+    model: nn.Module
+    tokenizer: object  # mlx_lm TokenizerWrapper
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.model.layers)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.args.vocab_size
+
+    @property
+    def context_length(self) -> int:
+        return int(self.config.get("max_position_embeddings") or 32768)
+
+    def nbytes(self) -> int:
+        return sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
+
+
+def read_config(path: Path) -> dict:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"Model folder not found: {path}. Check the path, or run `canopy models demo`.")
+    if not path.is_dir():
+        raise ModelError(
+            f"{path} is a file, not a model folder. Give the folder that holds config.json "
+            "(for a .gguf file, convert it first with `canopy models import-gguf FILE OUT_DIR`)."
+        )
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise ModelError(
+            f"{path} is not a model folder: config.json is missing. Give a folder with "
+            "config.json, *.safetensors and tokenizer files (mlx-lm / Hugging Face layout)."
+        )
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{cfg_file} is not valid JSON ({e}). Re-download or re-convert the model.") from e
+    if not isinstance(config, dict):
+        raise ModelError(f"{cfg_file} does not hold a JSON object. Re-download the model.")
+    model_type = config.get("model_type")
+    fam = family(model_type)
+    if fam is None:
+        raise ModelError(
+            f"{path}: model_type {model_type!r} is not supported. Supported model types: "
+            f"{SUPPORTED}."
+        )
+    missing = [k for k in fam.ModelArgs.REQUIRED if k not in config]
+    if missing:
+        raise ModelError(f"{cfg_file} lacks required keys: {', '.join(missing)}. The config is incomplete.")
+    return config
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors files of a model directory, in a stable order."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ModelError(f"{index} is corrupt ({e}). Re-download the model.") from e
+        files = [path / f for f in sorted(set(weight_map.values()))]
+        for f in files:
+            if not f.exists():
+                raise ModelError(f"{f.name} is listed in {index.name} but missing from {path}.")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{path} has no *.safetensors weight files. Re-download or re-convert the model.")
+    return files
+
+
+def read_weights(files: list[Path]) -> dict[str, mx.array]:
+    weights: dict[str, mx.array] = {}
+    for f in files:
+        try:
+            weights.update(mx.load(str(f)))
+        except Exception as e:  # MLX raises RuntimeError/ValueError with C++ text
+            raise ModelError(f"Cannot read weights from {f}: {e}. The file is corrupt or truncated; re-download it.") from e
+    return weights
+
+
+def build_model(config: dict, weights: dict[str, mx.array], where: Path) -> nn.Module:
+    fam = family(config["model_type"])
+    model = fam.Model(fam.ModelArgs.from_dict(config))
+    weights = model.sanitize(weights)
+    if (q := config.get("quantization")) is not None:
+        nn.quantize(
+            model,
+            group_size=q["group_size"],
+            bits=q["bits"],
+            class_predicate=lambda p, m: hasattr(m, "to_quantized") and f"{p}.scales" in weights,
+        )
+    expected = dict(tree_flatten(model.parameters()))
+    missing = sorted(set(expected) - set(weights))
+    if missing:
+        raise ModelError(
+            f"{where}: the weights lack {len(missing)} tensors the config needs "
+            f"(first: {missing[0]}). The files are incomplete or belong to another model."
+        )
+    for name, arr in expected.items():
+        if weights[name].shape != arr.shape:
+            raise ModelError(
+                f"{where}: tensor {name} has shape {tuple(weights[name].shape)}, the config "
+                f"expects {tuple(arr.shape)}. config.json does not match the weights."
+            )
+    model.load_weights([(k, weights[k]) for k in expected])
+    return model
+
+
+def load_tokenizer(path: Path):
+    if not ((path / "tokenizer.json").exists() or (path / "tokenizer.model").exists()):
+        raise ModelError(
+            f"{path} has no tokenizer (tokenizer.json or tokenizer.model). Copy the tokenizer "
+            "files from the original model into this folder."
+        )
+    from mlx_lm.tokenizer_utils import load as load_tokenizer_wrapper
+
+    try:
+        return load_tokenizer_wrapper(path)
+    except Exception as e:
+        raise ModelError(f"Cannot load the tokenizer in {path}: {e}") from e
+
+
+def load_model(path: str | Path, *, lazy: bool = False, dtype: mx.Dtype | None = None) -> LoadedModel:
+    """Load config, weights and tokenizer; raise ModelError with a clear message on bad input.
+
+    Args:
+        lazy: leave weights unevaluated (read on first use).
+        dtype: cast floating-point weights (not quantized ones) to this dtype.
+    """
+    path = Path(path).expanduser()
+    config = read_config(path)
+    tokenizer = load_tokenizer(path)
+    weights = read_weights(weight_files(path))
+    if dtype is not None:
+        weights = {
+            k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) and not k.endswith(
+                (".scales", ".biases")) or (k.endswith(".bias")) else v
+            for k, v in weights.items()
+        }
+    model = build_model(config, weights, path)
+    if not lazy:
+        try:
+            mx.eval(model.parameters())
+        except Exception as e:
+            raise ModelError(f"Cannot read the weights in {path}: {e}. A file is corrupt or truncated.") from e
+    return LoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)
