@@ -1,0 +1,96 @@
+"""The one thread that owns all MLX work.
+
+MLX streams belong to the thread that made them (MLX >= 0.31.2), so every model load and every
+generation runs on this single thread; callers (GUI bridge, CLI) hand it jobs and receive events
+through a callback that runs on the engine thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import mlx.core as mx
+
+from .errors import CanopyError
+from .events import Failed
+
+# A job takes a `should_stop()` poll and yields events; it must stop cooperatively.
+Job = Callable[[Callable[[], bool]], Iterator[object]]
+_SHUTDOWN = object()
+
+
+def release_thread_streams() -> None:
+    """Call at the end of any thread that used MLX: avoids aborts at interpreter exit."""
+    mx.synchronize()
+    if hasattr(mx, "clear_streams"):
+        mx.clear_streams()
+
+
+def failure_message(exc: BaseException) -> str:
+    if isinstance(exc, CanopyError):
+        return str(exc)
+    return f"Internal error: {type(exc).__name__}: {exc}. Please report this with the log."
+
+
+class EngineThread:
+    """Runs jobs one at a time on a dedicated daemon thread.
+
+    Args:
+        on_event: called as `on_event(job_id, event)` on the engine thread for every event a
+            job yields; a job that raises yields a final `Failed` event instead.
+    """
+
+    def __init__(self, on_event: Callable[[int, object], None]):
+        self._on_event = on_event
+        self._jobs: queue.Queue = queue.Queue()
+        self._ids = itertools.count(1)
+        self._cancelled: set[int] = set()
+        self._current: int | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="canopy-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> int:
+        job_id = next(self._ids)
+        self._jobs.put((job_id, job))
+        return job_id
+
+    def cancel(self, job_id: int | None = None) -> None:
+        """Ask a job (default: the running one) to stop at its next step."""
+        with self._lock:
+            target = self._current if job_id is None else job_id
+            if target is not None:
+                self._cancelled.add(target)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.cancel()
+        self._jobs.put((None, _SHUTDOWN))
+        self._thread.join(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    def _run(self) -> None:
+        try:
+            while True:
+                job_id, job = self._jobs.get()
+                if job is _SHUTDOWN:
+                    return
+                with self._lock:
+                    self._current = job_id
+                try:
+                    if job_id not in self._cancelled:
+                        for event in job(lambda j=job_id: j in self._cancelled):
+                            self._on_event(job_id, event)
+                except Exception as exc:  # one readable message, never a dead thread
+                    self._on_event(job_id, Failed(failure_message(exc)))
+                finally:
+                    with self._lock:
+                        self._current = None
+                        self._cancelled.discard(job_id)
+        finally:
+            release_thread_streams()

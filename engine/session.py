@@ -1,0 +1,105 @@
+"""A loaded target (+ optional draft) ready to generate: the engine's front door.
+
+Used by the CLI, the GUI bridge (on the engine thread) and the benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .compat import check_pair
+from .config import GenerationConfig
+from .errors import ContextLengthError
+from .events import Event, LoadProgress
+from .loader import LoadedModel, load_model
+
+Progress = Callable[[LoadProgress], None]
+
+
+class Session:
+    def __init__(self, target: LoadedModel, draft: LoadedModel | None = None):
+        self.target = target
+        self.draft = draft
+
+    @classmethod
+    def load(
+        cls,
+        target_dir: str | Path,
+        draft_dir: str | Path | None = None,
+        *,
+        budget_bytes: int | None = None,
+        progress: Progress | None = None,
+    ) -> Session:
+        """Load the pair; raises CanopyError subclasses with person-readable messages.
+
+        budget_bytes: ceiling on target weight bytes resident (None: load the target whole).
+        """
+        report = progress or (lambda e: None)
+        if draft_dir is not None:
+            check_pair(target_dir, draft_dir)
+        report(LoadProgress("target", 0, 2 if draft_dir else 1))
+        if budget_bytes is None:
+            target = load_model(target_dir)
+        else:
+            from .streaming import load_streamed_model
+
+            target = load_streamed_model(target_dir, budget_bytes)
+        draft = None
+        if draft_dir is not None:
+            report(LoadProgress("draft", 1, 2))
+            draft = load_model(draft_dir)
+        total = 2 if draft_dir else 1
+        report(LoadProgress("ready", total, total))
+        return cls(target, draft)
+
+    @property
+    def tokenizer(self):
+        return self.target.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        return self.target.context_length
+
+    def encode_chat(self, messages: list[dict], system: str | None = None) -> list[int]:
+        """Token ids of a chat (list of {"role", "content"}) with the generation prompt added."""
+        if system:
+            messages = [{"role": "system", "content": system}, *messages]
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            return list(tok.apply_chat_template(messages, add_generation_prompt=True))
+        text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+        return tok.encode(text)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def check_length(self, prompt_ids: list[int], max_tokens: int) -> None:
+        need = len(prompt_ids) + max_tokens
+        if need > self.context_length:
+            raise ContextLengthError(
+                f"The prompt ({len(prompt_ids)} tokens) plus up to {max_tokens} new tokens "
+                f"exceeds the model's context of {self.context_length} tokens. Shorten the "
+                "conversation or lower max tokens."
+            )
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        config: GenerationConfig,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Event]:
+        """Yield PrefillDone, StepEvents, then Finished or Failed (see engine.events)."""
+        from .generate import generate
+
+        self.check_length(prompt_ids, config.max_tokens)
+        yield from generate(self.target, self.draft, prompt_ids, config, should_stop)
+
+    def chat(
+        self,
+        messages: list[dict],
+        config: GenerationConfig,
+        should_stop: Callable[[], bool] | None = None,
+        system: str | None = None,
+    ) -> Iterator[Event]:
+        yield from self.generate(self.encode_chat(messages, system), config, should_stop)
