@@ -1,0 +1,231 @@
+"""Drafters: who proposes the token tree each step.
+
+A drafter has two verbs (as in transformers' candidate generators): `propose` a tree hanging off
+the root (the last committed token) and take `feedback` on what the target accepted. The
+verifier, the cost model and the GUI do not care where a tree came from.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Protocol
+
+import mlx.core as mx
+import numpy as np
+
+from .cache import KVCache, make_cache
+from .config import SamplingConfig, TreeConfig
+from .sampling import sample, target_distribution
+from .tree import TokenTree
+
+
+@dataclass
+class Proposal:
+    tree: TokenTree
+    # proposal_probs[i]: distribution node i was sampled from; None = chosen deterministically
+    proposal_probs: list[np.ndarray | None]
+    chain: bool = False  # a plain chain: the target may use a causal mask
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What verification decided, fed back to the drafter."""
+
+    proposal: Proposal
+    accepted: tuple[int, ...]
+    bonus_token: int
+    step_seconds: float
+
+
+class Drafter(Protocol):
+    def prefill(self, prompt_ids: list[int]) -> None: ...
+    def propose(self, root: int, committed: int) -> Proposal: ...
+    def feedback(self, result: StepResult) -> None: ...
+    @property
+    def threshold(self) -> float: ...
+
+
+class NoDrafter:
+    """`ar` mode: the tree is just the root; the target decodes alone."""
+
+    threshold = 0.0
+
+    def prefill(self, prompt_ids):
+        pass
+
+    def propose(self, root, committed):
+        return Proposal(TokenTree.with_root(root), [None], chain=True)
+
+    def feedback(self, result):
+        pass
+
+
+class DraftModel:
+    """The resident draft model and its KV cache, kept in step with the committed sequence.
+
+    Its cache holds the committed tokens it has processed; `pending` are committed tokens it has
+    not seen yet (accepted nodes it never expanded). Tree nodes it expands are appended to the
+    cache in expansion order (`slot_nodes`) until `commit` keeps the accepted ones.
+    """
+
+    def __init__(self, model, sampling: SamplingConfig, prefill_chunk: int = 256):
+        self.model = model
+        self.sampling = sampling
+        self.prefill_chunk = prefill_chunk
+        self.cache: list[KVCache] = make_cache(len(model.layers))
+        self.pending: list[int] = []
+        self.slot_nodes: list[int] = []
+        self.seconds = 0.0
+
+    def distribution(self, logits: mx.array) -> mx.array:
+        """Draft probabilities: the sampling distribution, or softmax (confidence) if greedy."""
+        if self.sampling.greedy:
+            return mx.softmax(logits.astype(mx.float32), axis=-1)
+        return target_distribution(logits, self.sampling)
+
+    def prefill(self, prompt_ids: list[int]) -> None:
+        """Process all but the last prompt token (the first step's root)."""
+        body = prompt_ids[:-1]
+        for i in range(0, len(body), self.prefill_chunk):
+            chunk = mx.array([body[i : i + self.prefill_chunk]])
+            self.model(chunk, cache=self.cache)
+            mx.eval([c.keys for c in self.cache])
+        self.pending = []
+
+    @property
+    def offset(self) -> int:
+        return self.cache[0].offset
+
+    def start(self, root: int) -> mx.array:
+        """Feed pending tokens + root as a chain; returns the root's draft distribution."""
+        chain = self.pending + [root]
+        self.pending = []
+        self.slot_nodes = [0]
+        logits = self.model(mx.array([chain]), cache=self.cache)
+        return self.distribution(logits[0, -1])
+
+    def expand(self, tree: TokenTree, nodes: list[int], committed: int) -> mx.array:
+        """One draft forward over several tree nodes; returns their distributions (len, vocab)."""
+        keys = self.slot_nodes + nodes
+        mask = tree.attention_mask(committed, nodes, keys)
+        logits = self.model(
+            mx.array([[tree.tokens[i] for i in nodes]]),
+            cache=self.cache,
+            positions=tree.positions(committed, nodes),
+            mask=mask,
+        )
+        self.slot_nodes = keys
+        return self.distribution(logits[0])
+
+    def commit(self, tree: TokenTree, path: list[int], committed: int) -> None:
+        """Keep committed + the accepted nodes this cache processed; the rest become pending."""
+        slot = {node: committed + i for i, node in enumerate(self.slot_nodes)}
+        seen = [n for n in path if n in slot]  # a prefix of the path
+        for c in self.cache:
+            c.keep(list(range(committed)) + [slot[n] for n in seen])
+        self.pending = [tree.tokens[n] for n in path[len(seen) :]]
+        self.slot_nodes = []
+
+    def rollback(self, committed: int) -> None:
+        """Drop any uncommitted tree entries (used when a step is abandoned)."""
+        for c in self.cache:
+            c.trim(c.offset - min(c.offset, committed))
+        self.slot_nodes = []
+
+
+def top_k(probs: mx.array, k: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Top-k token ids and probabilities per row of (rows, vocab), best first."""
+    k = min(k, probs.shape[-1])
+    idx = mx.argpartition(-probs, kth=k - 1, axis=-1)[:, :k]
+    vals = mx.take_along_axis(probs, idx, axis=-1)
+    order = mx.argsort(-vals, axis=-1)
+    idx, vals = mx.take_along_axis(idx, order, axis=-1), mx.take_along_axis(vals, order, axis=-1)
+    return idx.tolist(), vals.tolist()
+
+
+class ChainDrafter:
+    """mlx-lm style: k tokens in a line, greedy or sampled from the draft."""
+
+    threshold = 0.0
+
+    def __init__(self, draft: DraftModel, length: int, rng: np.random.Generator):
+        self.draft, self.length, self.rng = draft, length, rng
+
+    def prefill(self, prompt_ids):
+        self.draft.prefill(prompt_ids)
+
+    def propose(self, root, committed):
+        tree = TokenTree.with_root(root)
+        proposals: list[np.ndarray | None] = [None]
+        q = self.draft.start(root)
+        for step in range(self.length):
+            if self.draft.sampling.greedy:
+                token = int(mx.argmax(q).item())
+                prob, dist = float(q[token].item()), None
+            else:
+                dist = np.array(q, dtype=np.float64)
+                token = sample(dist, self.rng)
+                prob = float(dist[token])
+            node = tree.add(token, len(tree) - 1, prob)
+            proposals.append(dist)
+            if step + 1 < self.length:
+                q = self.draft.expand(tree, [node], committed)[0]
+        return Proposal(tree, proposals, chain=True)
+
+    def feedback(self, result):
+        pass
+
+
+class TreeDrafter:
+    """Best-first token tree with branch navigation and self-adaptive fallback.
+
+    Candidates (top-k children of every expanded node) wait in a heap keyed by path probability;
+    each round the best `expand_width` join the tree and are expanded together in one draft
+    forward with the tree mask. Likely branches grow deep, unlikely ones never start; drafting
+    stops when the best candidate's path probability falls below the (learned) threshold or the
+    node/depth caps are reached.
+    """
+
+    def __init__(self, draft: DraftModel, config: TreeConfig, policy=None):
+        self.draft, self.config = draft, config
+        self.policy = policy  # engine.adaptive.AdaptiveThreshold or None (fixed threshold)
+
+    @property
+    def threshold(self) -> float:
+        return self.policy.threshold if self.policy is not None else self.config.threshold
+
+    def prefill(self, prompt_ids):
+        self.draft.prefill(prompt_ids)
+
+    def propose(self, root, committed):
+        cfg, threshold = self.config, self.threshold
+        tree = TokenTree.with_root(root)
+        heap: list = []
+        tie = itertools.count()
+
+        def push_children(nodes: list[int], dists: mx.array) -> None:
+            ids, vals = top_k(dists, cfg.top_k)
+            for node, toks, probs in zip(nodes, ids, vals):
+                for t, p in zip(toks, probs):
+                    heapq.heappush(heap, (-tree.path_prob[node] * p, next(tie), node, t, p))
+
+        push_children([0], self.draft.start(root)[None])
+        while heap and len(tree) < cfg.max_nodes:
+            batch = []
+            while heap and len(batch) < cfg.expand_width and len(tree) < cfg.max_nodes:
+                if -heap[0][0] < threshold:
+                    heap.clear()  # fallback: nothing left is likely enough to be worth drafting
+                    break
+                _, _, parent, token, prob = heapq.heappop(heap)
+                batch.append(tree.add(token, parent, prob))
+            grow = [n for n in batch if tree.depth[n] < cfg.max_depth]
+            if not grow or len(tree) >= cfg.max_nodes:
+                break
+            push_children(grow, self.draft.expand(tree, grow, committed))
+        return Proposal(tree, [None] * len(tree))
+
+    def feedback(self, result):
+        if self.policy is not None:
+            self.policy.observe(result)

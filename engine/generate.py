@@ -1,0 +1,171 @@
+"""The decode loop: a generator of typed events, shared by GUI, CLI, benchmark and tests.
+
+Each step: the drafter proposes a tree hanging off the root (the last committed token); the
+target verifies all of it in one forward with the tree mask; a pure acceptance rule picks the
+path and the target's own next token; both KV caches keep just the accepted path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import mlx.core as mx
+import numpy as np
+
+from .adaptive import AdaptiveThreshold
+from .cache import make_cache
+from .config import GenerationConfig
+from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
+from .errors import CanopyError
+from .events import Event, Failed, Finished, PrefillDone, StepEvent
+from .runtime import failure_message
+from .sampling import target_distribution
+from .stats import StatsRecorder
+from .verify import accept_greedy, accept_sampled
+
+
+def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
+    if config.mode == "ar" or draft is None:
+        if config.mode != "ar":
+            raise CanopyError(f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar.")
+        return NoDrafter()
+    model = DraftModel(draft.model, config.sampling, config.prefill_chunk)
+    if config.mode == "chain":
+        return ChainDrafter(model, config.chain_length, rng)
+    policy = AdaptiveThreshold(config.tree.threshold) if config.tree.adaptive else None
+    return TreeDrafter(model, config.tree, policy)
+
+
+def io_snapshot(model):
+    stats = getattr(model, "io_stats", None)
+    return stats() if stats is not None else None
+
+
+def generate(
+    target,
+    draft,
+    prompt_ids: list[int],
+    config: GenerationConfig,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Event]:
+    """Yield PrefillDone, one StepEvent per target pass, then Finished (or Failed).
+
+    With greedy sampling the emitted ids equal the target's own greedy decoding in every mode.
+    """
+    try:
+        yield from _generate(target, draft, prompt_ids, config, should_stop or (lambda: False))
+    except CanopyError as e:
+        yield Failed(str(e))
+    except Exception as e:  # a readable message for the GUI/CLI; tests see the text
+        yield Failed(failure_message(e))
+
+
+def _generate(target, draft, prompt_ids, config, should_stop):
+    if not prompt_ids:
+        raise CanopyError("The prompt is empty: type something first.")
+    sampling = config.sampling
+    rng = np.random.default_rng(sampling.seed)
+    tokenizer = target.tokenizer
+    eos = set(getattr(tokenizer, "eos_token_ids", None) or [])
+    drafter = make_drafter(draft, config, rng)
+    model = target.model
+    cache = make_cache(target.num_layers)
+    record = StatsRecorder(config.mode, len(prompt_ids), io_snapshot(model))
+
+    t0 = time.perf_counter()
+    body = prompt_ids[:-1]
+    for i in range(0, len(body), config.prefill_chunk):
+        model(mx.array([body[i : i + config.prefill_chunk]]), cache=cache)
+        mx.eval([c.keys for c in cache])
+    drafter.prefill(prompt_ids)
+    record.prefill_done(time.perf_counter() - t0)
+    yield PrefillDone(len(prompt_ids), record.prefill_seconds)
+
+    detok = tokenizer.detokenizer
+    detok.reset()
+    committed, root = len(body), prompt_ids[-1]
+    generated: list[int] = []
+    reason = "length"
+    step = 0
+    while len(generated) < config.max_tokens:
+        if should_stop():
+            reason = "cancelled"
+            break
+        step_start = time.perf_counter()
+        io_before = io_snapshot(model)
+        done = False
+        try:
+            proposal = drafter.propose(root, committed)
+            tree = proposal.tree
+            t_drafted = time.perf_counter()
+            tokens = mx.array([tree.tokens])
+            if proposal.chain:
+                logits = model(tokens, cache=cache)[0]  # (n, vocab); a chain needs no tree mask
+            else:
+                logits = model(
+                    tokens, cache=cache, positions=tree.positions(committed),
+                    mask=tree.attention_mask(committed),
+                )[0]
+            if sampling.greedy:
+                path, bonus = accept_greedy(tree.tokens, tree.parents, mx.argmax(logits, axis=-1).tolist())
+            else:
+                probs = np.array(target_distribution(logits, sampling))
+                path, bonus = accept_sampled(tree.tokens, tree.parents, probs, proposal.proposal_probs, rng)
+            t_verified = time.perf_counter()
+            for c in cache:
+                c.keep(list(range(committed)) + [committed + i for i in path])
+            if isinstance(drafter, (ChainDrafter, TreeDrafter)):
+                drafter.draft.commit(tree, path, committed)
+            done = True
+        finally:
+            if not done:  # abandoned mid-step: both caches back to the committed prefix
+                for c in cache:
+                    c.trim(c.offset - committed)
+                if isinstance(drafter, (ChainDrafter, TreeDrafter)):
+                    drafter.draft.rollback(committed)
+        step_seconds = time.perf_counter() - step_start
+        drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds))
+        committed += len(path)
+        root = bonus
+
+        emitted = [tree.tokens[i] for i in path[1:]] + [bonus]
+        from_draft = [True] * (len(path) - 1) + [False]
+        keep = len(emitted)
+        for j, t in enumerate(emitted):
+            if t in eos:
+                keep, reason = j, "eos"
+                break
+        keep = min(keep, config.max_tokens - len(generated))
+        emitted, from_draft = emitted[:keep], from_draft[:keep]
+        generated.extend(emitted)
+        text = ""
+        for t in emitted:
+            detok.add_token(t)
+            text += detok.last_segment
+        io_after = io_snapshot(model)
+        event = StepEvent(
+            index=step,
+            mode=config.mode,
+            tree_tokens=tuple(tree.tokens),
+            tree_parents=tuple(tree.parents),
+            tree_probs=tuple(tree.probs),
+            tree_texts=tuple(tokenizer.decode([t]) for t in tree.tokens),
+            accepted=tuple(path),
+            bonus_token=bonus if keep == len(path) else None,
+            token_ids=tuple(emitted),
+            from_draft=tuple(from_draft),
+            text=text,
+            draft_seconds=t_drafted - step_start,
+            verify_seconds=t_verified - t_drafted,
+            threshold=drafter.threshold,
+            **record.io_fields(io_before, io_after),
+        )
+        record.step(event, tree.depth, step_seconds)
+        yield event
+        step += 1
+        if reason == "eos":
+            break
+    detok.finalize()  # Finished.text is the whole answer, including a held-back final segment
+    stats = record.finish(len(generated), io_snapshot(model))
+    yield Finished(reason, detok.text, tuple(generated), stats)
