@@ -1,0 +1,35 @@
+"""On Linux, MLX's CPU wheel links a slow reference BLAS; OpenBLAS preloaded is 10-20x faster.
+
+`LD_PRELOAD` must be set before the process starts, so the launcher re-executes itself once
+with it when Debian's OpenBLAS is installed, and says so on stderr. macOS is untouched (MLX
+uses Metal/Accelerate there). Set CANOPY_NO_OPENBLAS=1 to opt out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+OPENBLAS = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+)
+
+
+def openblas_path() -> str | None:
+    return next((p for p in OPENBLAS if os.path.exists(p)), None)
+
+
+def maybe_reexec_with_openblas(argv: list[str]) -> None:
+    if getattr(sys, "frozen", False) or not sys.platform.startswith("linux"):
+        return
+    if os.environ.get("CANOPY_NO_OPENBLAS"):
+        return
+    lib = openblas_path()
+    if lib is None or lib in os.environ.get("LD_PRELOAD", ""):
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD")]))
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # leave a core to the IO thread
+    print(f"canopy: using OpenBLAS ({lib}) for MLX's CPU matmuls", file=sys.stderr)
+    os.execve(sys.executable, [sys.executable, "-m", "app.cli", *argv], env)

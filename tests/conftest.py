@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random model directories built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from engine.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "target", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory, tiny_dir):
+    """Target plus three drafts: identical, noisy and unrelated."""
+    from engine.testing import make_tiny_model
+
+    root = tmp_path_factory.mktemp("drafts")
+    return {
+        "target": tiny_dir,
+        "same": make_tiny_model(root / "same", like=tiny_dir, noise=0.0),
+        "noisy": make_tiny_model(root / "noisy", like=tiny_dir, noise=0.15, seed=3),
+        "unrelated": make_tiny_model(root / "unrelated", seed=7),
+    }
+
+
+@pytest.fixture(scope="session")
+def loaded_pair(tiny_pair):
+    from engine.loader import load_model
+
+    return {k: load_model(v) for k, v in tiny_pair.items()}
