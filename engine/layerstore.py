@@ -1,0 +1,276 @@
+"""The layer store of a streamed target: one IO thread, a bounded queue, a hard byte budget.
+
+The IO thread reads the streamed layers in order, cyclically (it runs ahead into the next pass),
+and evaluates what it reads on its own thread (MLX streams are per thread), so compute only ever
+receives evaluated arrays. A layer's bytes count against the budget from the moment its read
+starts until compute releases it; the IO thread waits while the next read would cross the
+budget or `prefetch` layers are already waiting. Compute waits with a timeout loop that checks
+the IO thread is alive, so an IO error is raised as StreamingError, never a hang.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from .errors import StreamingError
+from .runtime import release_thread_streams
+from .weights import ReadCancelled, WeightIndex, plan_reads, read_tensors
+
+WAIT_POLL = 0.05  # seconds between checks that the IO thread is still alive
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+@dataclass(frozen=True)
+class IOStats:
+    """Snapshot of a streamed target. Counters are cumulative since load."""
+
+    bytes_read: int  # by the IO thread (streamed layers only)
+    io_seconds: float  # IO thread busy reading + materializing
+    io_wait_seconds: float  # compute blocked waiting for a layer (not counting draft work)
+    resident_bytes: int  # target weight bytes accounted right now
+    peak_resident_bytes: int
+    layers_pinned: int
+    layers_streamed: int
+    budget_bytes: int
+    layers_read: int = 0
+    passes: int = 0
+    hook_seconds: float = 0.0  # compute time spent in `while_waiting` (draft work during IO)
+    hook_calls: int = 0
+
+
+def plan_pinned(base: int, layer_bytes: list[int], budget: int, prefetch: int) -> list[int]:
+    """Layers to pin: all if they fit, else as many as leave room for (prefetch+1) layers."""
+    biggest = max(layer_bytes, default=0)
+    if budget < base + biggest:
+        raise StreamingError(
+            f"A budget of {_mb(budget)} is too small for this model: it needs at least "
+            f"{_mb(base + biggest)} (embeddings, norm and head {_mb(base)} + one layer "
+            f"{_mb(biggest)}). Raise the budget (--budget-mb {-(-(base + biggest) // 2**20)} "
+            "or more)."
+        )
+    free = budget - base
+    if sum(layer_bytes) <= free:
+        return list(range(len(layer_bytes)))
+    room = min(free, (prefetch + 1) * biggest)
+    pinned, used = [], 0
+    for i, n in enumerate(layer_bytes):
+        if used + n > free - room:
+            break
+        pinned.append(i)
+        used += n
+    return pinned
+
+
+class LayerStore:
+    """The IO thread, its bounded queue of ready layers and the budget accounting."""
+
+    def __init__(
+        self,
+        index: WeightIndex,
+        streamed: list[int],
+        base_bytes: int,
+        budget: int,
+        prefetch: int = 2,
+        bypass_cache: bool = True,
+        reader: Callable[..., dict[str, mx.array]] = read_tensors,
+    ):
+        self.index, self.streamed, self.budget = index, list(streamed), budget
+        self.prefetch, self.bypass_cache, self.reader = max(1, prefetch), bypass_cache, reader
+        self.runs = {i: plan_reads(index.layers[i]) for i in streamed}
+        self.nbytes = {i: index.layer_bytes(i) for i in streamed}
+        self._cond = threading.Condition()
+        self._ready: deque[tuple[int, dict]] = deque()
+        self._loading: int | None = None
+        self._in_use: int | None = None
+        self._reserved = self._peak = base_bytes
+        self._error: StreamingError | None = None
+        self._stop = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._counters = dict(bytes_read=0, io_seconds=0.0, io_wait_seconds=0.0, layers_read=0,
+                              passes=0, hook_seconds=0.0, hook_calls=0)
+        _LIVE.add(self)
+
+    # ---- IO thread -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start (or restart after an error or `stop`) the IO thread."""
+        with self._cond:
+            if self._closed:
+                raise StreamingError("The streamed model was closed; load it again.")
+            if not self.streamed or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._error, self._stop = None, False
+            stale, self._ready = list(self._ready), deque()
+            for i, _ in stale:
+                self._reserved -= self.nbytes[i]
+            self._thread = threading.Thread(target=self._run, name="canopy-io", daemon=True)
+            self._thread.start()
+
+    def _wait_for_room(self, nbytes: int) -> bool:
+        with self._cond:
+            while not self._stop and (
+                len(self._ready) >= self.prefetch or self._reserved + nbytes > self.budget
+            ):
+                self._cond.wait()
+            if self._stop:
+                return False
+            self._reserved += nbytes
+            self._peak = max(self._peak, self._reserved)
+            self._loading = self.streamed[self._pos % len(self.streamed)]
+            return True
+
+    def _run(self) -> None:
+        try:
+            self._pos = 0
+            while True:
+                i = self.streamed[self._pos % len(self.streamed)]
+                nbytes = self.nbytes[i]
+                if not self._wait_for_room(nbytes):
+                    return
+                t0 = time.perf_counter()
+                try:
+                    weights = self.reader(self.runs[i], stamps=self.index.stamps,
+                                          bypass_cache=self.bypass_cache,
+                                          should_stop=lambda: self._stop)
+                except BaseException as e:
+                    with self._cond:
+                        self._reserved -= nbytes
+                        self._loading = None
+                        if not isinstance(e, ReadCancelled):
+                            self._error = _as_streaming_error(e, i, self.runs[i])
+                        self._cond.notify_all()
+                    return
+                with self._cond:
+                    self._loading = None
+                    c = self._counters
+                    c["io_seconds"] += time.perf_counter() - t0
+                    c["bytes_read"] += nbytes
+                    c["layers_read"] += 1
+                    if self._stop:
+                        self._reserved -= nbytes
+                        return
+                    self._ready.append((i, weights))
+                    self._cond.notify_all()
+                del weights
+                self._pos += 1
+        finally:
+            release_thread_streams()
+
+    # ---- compute side ----------------------------------------------------------------------
+    def take(self, i: int, while_waiting: Callable[[], bool] | None = None) -> dict:
+        """The weights of streamed layer `i` (evaluated); call `release(i)` after use.
+
+        While the layer is not ready, `while_waiting()` runs draft work until it returns False.
+        """
+        hook = while_waiting
+        waited = 0.0
+        try:
+            while True:
+                with self._cond:
+                    while self._ready and self._ready[0][0] != i:  # left over from a broken pass
+                        j, _ = self._ready.popleft()
+                        self._reserved -= self.nbytes[j]
+                        self._cond.notify_all()
+                    if self._ready:
+                        _, weights = self._ready.popleft()
+                        self._in_use = i
+                        self._cond.notify_all()
+                        return weights
+                    if self._error is not None:
+                        raise self._error
+                    if self._thread is None or not self._thread.is_alive():
+                        raise StreamingError(
+                            "The layer reader stopped (the model was closed or cancelled) "
+                            f"while layer {i} was needed."
+                        )
+                    if hook is None:
+                        t0 = time.perf_counter()
+                        self._cond.wait(WAIT_POLL)
+                        waited += time.perf_counter() - t0
+                        continue
+                t0 = time.perf_counter()
+                more = hook()
+                with self._cond:
+                    self._counters["hook_seconds"] += time.perf_counter() - t0
+                    self._counters["hook_calls"] += 1
+                if not more:
+                    hook = None
+        finally:
+            with self._cond:
+                self._counters["io_wait_seconds"] += waited
+
+    def release(self, i: int) -> None:
+        with self._cond:
+            self._reserved -= self.nbytes[i]
+            self._in_use = None
+            self._cond.notify_all()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the IO thread and drop prefetched layers (`start` restarts it)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        with self._cond:
+            for j, _ in self._ready:
+                self._reserved -= self.nbytes[j]
+            self._ready.clear()
+
+    def close(self) -> None:
+        self.stop()
+        self._closed = True
+
+    @property
+    def io_thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def count_pass(self) -> None:
+        with self._cond:
+            self._counters["passes"] += 1
+
+    def reset_peak(self) -> None:
+        with self._cond:
+            self._peak = self._reserved
+
+    def snapshot(self, pinned: int) -> IOStats:
+        with self._cond:
+            return IOStats(resident_bytes=self._reserved, peak_resident_bytes=self._peak,
+                           layers_pinned=pinned, layers_streamed=len(self.streamed),
+                           budget_bytes=self.budget, **self._counters)
+
+    def states(self) -> dict[int, str]:
+        with self._cond:
+            out = {i: "streamed" for i in self.streamed}
+            out.update({j: "resident" for j, _ in self._ready})
+            if self._in_use is not None:
+                out[self._in_use] = "resident"
+            if self._loading is not None:
+                out[self._loading] = "loading"
+            return out
+
+
+def _as_streaming_error(e: BaseException, layer: int, runs) -> StreamingError:
+    if isinstance(e, StreamingError):
+        return e
+    files = ", ".join(sorted({str(r.file) for r in runs}))
+    return StreamingError(f"Reading layer {layer} from {files} failed: {type(e).__name__}: {e}")
+
+
+@atexit.register
+def _close_all() -> None:  # IO threads must release their MLX streams before exit
+    for store in list(_LIVE):
+        store.stop(timeout=5.0)

@@ -1,0 +1,170 @@
+"""A target larger than memory: transformer layers streamed under a hard byte budget.
+
+Embeddings, final norm and LM head stay resident; as many layers as fit are pinned; the rest
+are read every pass, in layer order, by one background IO thread that runs ahead of compute
+(cyclically, into the next pass) through a bounded queue. A layer's bytes count against the
+budget from the moment its read starts until compute releases it; the IO thread waits when the
+next read would cross the budget. The IO thread evaluates what it reads (MLX streams are per
+thread); compute only ever sees evaluated arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from .cache import cache_state
+from .errors import ModelError
+from .layerstore import IOStats, LayerStore, plan_pinned
+from .loader import LoadedModel, load_tokenizer, read_config
+from .models import family
+from .weights import WeightIndex, index_model, read_tensors
+
+__all__ = ["IOStats", "LayerStore", "StreamedModel", "StreamedLoadedModel", "load_streamed_model"]
+
+
+class StreamedModel:
+    """Callable like the resident `Model`, with layers streamed through a `LayerStore`."""
+
+    def __init__(self, shell: nn.Module, pinned: list[int], store: LayerStore, prefix: str):
+        self.shell, self.store = shell, store
+        self.args = shell.args
+        self.pinned = frozenset(pinned)
+        self._prefix = prefix  # e.g. "model.layers."; a layer's tensors are prefix + "i."
+        empty = mx.zeros((0,))
+        mx.eval(empty)
+        self._hollow = {i: tree_map(lambda _: empty, shell.layers[i].parameters())
+                        for i in store.streamed}
+        for i, hollow in self._hollow.items():
+            shell.layers[i].update(hollow)  # drops the never-evaluated random init
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return self.shell.layers
+
+    def __call__(self, tokens, cache=None, positions=None, mask=None,
+                 while_waiting: Callable[[], bool] | None = None):
+        """Logits (1, L, vocab); `while_waiting()` runs draft work while a layer is read."""
+        if mask is None and tokens.shape[1] > 1:
+            mask = "causal"
+        if self.store.streamed:
+            self.store.start()
+        h = self.shell.embed(tokens)
+        caches = cache if cache is not None else [None] * len(self.layers)
+        for i, (layer, c) in enumerate(zip(self.layers, caches, strict=True)):
+            if i in self.pinned:
+                h = layer(h, mask, c, positions)
+                continue
+            mx.eval(h)  # finish pending (pinned) work before maybe waiting
+            weights = self.store.take(i, while_waiting)
+            try:
+                cut = len(f"{self._prefix}{i}.")
+                layer.update(tree_unflatten([(k[cut:], v) for k, v in weights.items()]))
+                del weights
+                h = layer(h, mask, c, positions)
+                mx.eval(h, cache_state([c]) if c is not None else [])
+            finally:
+                layer.update(self._hollow[i])
+                self.store.release(i)
+        self.store.count_pass()
+        return self.shell.head(h)
+
+    def embed(self, tokens):
+        return self.shell.embed(tokens)
+
+    def head(self, h):
+        return self.shell.head(h)
+
+    def io_stats(self) -> IOStats:
+        return self.store.snapshot(len(self.pinned))
+
+    def reset_peak(self) -> None:
+        self.store.reset_peak()
+
+    def layer_states(self) -> tuple[str, ...]:
+        streamed = self.store.states()
+        return tuple("pinned" if i in self.pinned else streamed[i] for i in range(len(self.layers)))
+
+    def stop(self) -> None:
+        """Stop the IO thread (cancel); the next call starts it again."""
+        self.store.stop()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class StreamedLoadedModel(LoadedModel):
+    def nbytes(self) -> int:
+        return self.model.store.index.nbytes  # the whole model on disk (not just resident)
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def load_streamed_model(
+    path: str | Path,
+    budget_bytes: int,
+    *,
+    prefetch: int = 2,
+    bypass_cache: bool = True,
+    reader: Callable[..., dict[str, mx.array]] = read_tensors,
+) -> StreamedLoadedModel:
+    """Load a target whose weight bytes resident never exceed `budget_bytes`.
+
+    Args:
+        prefetch: layers the IO thread may hold ready ahead of compute.
+        bypass_cache: evict what is read from the OS page cache (so passes really read storage).
+        reader: the layer reader (tests inject faults here).
+    """
+    path = Path(path).expanduser()
+    config = read_config(path)
+    tokenizer = load_tokenizer(path)
+    index = index_model(path)
+    fam = family(config["model_type"])
+    shell = fam.Model(fam.ModelArgs.from_dict(config))  # random init stays lazy: never evaluated
+    names = shell.sanitize(dict(index.tensors))
+    if (q := config.get("quantization")) is not None:
+        nn.quantize(shell, group_size=q["group_size"], bits=q["bits"], class_predicate=lambda p, m:
+                    hasattr(m, "to_quantized") and f"{p}.scales" in names)
+    expected = dict(tree_flatten(shell.parameters()))
+    _check(expected, names, path)
+    n = len(shell.layers)
+    prefix = [f"{name.rsplit('layers.', 1)[0]}layers." for name in expected if ".layers." in name]
+    lp = prefix[0] if prefix else "model.layers."
+    layer_names = [[k for k in expected if k.startswith(f"{lp}{i}.")] for i in range(n)]
+    in_layers = {k for names_i in layer_names for k in names_i}
+    base = [names[k] for k in expected if k not in in_layers]
+    layer_bytes = [sum(names[k].length for k in ks) for ks in layer_names]
+    base_bytes = sum(t.length for t in base)
+    pinned = plan_pinned(base_bytes, layer_bytes, budget_bytes, prefetch)
+    resident = base + [names[k] for i in pinned for k in layer_names[i]]
+    shell.load_weights(list(read_tensors(resident, stamps=index.stamps,
+                                         bypass_cache=bypass_cache).items()), strict=False)
+    streamed = [i for i in range(n) if i not in set(pinned)]
+    # Layers are read by name from the index: keep exactly the expected tensors per layer.
+    sub = WeightIndex(index.tensors, tuple(tuple(names[k] for k in ks) for ks in layer_names),
+                      index.other, index.stamps)
+    store = LayerStore(sub, streamed, base_bytes + sum(layer_bytes[i] for i in pinned),
+                       budget_bytes, prefetch, bypass_cache, reader)
+    model = StreamedModel(shell, pinned, store, lp)
+    store.start()
+    return StreamedLoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)
+
+
+def _check(expected: dict, names: dict, where: Path) -> None:
+    missing = sorted(set(expected) - set(names))
+    if missing:
+        raise ModelError(
+            f"{where}: the weights lack {len(missing)} tensors the config needs "
+            f"(first: {missing[0]}). The files are incomplete or belong to another model."
+        )
+    for k, arr in expected.items():
+        if tuple(names[k].shape) != tuple(arr.shape):
+            raise ModelError(
+                f"{where}: tensor {k} has shape {names[k].shape}, the config expects "
+                f"{tuple(arr.shape)}. config.json does not match the weights."
+            )
