@@ -1,0 +1,299 @@
+"""The one place where engine events become Qt signals.
+
+All MLX work runs on `engine.runtime.EngineThread` (MLX streams belong to the thread that made
+them). Its callback only appends `(job_id, event, time)` to a queue; a GUI-thread timer drains the
+queue at most 30 times per second and emits one documented signal per event, then one
+`sig_frame` so views repaint once per frame however fast the engine runs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from engine.events import Failed, Finished, LoadProgress, PrefillDone, StepEvent
+
+FRAME_MS = 33  # <= 30 repaints per second
+
+# loader(target, draft, *, budget_bytes, progress) -> session (runs on the engine thread)
+Loader = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Private marker: the session of a load job is ready."""
+
+    description: str
+    context_length: int
+    target_layers: int
+
+
+@dataclass(frozen=True)
+class _JobEnd:
+    """Private marker, queued as its own job after each job: everything before it has arrived."""
+
+
+@dataclass(frozen=True)
+class _TaskDone:
+    result: object
+
+
+class _LoadCancelled(Exception):
+    pass
+
+
+def default_loader(target, draft, *, budget_bytes=None, progress=None):
+    from engine.session import Session
+
+    return Session.load(target, draft, budget_bytes=budget_bytes, progress=progress)
+
+
+class EngineBridge(QObject):
+    """Owns the engine thread and the loaded session; emits `sig_*` signals in the GUI thread.
+
+    Args:
+        loader: builds a session on the engine thread (default `Session.load`). Tests pass a
+            scripted fake whose `chat(messages, config, should_stop, system)` yields events.
+    """
+
+    sig_busy_changed = Signal(bool)
+    """(busy) True while a load, generation or task is queued or running."""
+    sig_load_progress = Signal(str, int, int)
+    """(what, done, total) from the engine's LoadProgress events."""
+    sig_load_finished = Signal(str, int, int)
+    """(description, context_length, target_layers) the session is ready to chat."""
+    sig_load_aborted = Signal()
+    """Loading was cancelled; the previous session (if any) was dropped."""
+    sig_generation_started = Signal(int)
+    """(job_id) a chat request reached the engine thread's queue."""
+    sig_prefill_done = Signal(int, float)
+    """(prompt_tokens, seconds)."""
+    sig_step = Signal(object, float)
+    """(StepEvent, seconds since the generation started) one per target pass."""
+    sig_generation_finished = Signal(object)
+    """(Finished) the answer is complete (reason "eos" or "length")."""
+    sig_generation_aborted = Signal(object)
+    """(Finished or None) Stop was honoured; Finished carries what was produced, if any."""
+    sig_task_finished = Signal(int, object)
+    """(job_id, result) a `run_task` function returned on the engine thread."""
+    sig_failed = Signal(str, str)
+    """(context, message) "load", "generate" or "task": a person-readable message."""
+    sig_frame = Signal()
+    """Once per drained frame (<= 30/s) that carried events: views repaint now."""
+
+    def __init__(self, loader: Loader | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        from engine.runtime import EngineThread
+
+        self._loader = loader or default_loader
+        self._queue: queue.Queue = queue.Queue()
+        self._engine = EngineThread(self._on_engine_event)
+        self._session = None  # touched only inside jobs, i.e. on the engine thread
+        self._kinds: dict[int, str] = {}  # job id -> "load" | "generate" | "task"
+        self._ended: set[int] = set()  # jobs whose terminal signal was emitted
+        self._started: dict[int, float] = {}
+        self._current_generation: int | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(FRAME_MS)
+        self._timer.timeout.connect(self._drain)
+        self.context_length = 0
+        self.loaded_description = ""
+
+    # ---- public API (GUI thread) ----
+    @property
+    def busy(self) -> bool:
+        return bool(self._kinds)
+
+    @property
+    def has_session(self) -> bool:
+        return bool(self.loaded_description)
+
+    @property
+    def generating(self) -> bool:
+        return self._current_generation is not None
+
+    def load(self, target: str, draft: str | None, budget_bytes: int | None = None) -> int:
+        """Load a target (+ draft) on the engine thread; progress and result arrive as signals."""
+        self.loaded_description = ""
+
+        def job(should_stop, job_id):
+            self._session = None
+
+            def progress(event: LoadProgress):
+                if should_stop():
+                    raise _LoadCancelled()
+                self._on_engine_event(job_id, event)
+
+            try:
+                session = self._loader(target, draft, budget_bytes=budget_bytes, progress=progress)
+            except _LoadCancelled:
+                return
+            except ImportError as exc:
+                yield Failed(
+                    f"This build cannot load that way yet ({exc.name or exc}). "
+                    "Try loading the whole target (no memory budget)."
+                )
+                return
+            if should_stop():
+                return
+            self._session = session
+            yield Loaded(_describe(session), int(getattr(session, "context_length", 0) or 0),
+                         _target_layers(session))
+
+        return self._submit("load", job)
+
+    def chat(self, messages: list[dict], config, system: str | None = None) -> int:
+        """Generate an answer to `messages` with a GenerationConfig; returns the job id."""
+
+        def job(should_stop, job_id) -> Iterator[object]:
+            if self._session is None:
+                yield Failed("No model is loaded. Pick a target (and draft) and press Load.")
+                return
+            yield from self._session.chat(messages, config, should_stop, system)
+
+        job_id = self._submit("generate", job)
+        self._current_generation = job_id
+        self.sig_generation_started.emit(job_id)
+        return job_id
+
+    def run_task(self, fn: Callable[[Callable[[object], None]], object]) -> int:
+        """Run `fn(report)` on the engine thread (e.g. building the demo pair).
+
+        `report(LoadProgress)` becomes sig_load_progress; the return value, sig_task_finished.
+        """
+
+        def job(should_stop, job_id):
+            def report(event):
+                if should_stop():
+                    raise _LoadCancelled()
+                self._on_engine_event(job_id, event)
+
+            try:
+                result = fn(report)
+            except _LoadCancelled:
+                return
+            yield _TaskDone(result)
+
+        return self._submit("task", job)
+
+    def stop(self, kind: str | None = None) -> None:
+        """Cooperative stop of queued or running jobs of one kind ("load", "generate", "task")
+        or of all; the engine finishes its current step and rewinds its caches."""
+        for job_id, job_kind in list(self._kinds.items()):
+            if kind is None or job_kind == kind:
+                self._engine.cancel(job_id)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.stop()
+        self._timer.stop()
+        self._engine.shutdown(timeout)
+
+    # ---- engine thread side ----
+    def _on_engine_event(self, job_id: int, event: object) -> None:
+        self._queue.put((job_id, event, time.perf_counter()))
+
+    def _submit(self, kind: str, job) -> int:
+        # The job needs its own id (for progress events) before the engine thread may run it.
+        gate, box = threading.Event(), []
+
+        def gated(should_stop):
+            gate.wait()
+            yield from job(should_stop, box[0])
+
+        job_id = self._engine.submit(gated)
+        box.append(job_id)
+        gate.set()
+        # A job cancelled before it starts yields nothing; this marker job tells us it is over.
+        self._engine.submit(lambda _stop, j=job_id: iter([(_JobEnd(), j)]))
+        self._kinds[job_id] = kind
+        self._started[job_id] = time.perf_counter()
+        if len(self._kinds) == 1:
+            self.sig_busy_changed.emit(True)
+        if not self._timer.isActive():
+            self._timer.start()
+        return job_id
+
+    # ---- GUI thread side ----
+    def _drain(self) -> None:
+        emitted = False
+        while True:
+            try:
+                job_id, event, t = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, tuple) and isinstance(event[0], _JobEnd):
+                self._end_job(event[1])
+                continue
+            if job_id in self._ended:
+                continue
+            self._dispatch(job_id, event, t)
+            emitted = True
+        if emitted:
+            self.sig_frame.emit()
+        if not self._kinds and self._queue.empty():
+            self._timer.stop()
+
+    def _dispatch(self, job_id: int, event: object, t: float) -> None:
+        kind = self._kinds.get(job_id, "task")
+        if isinstance(event, LoadProgress):
+            self.sig_load_progress.emit(event.what, event.done, event.total)
+        elif isinstance(event, Loaded):
+            self.context_length = event.context_length
+            self.loaded_description = event.description
+            self._ended.add(job_id)
+            self.sig_load_finished.emit(event.description, event.context_length,
+                                        event.target_layers)
+        elif isinstance(event, PrefillDone):
+            self.sig_prefill_done.emit(event.tokens, event.seconds)
+        elif isinstance(event, StepEvent):
+            self.sig_step.emit(event, t - self._started.get(job_id, t))
+        elif isinstance(event, Finished):
+            self._ended.add(job_id)
+            self._current_generation = None
+            if event.reason == "cancelled":
+                self.sig_generation_aborted.emit(event)
+            else:
+                self.sig_generation_finished.emit(event)
+        elif isinstance(event, Failed):
+            self._ended.add(job_id)
+            if kind == "generate":
+                self._current_generation = None
+            self.sig_failed.emit(kind, event.message)
+        elif isinstance(event, _TaskDone):
+            self._ended.add(job_id)
+            self.sig_task_finished.emit(job_id, event.result)
+
+    def _end_job(self, job_id: int) -> None:
+        kind = self._kinds.pop(job_id, None)
+        self._started.pop(job_id, None)
+        if job_id not in self._ended:  # stopped before its terminal event
+            if kind == "generate":
+                self._current_generation = None
+                self.sig_generation_aborted.emit(None)
+            elif kind == "load":
+                self.sig_load_aborted.emit()
+            elif kind == "task":
+                self.sig_failed.emit("task", "Cancelled.")
+        self._ended.discard(job_id)
+        if not self._kinds:
+            self.sig_busy_changed.emit(False)
+
+
+def _describe(session) -> str:
+    target = getattr(session, "target", None)
+    draft = getattr(session, "draft", None)
+    name = getattr(target, "name", None) or "model"
+    return f"{name} + {draft.name}" if draft is not None else f"{name} (no draft)"
+
+
+def _target_layers(session) -> int:
+    target = getattr(session, "target", None)
+    try:
+        return int(target.num_layers)
+    except (AttributeError, TypeError):
+        return 0

@@ -1,0 +1,210 @@
+"""Conversation history in SQLite (WAL), in the platform's app-data folder.
+
+An answer is written as it streams (`update_message` once per repaint), so killing the app loses
+nothing that was on screen; such a message reopens with `finished = False`.
+The store is plain sqlite3; only `default_history_path` asks Qt where app data lives.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    system_prompt TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL DEFAULT '',
+    sources BLOB,
+    stats TEXT,
+    stop_reason TEXT,
+    finished INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, position);
+"""
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    system_prompt: str
+    updated: float
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    position: int
+    role: str  # "user" | "assistant"
+    content: str
+    sources: bytes = b""  # one byte per character of content: markdown.NONE/DRAFT/TARGET
+    stats: dict = field(default_factory=dict)
+    stop_reason: str | None = None
+    finished: bool = True
+
+
+def default_history_path() -> Path:
+    from PySide6.QtCore import QStandardPaths
+
+    folder = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
+    return folder / "history.sqlite3"
+
+
+class HistoryStore:
+    """Conversations and their messages. One connection, used from the GUI thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path))
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---- conversations ----
+    def create_conversation(self, title: str = "New chat", system_prompt: str = "") -> int:
+        now = time.time()
+        cur = self._db.execute(
+            "INSERT INTO conversations (title, system_prompt, created, updated) VALUES (?,?,?,?)",
+            (title, system_prompt, now, now),
+        )
+        self._db.commit()
+        return int(cur.lastrowid)
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        self._db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
+        self._db.commit()
+
+    def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
+        self._db.execute(
+            "UPDATE conversations SET system_prompt=? WHERE id=?", (system_prompt, conversation_id)
+        )
+        self._db.commit()
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        self._db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+        self._db.commit()
+
+    def conversation(self, conversation_id: int) -> Conversation | None:
+        row = self._db.execute(
+            "SELECT * FROM conversations WHERE id=?", (conversation_id,)
+        ).fetchone()
+        return _conversation(row) if row else None
+
+    def conversations(self) -> list[Conversation]:
+        rows = self._db.execute("SELECT * FROM conversations ORDER BY updated DESC, id DESC")
+        return [_conversation(r) for r in rows]
+
+    def search(self, query: str) -> list[Conversation]:
+        """Conversations whose title or any message contains `query` (case-insensitive)."""
+        if not query.strip():
+            return self.conversations()
+        like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._db.execute(
+            "SELECT * FROM conversations c WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS ("
+            " SELECT 1 FROM messages m WHERE m.conversation_id = c.id"
+            " AND m.content LIKE ? ESCAPE '\\') ORDER BY updated DESC, id DESC",
+            (like, like),
+        )
+        return [_conversation(r) for r in rows]
+
+    # ---- messages ----
+    def add_message(
+        self, conversation_id: int, role: str, content: str = "", *, finished: bool = True
+    ) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id=?",
+            (conversation_id,),
+        ).fetchone()
+        now = time.time()
+        cur = self._db.execute(
+            "INSERT INTO messages (conversation_id, position, role, content, finished, created)"
+            " VALUES (?,?,?,?,?,?)",
+            (conversation_id, row[0], role, content, int(finished), now),
+        )
+        self._touch(conversation_id, now)
+        self._db.commit()
+        return int(cur.lastrowid)
+
+    def update_message(
+        self,
+        message_id: int,
+        content: str,
+        *,
+        sources: bytes | None = None,
+        stats: dict | None = None,
+        stop_reason: str | None = None,
+        finished: bool | None = None,
+    ) -> None:
+        """Write the message as it is now; called repeatedly while an answer streams."""
+        sets, args = ["content=?"], [content]
+        if sources is not None:
+            sets.append("sources=?")
+            args.append(bytes(sources))
+        if stats is not None:
+            sets.append("stats=?")
+            args.append(json.dumps(stats))
+        if stop_reason is not None:
+            sets.append("stop_reason=?")
+            args.append(stop_reason)
+        if finished is not None:
+            sets.append("finished=?")
+            args.append(int(finished))
+        self._db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", (*args, message_id))
+        self._db.commit()
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        rows = self._db.execute(
+            "SELECT * FROM messages WHERE conversation_id=? ORDER BY position", (conversation_id,)
+        )
+        return [_message(r) for r in rows]
+
+    def delete_messages_from(self, conversation_id: int, position: int) -> None:
+        """Drop the message at `position` and all later ones (edit-and-resend, regenerate)."""
+        self._db.execute(
+            "DELETE FROM messages WHERE conversation_id=? AND position>=?",
+            (conversation_id, position),
+        )
+        self._db.commit()
+
+    def _touch(self, conversation_id: int, now: float) -> None:
+        self._db.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation_id))
+
+
+def _conversation(row) -> Conversation:
+    return Conversation(row["id"], row["title"], row["system_prompt"], row["updated"])
+
+
+def _message(row) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        position=row["position"],
+        role=row["role"],
+        content=row["content"],
+        sources=bytes(row["sources"] or b""),
+        stats=json.loads(row["stats"]) if row["stats"] else {},
+        stop_reason=row["stop_reason"],
+        finished=bool(row["finished"]),
+    )
