@@ -57,12 +57,12 @@ def generation_config(args):
 
 def resolve_pair(args) -> tuple[str, str | None]:
     """The target/draft folders asked for, defaulting to the demo pair."""
-    from engine.demo import demo_pair_paths
-
     target, draft = args.target, args.draft
     if target is None:
-        target, demo_draft = demo_pair_paths()
-        draft = draft or demo_draft
+        from engine import demo
+
+        target = demo.models_home() / demo.TARGET_NAME
+        draft = draft or demo.models_home() / demo.DRAFT_NAME
         if not os.path.isdir(target):
             from engine.errors import ModelError
 

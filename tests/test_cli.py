@@ -1,0 +1,85 @@
+"""The `canopy` command line contract (DESIGN.md): JSON keys, exit codes, clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+STATS_KEYS = {
+    "generated_tokens", "target_passes", "tokens_per_pass", "tokens_per_second",
+    "acceptance_by_depth", "peak_target_resident_bytes", "target_bytes_read", "io_wait_seconds",
+}
+
+
+def canopy(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "app.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def ar_ids(tiny_pair):
+    out = canopy("generate", "--target", tiny_pair["target"], "--prompt", "hello there",
+                 "--mode", "ar", "--max-tokens", 24, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["token_ids"]
+
+
+@pytest.mark.parametrize("mode", ["tree", "chain"])
+def test_generate_json_contract(tiny_pair, ar_ids, mode):
+    out = canopy("generate", "--target", tiny_pair["target"], "--draft", tiny_pair["noisy"],
+                 "--prompt", "hello there", "--mode", mode, "--max-tokens", 24, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)  # stdout is exactly one JSON object
+    assert {"text", "token_ids", "stats"} <= set(data)
+    assert STATS_KEYS <= set(data["stats"])
+    assert data["token_ids"] == ar_ids
+    assert data["stats"]["generated_tokens"] == 24
+
+
+def test_chat_with_system_prompt_and_sampling(tiny_pair):
+    out = canopy("generate", "--target", tiny_pair["target"], "--draft", tiny_pair["same"],
+                 "--prompt", "hi", "--chat", "--system", "be brief", "--temperature", "0.7",
+                 "--top-p", "0.9", "--seed", 1, "--max-tokens", 10, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["stats"]["generated_tokens"] <= 10
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--target", "/nonexistent/model"], "not found"),
+        (["--target", "{tmp}"], "config.json is missing"),
+        (["--target", "{target}", "--draft", "{tmp}"], "config.json is missing"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tiny_pair, tmp_path, args, needle):
+    args = [a.format(tmp=tmp_path, target=tiny_pair["target"]) for a in args]
+    out = canopy("generate", *args, "--prompt", "x", "--max-tokens", 3)
+    assert out.returncode != 0
+    assert needle in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_incompatible_pair(tiny_pair, tmp_path):
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_pair["noisy"], other)
+    tok = Tokenizer.from_file(str(other / "tokenizer.json"))
+    tok.add_special_tokens(["<|extra|>"])
+    tok.save(str(other / "tokenizer.json"))
+    out = canopy("generate", "--target", tiny_pair["target"], "--draft", other,
+                 "--prompt", "x", "--max-tokens", 3)
+    assert out.returncode == 2 and "different tokenizers" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_context_length_check(tiny_pair):
+    out = canopy("generate", "--target", tiny_pair["target"], "--mode", "ar",
+                 "--prompt", "hello " * 50, "--max-tokens", 5000)
+    assert out.returncode == 2 and "context" in out.stderr
