@@ -94,6 +94,7 @@ class LayerStore:
         self._ready: deque[tuple[int, dict]] = deque()
         self._loading: int | None = None
         self._in_use: int | None = None
+        self.base_bytes = base_bytes  # resident part + pinned layers
         self._reserved = self._peak = base_bytes
         self._error: StreamingError | None = None
         self._stop = False
@@ -169,10 +170,11 @@ class LayerStore:
             release_thread_streams()
 
     # ---- compute side ----------------------------------------------------------------------
-    def take(self, i: int, while_waiting: Callable[[], bool] | None = None) -> dict:
+    def take(self, i: int, while_waiting: Callable[[], bool] | None = None) -> tuple[dict, bool]:
         """The weights of streamed layer `i` (evaluated); call `release(i)` after use.
 
         While the layer is not ready, `while_waiting()` runs draft work until it returns False.
+        Returns the weights and whether the hook may still have work (it never said False).
         """
         hook = while_waiting
         waited = 0.0
@@ -187,7 +189,7 @@ class LayerStore:
                         _, weights = self._ready.popleft()
                         self._in_use = i
                         self._cond.notify_all()
-                        return weights
+                        return weights, hook is not None or while_waiting is None
                     if self._error is not None:
                         raise self._error
                     if self._thread is None or not self._thread.is_alive():

@@ -60,7 +60,9 @@ class StreamedModel:
                 h = layer(h, mask, c, positions)
                 continue
             mx.eval(h)  # finish pending (pinned) work before maybe waiting
-            weights = self.store.take(i, while_waiting)
+            weights, more = self.store.take(i, while_waiting)
+            if not more:  # the hook said it has nothing left to do: not again this pass
+                while_waiting = None
             try:
                 cut = len(f"{self._prefix}{i}.")
                 layer.update(tree_unflatten([(k[cut:], v) for k, v in weights.items()]))
