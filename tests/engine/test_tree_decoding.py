@@ -146,3 +146,42 @@ def test_sampled_tree_is_reproducible_with_a_seed(loaded_pair):
     a = run(loaded_pair["target"], loaded_pair["noisy"], [1, 2], **kw)[-1]
     b = run(loaded_pair["target"], loaded_pair["noisy"], [1, 2], **kw)[-1]
     assert a.token_ids == b.token_ids and len(a.token_ids) == 25
+
+
+def two_sample_chi2_pvalue(a, b, min_count=10):
+    """Two-sample chi-square on categorical samples; rare categories merged into one bin."""
+    from collections import Counter
+
+    from scipy.stats import chi2_contingency
+
+    ca, cb = Counter(a), Counter(b)
+    common = [k for k in set(ca) | set(cb) if ca[k] + cb[k] >= min_count]
+    rows = [[ca[k] for k in common], [cb[k] for k in common]]
+    rest = [len(a) - sum(rows[0]), len(b) - sum(rows[1])]
+    if min(rest) > 0:
+        rows[0].append(rest[0])
+        rows[1].append(rest[1])
+    return chi2_contingency(rows)[1]
+
+
+@pytest.mark.slow
+def test_sampled_tree_matches_target_alone_distribution(loaded_pair):
+    """End to end: tokens 2 and 3 (after a multi-token accepted step) have the target's law."""
+    target, draft = loaded_pair["target"], loaded_pair["noisy"]
+    ids = [40, 50, 60]
+    runs = 500
+
+    def samples(mode, d, seed0):
+        out = []
+        for s in range(runs):
+            cfg = GenerationConfig(mode=mode, max_tokens=3,
+                                   sampling=SamplingConfig(1.0, 1.0, seed=seed0 + s))
+            out.append(list(generate(target, d, ids, cfg))[-1].token_ids)
+        return out
+
+    ar, tree = samples("ar", None, 0), samples("tree", draft, 10_000)
+    for position in (1, 2):
+        at = [x[position] if len(x) > position else -1 for x in ar]  # -1: stopped at EOS
+        tt = [x[position] if len(x) > position else -1 for x in tree]
+        p = two_sample_chi2_pvalue(at, tt)
+        assert p > 1e-3, (position, p)
