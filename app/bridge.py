@@ -83,6 +83,9 @@ class EngineBridge(QObject):
     """(job_id, result) a `run_task` function returned on the engine thread."""
     sig_failed = Signal(str, str)
     """(context, message) "load", "generate" or "task": a person-readable message."""
+    sig_layers_changed = Signal(object)
+    """(tuple of "pinned" | "resident" | "loading" | "streamed") per target layer, polled each
+    frame while generating with a streamed target."""
     sig_frame = Signal()
     """Once per drained frame (<= 30/s) that carried events: views repaint now."""
 
@@ -103,6 +106,10 @@ class EngineBridge(QObject):
         self._timer.timeout.connect(self._drain)
         self.context_length = 0
         self.loaded_description = ""
+        self.budget_bytes: int | None = None
+        # StreamedModel.layer_states: lock-protected Python state (no MLX), safe to poll here
+        self._layer_probe: Callable[[], tuple] | None = None
+        self._last_layers: tuple | None = None
 
     # ---- public API (GUI thread) ----
     @property
@@ -120,6 +127,8 @@ class EngineBridge(QObject):
     def load(self, target: str, draft: str | None, budget_bytes: int | None = None) -> int:
         """Load a target (+ draft) on the engine thread; progress and result arrive as signals."""
         self.loaded_description = ""
+        self.budget_bytes = budget_bytes
+        self._layer_probe = None
 
         def job(should_stop, job_id):
             self._session = None
@@ -142,6 +151,8 @@ class EngineBridge(QObject):
             if should_stop():
                 return
             self._session = session
+            model = getattr(getattr(session, "target", None), "model", None)
+            self._layer_probe = getattr(model, "layer_states", None)
             yield Loaded(_describe(session), int(getattr(session, "context_length", 0) or 0),
                          _target_layers(session))
 
@@ -180,6 +191,11 @@ class EngineBridge(QObject):
             yield _TaskDone(result)
 
         return self._submit("task", job)
+
+    def layer_states(self) -> tuple | None:
+        """Per target layer: "pinned", "resident", "loading" or "streamed" (None: not streamed)."""
+        probe = self._layer_probe
+        return tuple(probe()) if probe is not None else None
 
     def stop(self, kind: str | None = None) -> None:
         """Cooperative stop of queued or running jobs of one kind ("load", "generate", "task")
@@ -233,6 +249,12 @@ class EngineBridge(QObject):
                 continue
             self._dispatch(job_id, event, t)
             emitted = True
+        if self._current_generation is not None and self._layer_probe is not None:
+            layers = self.layer_states()
+            if layers != self._last_layers:
+                self._last_layers = layers
+                self.sig_layers_changed.emit(layers)
+                emitted = True
         if emitted:
             self.sig_frame.emit()
         if not self._kinds and self._queue.empty():

@@ -1,0 +1,167 @@
+"""`canopy app`: build the Qt application and the main window; `--screenshot` mode.
+
+Entry points (wired by app/cli.py):
+    run_app(args) -> int      args: target, draft, budget_mb, screenshot, prompt, self_test
+    screenshot(png_path, prompt, target=None, draft=None, ...) -> int
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_PROMPT = "Explain speculative decoding in two sentences."
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+def _ensure_platform(headless: bool) -> None:
+    if headless and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def create_app(argv: list[str] | None = None):
+    """The QApplication (created once), named so QSettings/QStandardPaths use "Canopy"."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
+    app.setOrganizationName("Canopy")
+    app.setApplicationName("Canopy")
+    icon = RESOURCES / "icon.png"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    style = RESOURCES / "style.qss"
+    if style.exists():
+        app.setStyleSheet(style.read_text())
+    return app
+
+
+def create_window(*, history_path: str | Path | None = None, qsettings=None, loader=None):
+    """A MainWindow with its bridge and history store (defaults: the platform locations)."""
+    from PySide6.QtCore import QSettings
+
+    from .bridge import EngineBridge
+    from .history import HistoryStore, default_history_path
+    from .main_window import MainWindow
+
+    store = HistoryStore(history_path or default_history_path())
+    qsettings = qsettings if qsettings is not None else QSettings()
+    return MainWindow(EngineBridge(loader), store, qsettings)
+
+
+def run_app(args) -> int:
+    """`canopy app [--target DIR --draft DIR --budget-mb M] [--screenshot PNG --prompt TEXT]`."""
+    if getattr(args, "self_test", False):
+        from .selftest import self_test
+
+        return self_test()
+    budget_mb = getattr(args, "budget_mb", None)
+    if getattr(args, "screenshot", None):
+        return screenshot(args.screenshot, args.prompt or DEFAULT_PROMPT,
+                          getattr(args, "target", None), getattr(args, "draft", None),
+                          budget_mb=budget_mb)
+    app = create_app()
+    window = create_window()
+    if getattr(args, "target", None):
+        s = window.settings
+        s.target, s.draft = str(args.target), str(args.draft or "")
+        if budget_mb is not None:
+            s.budget_mb = int(budget_mb)
+        window.apply_settings(s)
+    window.show()
+    window.start()
+    if getattr(args, "prompt", None):
+        window.bridge.sig_load_finished.connect(lambda *_: _send_once(window, args.prompt))
+    code = app.exec()
+    window.store.close()
+    return code
+
+
+def _send_once(window, prompt: str) -> None:
+    if not getattr(window, "_sent_cli_prompt", False):
+        window._sent_cli_prompt = True
+        window.send(prompt)
+
+
+def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str | None = None,
+               draft: str | None = None, *, budget_mb: float | None = None,
+               mode: str | None = None, max_tokens: int | None = None,
+               mid_png: str | Path | None = None, mid_after_steps: int = 3,
+               size: tuple[int, int] = (1600, 1000), timeout: float = 900.0,
+               loader=None) -> int:
+    """Run `prompt`, wait for the answer, save the main window (tree and panel visible).
+
+    Uses a throw-away settings file and history, so the user's are untouched. With `mid_png`
+    a second PNG is saved after `mid_after_steps` steps (mid-answer).
+    Returns 0 on success, 1 if loading or generation failed (the PNG shows the error), 2 when
+    no models are available, 3 on timeout.
+    """
+    _ensure_platform(headless=True)
+    from PySide6.QtCore import QSettings, QTimer
+
+    from .settings import demo_paths
+
+    if target is None:
+        paths = demo_paths()
+        if not paths or not paths[0].is_dir():
+            print("canopy: no models: run `canopy models demo` or pass --target DIR",
+                  file=sys.stderr)
+            return 2
+        target, draft = str(paths[0]), str(draft or paths[1])
+    app = create_app()
+    tmp = tempfile.TemporaryDirectory(prefix="canopy-shot-")
+    qsettings = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)
+    window = create_window(history_path=Path(tmp.name) / "history.sqlite3", qsettings=qsettings,
+                           loader=loader)
+    s = window.settings
+    s.target, s.draft = str(target), str(draft or "")
+    s.budget_mb = int(budget_mb or 0)
+    s.mode = mode or s.mode
+    s.max_tokens = max_tokens or 96
+    window.apply_settings(s)
+    window.resize(*size)
+    window.show()
+    result = {"code": None}
+    bridge = window.bridge
+
+    def save(path) -> None:
+        app.processEvents()
+        window.tree.view.fit()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not window.grab().save(str(path)):
+            print(f"canopy: could not write {path}", file=sys.stderr)
+            result["code"] = 1
+
+    def finish(code: int) -> None:
+        if result["code"] is None:
+            result["code"] = code
+        save(png_path)
+        app.quit()
+
+    def on_frame() -> None:
+        if mid_png and not getattr(window, "_mid_saved", False) and \
+                len(window.tree.steps) >= mid_after_steps and bridge.generating:
+            window._mid_saved = True
+            save(mid_png)
+
+    def on_failed(context: str, message: str) -> None:
+        print(f"canopy: {message}", file=sys.stderr)
+        QTimer.singleShot(100, lambda: finish(1))
+
+    bridge.sig_load_finished.connect(lambda *_: window.send(prompt))
+    bridge.sig_frame.connect(on_frame)
+    bridge.sig_generation_finished.connect(lambda _e: QTimer.singleShot(150, lambda: finish(0)))
+    bridge.sig_generation_aborted.connect(lambda _e: QTimer.singleShot(150, lambda: finish(1)))
+    bridge.sig_failed.connect(on_failed)
+    QTimer.singleShot(int(timeout * 1000), lambda: (print("canopy: screenshot timed out",
+                                                          file=sys.stderr), finish(3)))
+    window.load_models()
+    app.exec()
+    window.bridge.shutdown(timeout=10.0)
+    window.store.close()
+    window.close()
+    window.deleteLater()
+    tmp.cleanup()
+    return int(result["code"] or 0)

@@ -1,0 +1,198 @@
+"""Live panel (pyqtgraph): speed, acceptance, IO and memory of the running generation.
+
+Plots: tokens/s over time, tokens per target pass, acceptance by tree depth, IO MB/s, IO wait,
+target bytes resident vs the budget; below them a strip of target layers (pinned / resident /
+loading / streamed). Data arrive per step (`add_step`); plots redraw in `refresh`, once a frame.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from engine.events import StepEvent
+
+from .steps import DepthAcceptance
+
+LAYER_COLORS = {
+    "pinned": "#4a6fa5",
+    "resident": "#8cc0e8",
+    "loading": "#f0a030",
+    "streamed": "#dcdcdc",
+}
+WINDOW = 8  # steps in the sliding window of the tokens/s curve
+MB = 2**20
+
+
+class LayerStrip(QWidget):
+    """One cell per target layer, coloured by state."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.states: tuple[str, ...] = ()
+        self.setMinimumHeight(22)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_states(self, states) -> None:
+        states = tuple(states or ())
+        if states != self.states:
+            self.states = states
+            self.update()
+
+    def set_counts(self, pinned: int, streamed: int) -> None:
+        """Without live states (e.g. a whole target): pinned layers first, then streamed."""
+        self.set_states(("pinned",) * pinned + ("streamed",) * streamed)
+
+    def paintEvent(self, event):
+        painter = QPainter(self)
+        n = len(self.states)
+        if not n:
+            painter.setPen(QColor("#888888"))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no target loaded")
+            return
+        w = self.width() / n
+        painter.setPen(QPen(QColor("white"), 1))
+        for i, state in enumerate(self.states):
+            painter.setBrush(QColor(LAYER_COLORS.get(state, "#dcdcdc")))
+            painter.drawRect(QRectF(i * w, 0, w, self.height() - 1))
+
+
+def _plot(layout: pg.GraphicsLayoutWidget, title: str, row: int, col: int, left: str = ""):
+    plot = layout.addPlot(row=row, col=col, title=title)
+    plot.setMenuEnabled(False)
+    plot.showGrid(x=True, y=True, alpha=0.2)
+    plot.titleLabel.setText(title, size="9pt", color="#333333")
+    for name in ("left", "bottom"):
+        axis = plot.getAxis(name)
+        axis.setPen(pg.mkPen("#999999"))
+        axis.setTextPen(pg.mkPen("#444444"))
+    if left:
+        plot.setLabel("left", left, color="#444444")
+    plot.setMouseEnabled(x=False, y=False)
+    return plot
+
+
+class LivePanel(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.graphs = pg.GraphicsLayoutWidget()
+        self.graphs.setBackground("w")
+        g = self.graphs
+        self.speed_plot = _plot(g, "tokens / s", 0, 0)
+        self.pass_plot = _plot(g, "tokens per target pass", 0, 1)
+        self.depth_plot = _plot(g, "acceptance by depth", 0, 2)
+        self.io_plot = _plot(g, "target IO MB/s", 1, 0)
+        self.wait_plot = _plot(g, "IO wait per pass (ms)", 1, 1)
+        self.memory_plot = _plot(g, "target resident vs budget (MB)", 1, 2)
+        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#2e7dd7", width=2))
+        self.pass_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#2e9d4f")
+        self.pass_plot.addItem(self.pass_bars)
+        self.depth_bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush="#8e5bd8")
+        self.depth_plot.addItem(self.depth_bars)
+        self.depth_plot.setYRange(0, 1, padding=0.02)
+        self.depth_plot.setLabel("bottom", "depth", color="#444444")
+        self.io_curve = self.io_plot.plot(pen=pg.mkPen("#e07b24", width=2))
+        self.wait_curve = self.wait_plot.plot(pen=pg.mkPen("#c94c4c", width=2))
+        self.memory_curve = self.memory_plot.plot(pen=pg.mkPen("#4a6fa5", width=2))
+        dashed = pg.mkPen("#c94c4c", style=Qt.PenStyle.DashLine)
+        self.budget_line = pg.InfiniteLine(angle=0, pen=dashed)
+        self.memory_plot.addItem(self.budget_line)
+        self.budget_line.setVisible(False)
+        self.speed_plot.setLabel("bottom", "seconds", color="#444444")
+
+        self.strip = LayerStrip()
+        legend = " ".join(
+            f'<span style="background-color:{c}">&nbsp;&nbsp;&nbsp;</span>&nbsp;{name}'
+            for name, c in LAYER_COLORS.items()
+        )
+        self.strip_label = QLabel(f"target layers: {legend}")
+        self.summary = QLabel("")
+        self.summary.setObjectName("liveSummary")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
+        layout.addWidget(self.graphs, 1)
+        layout.addWidget(self.strip_label)
+        layout.addWidget(self.strip)
+        layout.addWidget(self.summary)
+        self.budget_bytes: int | None = None
+        self._has_live_layers = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new generation (the budget and the layer strip stay)."""
+        self.times: list[float] = []
+        self.tokens: list[int] = []
+        self.speed: list[float] = []
+        self.io_mbps: list[float] = []
+        self.io_wait_ms: list[float] = []
+        self.resident_mb: list[float] = []
+        self.depth = DepthAcceptance.empty()
+        self._pending = True
+        self.refresh()
+
+    def set_target(self, budget_bytes: int | None, layers: int) -> None:
+        """A target was loaded: its budget (None: whole) and layer count."""
+        self.budget_bytes = budget_bytes
+        self._has_live_layers = False
+        self.strip.set_counts(layers, 0)
+        self._pending = True
+
+    def add_step(self, step: StepEvent, t: float) -> None:
+        prev = self.times[-1] if self.times else 0.0
+        dt = max(t - prev, 1e-6)
+        self.times.append(t)
+        self.tokens.append(len(step.token_ids))
+        k = max(0, len(self.times) - 1 - WINDOW)
+        span = t - (self.times[k] if k < len(self.times) - 1 else 0.0)
+        n = sum(self.tokens[k + 1:]) if k < len(self.times) - 1 else self.tokens[-1]
+        self.speed.append(n / max(span, 1e-6))
+        self.io_mbps.append(step.bytes_read / MB / dt)
+        self.io_wait_ms.append(step.io_wait_seconds * 1000)
+        self.resident_mb.append(step.target_resident_bytes / MB)
+        self.depth.add(step)
+        if step.layers_pinned + step.layers_streamed and not self._has_live_layers:
+            self.strip.set_counts(step.layers_pinned, step.layers_streamed)
+        self._pending = True
+
+    def set_layers(self, states) -> None:
+        """Live per-layer states from the bridge (streamed targets only)."""
+        self._has_live_layers = bool(states)
+        self.strip.set_states(states)
+
+    def refresh(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        steps = list(range(1, len(self.tokens) + 1))
+        self.speed_curve.setData(self.times, self.speed)
+        self.pass_bars.setOpts(x=steps, height=self.tokens)
+        rates = self.depth.rates()
+        self.depth_bars.setOpts(x=list(range(1, len(rates) + 1)), height=rates)
+        self.io_curve.setData(steps, self.io_mbps)
+        self.wait_curve.setData(steps, self.io_wait_ms)
+        self.memory_curve.setData(steps, self.resident_mb)
+        for plot, values in ((self.speed_plot, self.speed), (self.io_plot, self.io_mbps),
+                             (self.wait_plot, self.io_wait_ms), (self.pass_plot, self.tokens)):
+            plot.setYRange(0, max(values, default=0) * 1.15 or 1, padding=0)
+        if self.budget_bytes:
+            self.budget_line.setValue(self.budget_bytes / MB)
+            self.budget_line.setVisible(True)
+            top = max([self.budget_bytes / MB, *self.resident_mb]) * 1.1
+            self.memory_plot.setYRange(0, top, padding=0)
+        else:
+            self.budget_line.setVisible(False)
+            self.memory_plot.setYRange(0, max(self.resident_mb, default=0) * 1.15 or 1, padding=0)
+        if self.tokens:
+            total = sum(self.tokens)
+            elapsed = self.times[-1]
+            self.summary.setText(
+                f"{len(self.tokens)} passes · {total} tokens · "
+                f"{total / len(self.tokens):.2f} tokens/pass · "
+                f"{total / max(elapsed, 1e-6):.1f} tok/s · "
+                f"IO wait {sum(self.io_wait_ms) / 1000:.2f} s"
+            )
+        else:
+            self.summary.setText("Waiting for the first step…")

@@ -1,0 +1,358 @@
+"""Settings: a plain dataclass, its QSettings round trip, and the settings dialog.
+
+The dialog picks target and draft (model folders, the demo pair, models in the Hugging Face
+cache), shows the compatibility check before anything loads, shows what the memory budget
+means (layers pinned vs streamed), and edits decoding mode, tree and sampling options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import MODES, GenerationConfig, SamplingConfig, TreeConfig
+
+MB = 2**20
+
+
+@dataclass
+class AppSettings:
+    target: str = ""
+    draft: str = ""
+    budget_mb: int = 0  # 0: the whole target stays resident
+    mode: str = "tree"
+    tree_max_nodes: int = 48
+    tree_max_depth: int = 12
+    tree_threshold: float = 0.02
+    tree_adaptive: bool = True
+    chain_length: int = 4
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = -1  # -1: random
+    max_tokens: int = 256
+    tint_tokens: bool = True
+    system_prompt: str = ""
+
+    @property
+    def budget_bytes(self) -> int | None:
+        return self.budget_mb * MB if self.budget_mb > 0 else None
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(
+            mode=self.mode if self.mode in MODES else "tree",
+            max_tokens=max(1, self.max_tokens),
+            sampling=SamplingConfig(self.temperature, self.top_p,
+                                    None if self.seed < 0 else self.seed),
+            tree=TreeConfig(max_nodes=self.tree_max_nodes, max_depth=self.tree_max_depth,
+                            threshold=self.tree_threshold, adaptive=self.tree_adaptive),
+            chain_length=self.chain_length,
+        )
+
+
+def load_settings(qs: QSettings) -> AppSettings:
+    """Read every field, falling back to the default when missing or malformed."""
+    out = AppSettings()
+    for f in fields(AppSettings):
+        default = getattr(out, f.name)
+        value = qs.value(f.name, default)
+        try:
+            if isinstance(default, bool):
+                value = value if isinstance(value, bool) else str(value).lower() in ("1", "true")
+            else:
+                value = type(default)(value)
+        except (TypeError, ValueError):
+            value = default
+        setattr(out, f.name, value)
+    return out
+
+
+def save_settings(qs: QSettings, settings: AppSettings) -> None:
+    for key, value in asdict(settings).items():
+        qs.setValue(key, value)
+    qs.sync()
+
+
+def demo_paths() -> tuple[Path, Path] | None:
+    """Where the demo pair lives, if the demo builder is part of this build."""
+    try:
+        from engine import demo
+    except ImportError:
+        return None
+    home = demo.models_home()
+    return home / demo.TARGET_NAME, home / demo.DRAFT_NAME
+
+
+def known_models() -> list[tuple[str, str]]:
+    """(label, path) of models in the models folder and the Hugging Face cache."""
+    try:
+        from engine.demo import list_models
+    except ImportError:
+        return []
+    try:
+        return [(m.name, str(m.path)) for m in list_models()]
+    except OSError:
+        return []
+
+
+def check_pair_message(target: str, draft: str) -> tuple[bool, str]:
+    """(ok, message) of the draft/target compatibility check; reads configs and tokenizers."""
+    from engine.compat import check_pair
+    from engine.errors import CanopyError
+
+    if not target:
+        return False, "Pick a target model."
+    if not draft:
+        return True, "No draft: plain autoregressive decoding."
+    try:
+        return True, "Compatible: " + check_pair(target, draft)
+    except CanopyError as exc:
+        return False, str(exc)
+
+
+def budget_plan(target: str, budget_mb: int) -> str:
+    """What a budget means for this target: layers pinned vs streamed per pass."""
+    if budget_mb <= 0:
+        return "Whole target resident (no streaming)."
+    from engine.errors import CanopyError
+    from engine.layerstore import plan_pinned
+    from engine.weights import index_model
+
+    try:
+        index = index_model(Path(target))
+        layers = [index.layer_bytes(i) for i in range(len(index.layers))]
+        base = sum(t.length for t in index.other)
+        pinned = plan_pinned(base, layers, budget_mb * MB, prefetch=2)
+    except CanopyError as exc:
+        return str(exc)
+    except (OSError, ValueError) as exc:
+        return f"Cannot read the target's weights: {exc}"
+    n = len(layers)
+    return (f"{budget_mb} MB of {index.nbytes / MB:.0f} MB: {len(pinned)} of {n} layers pinned, "
+            f"{n - len(pinned)} streamed from disk every pass.")
+
+
+class ModelPicker(QWidget):
+    """A combo of known models plus a Browse… button; `path()` is the chosen folder."""
+
+    sig_path_changed = Signal(str)
+    """(path) the chosen model folder ("" for none)."""
+
+    def __init__(self, allow_none: bool = False, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.combo = QComboBox()
+        self.combo.setMinimumWidth(320)
+        self.combo.currentIndexChanged.connect(lambda _: self.sig_path_changed.emit(self.path()))
+        self.allow_none = allow_none
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(browse)
+        self.set_models(known_models())
+
+    def set_models(self, models: list[tuple[str, str]]) -> None:
+        current = self.path()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        if self.allow_none:
+            self.combo.addItem("(none: no draft)", "")
+        for label, path in models:
+            self.combo.addItem(label, path)
+        self.combo.blockSignals(False)
+        self.set_path(current)
+
+    def path(self) -> str:
+        return self.combo.currentData() or ""
+
+    def set_path(self, path: str) -> None:
+        index = self.combo.findData(path)
+        if index < 0 and path:
+            self.combo.addItem(Path(path).name or path, path)
+            index = self.combo.count() - 1
+        if index < 0:
+            index = 0
+        if index != self.combo.currentIndex():
+            self.combo.setCurrentIndex(index)
+        self.combo.setToolTip(path)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model folder", self.path())
+        if folder:
+            self.set_path(folder)
+
+
+class SettingsDialog(QDialog):
+    """Edit an AppSettings; `values()` returns the edited copy."""
+
+    sig_build_demo_requested = Signal()
+    """The user asked to build the demo pair."""
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Models and settings")
+        self._base = settings
+        self.target = ModelPicker()
+        self.draft = ModelPicker(allow_none=True)
+        demo_button = QPushButton("Use demo pair")
+        demo_button.clicked.connect(self._use_demo)
+        self.compat = QLabel("")
+        self.compat.setWordWrap(True)
+        self.compat.setObjectName("compatLabel")
+        self.budget = QSlider(Qt.Orientation.Horizontal)
+        self.budget.setRange(0, 4096)
+        self.budget.setSingleStep(16)
+        self.budget.setPageStep(128)
+        self.budget_label = QLabel("")
+        self.budget_label.setWordWrap(True)
+        models = QFormLayout()
+        models.addRow("Target", self.target)
+        models.addRow("Draft", self.draft)
+        models.addRow("", demo_button)
+        models.addRow("Check", self.compat)
+        models.addRow("Memory budget", self.budget)
+        models.addRow("", self.budget_label)
+        model_box = QGroupBox("Models")
+        model_box.setLayout(models)
+
+        self.mode = QComboBox()
+        self.mode.addItems(list(MODES))
+        self.tree_nodes = _spin(1, 512)
+        self.tree_depth = _spin(1, 64)
+        self.threshold = _dspin(0.0, 1.0, 0.005, 3)
+        self.adaptive = QCheckBox("adapt the threshold online")
+        self.chain = _spin(1, 32)
+        decoding = QFormLayout()
+        decoding.addRow("Mode", self.mode)
+        decoding.addRow("Tree budget (nodes)", self.tree_nodes)
+        decoding.addRow("Tree depth", self.tree_depth)
+        decoding.addRow("Threshold", self.threshold)
+        decoding.addRow("", self.adaptive)
+        decoding.addRow("Chain length", self.chain)
+        decoding_box = QGroupBox("Decoding")
+        decoding_box.setLayout(decoding)
+
+        self.temperature = _dspin(0.0, 2.0, 0.05, 2)
+        self.top_p = _dspin(0.0, 1.0, 0.05, 2)
+        self.seed = _spin(-1, 2**31 - 1)
+        self.seed.setSpecialValueText("random")
+        self.max_tokens = _spin(1, 32768)
+        sampling = QFormLayout()
+        sampling.addRow("Temperature (0: greedy)", self.temperature)
+        sampling.addRow("Top-p", self.top_p)
+        sampling.addRow("Seed", self.seed)
+        sampling.addRow("Max tokens", self.max_tokens)
+        sampling_box = QGroupBox("Sampling")
+        sampling_box.setLayout(sampling)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setText("Load")
+        lower = QHBoxLayout()
+        lower.addWidget(decoding_box)
+        lower.addWidget(sampling_box)
+        layout = QVBoxLayout(self)
+        layout.addWidget(model_box)
+        layout.addLayout(lower)
+        layout.addWidget(buttons)
+
+        self._check_timer = QTimer(self, singleShot=True, interval=150)
+        self._check_timer.timeout.connect(self.update_checks)
+        self.target.sig_path_changed.connect(lambda _: self._check_timer.start())
+        self.draft.sig_path_changed.connect(lambda _: self._check_timer.start())
+        self.budget.valueChanged.connect(lambda _: self._check_timer.start())
+        self.set_values(settings)
+
+    def set_values(self, s: AppSettings) -> None:
+        self.target.set_path(s.target)
+        self.draft.set_path(s.draft)
+        self.budget.setValue(s.budget_mb)
+        self.mode.setCurrentText(s.mode)
+        self.tree_nodes.setValue(s.tree_max_nodes)
+        self.tree_depth.setValue(s.tree_max_depth)
+        self.threshold.setValue(s.tree_threshold)
+        self.adaptive.setChecked(s.tree_adaptive)
+        self.chain.setValue(s.chain_length)
+        self.temperature.setValue(s.temperature)
+        self.top_p.setValue(s.top_p)
+        self.seed.setValue(s.seed)
+        self.max_tokens.setValue(s.max_tokens)
+        self.update_checks()
+
+    def values(self) -> AppSettings:
+        out = AppSettings(**asdict(self._base))
+        out.target, out.draft = self.target.path(), self.draft.path()
+        out.budget_mb = self.budget.value()
+        out.mode = self.mode.currentText()
+        out.tree_max_nodes, out.tree_max_depth = self.tree_nodes.value(), self.tree_depth.value()
+        out.tree_threshold, out.tree_adaptive = self.threshold.value(), self.adaptive.isChecked()
+        out.chain_length = self.chain.value()
+        out.temperature, out.top_p = self.temperature.value(), self.top_p.value()
+        out.seed, out.max_tokens = self.seed.value(), self.max_tokens.value()
+        return out
+
+    def update_checks(self) -> None:
+        """Run the compatibility check and explain the budget (no weights are loaded)."""
+        ok, message = check_pair_message(self.target.path(), self.draft.path())
+        self.compat.setText(("✔ " if ok else "✖ ") + message)
+        self.compat.setStyleSheet("color: #1d6e35" if ok else "color: #b00020")
+        self.ok_button.setEnabled(ok)
+        target = self.target.path()
+        if target:
+            self._fit_budget_range(target)
+            self.budget_label.setText(budget_plan(target, self.budget.value()))
+        else:
+            self.budget_label.setText("")
+
+    def _fit_budget_range(self, target: str) -> None:
+        try:
+            size = sum(f.stat().st_size for f in Path(target).glob("*.safetensors"))
+        except OSError:
+            return
+        top = max(64, int(size / MB) + 16)
+        if self.budget.maximum() != top:
+            self.budget.setMaximum(top)
+
+    def _use_demo(self) -> None:
+        paths = demo_paths()
+        if paths and paths[0].is_dir() and paths[1].is_dir():
+            self.target.set_path(str(paths[0]))
+            self.draft.set_path(str(paths[1]))
+        else:
+            self.sig_build_demo_requested.emit()
+
+
+def _spin(lo: int, hi: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    return box
+
+
+def _dspin(lo: float, hi: float, step: float, decimals: int) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setDecimals(decimals)
+    return box

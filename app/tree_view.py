@@ -1,0 +1,329 @@
+"""The token-tree visualizer: one StepEvent drawn as a tree, left (root) to right (deeper).
+
+`layout_tree` is pure (a tidy layout: leaves get consecutive rows, parents sit between their
+children). `TokenTreeView` draws nodes coloured by status (root, accepted path, rejected, the
+target's bonus token), emphasised by draft path probability, with hover tooltips, wheel zoom and
+fit. `TreePanel` adds a step slider that replays every step of a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QGraphicsPathItem,
+    QGraphicsRectItem,
+    QGraphicsScene,
+    QGraphicsSimpleTextItem,
+    QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.events import StepEvent
+
+from .steps import bonus_text, depths, path_probs
+
+NODE_W, NODE_H = 96, 30
+COL_W, ROW_H = 124, 36
+COLORS = {  # status -> (fill, border)
+    "root": ("#4a6fa5", "#2f4f7f"),
+    "accepted": ("#2e9d4f", "#1d6e35"),
+    "rejected": ("#e7b3b3", "#b55a5a"),
+    "bonus": ("#8e5bd8", "#5e35a0"),
+}
+LEGEND = " ".join(
+    f'<span style="background-color:{fill}; color:white">&nbsp;{name}&nbsp;</span>'
+    for name, (fill, _) in COLORS.items()
+)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    index: int
+    parent: int
+    token: int | None
+    text: str
+    prob: float  # draft probability given the parent
+    path_prob: float  # draft probability of the whole path from the root
+    depth: int
+    status: str  # root | accepted | rejected | bonus
+
+
+def tree_nodes(step: StepEvent) -> list[NodeInfo]:
+    """The step's tree as nodes, plus the bonus token as an extra child of the accepted path."""
+    parents = list(step.tree_parents)
+    paths = path_probs(parents, step.tree_probs)
+    deps = depths(parents)
+    accepted = set(step.accepted)
+    nodes = []
+    for i, parent in enumerate(parents):
+        status = "root" if i == 0 else ("accepted" if i in accepted else "rejected")
+        text = step.tree_texts[i] if i < len(step.tree_texts) else ""
+        prob = step.tree_probs[i] if i < len(step.tree_probs) else 1.0
+        nodes.append(NodeInfo(i, parent, step.tree_tokens[i], text, prob, paths[i], deps[i],
+                              status))
+    if step.bonus_token is not None and step.accepted:
+        last = step.accepted[-1]
+        nodes.append(NodeInfo(len(nodes), last, step.bonus_token, bonus_text(step), 1.0,
+                              paths[last] if last < len(paths) else 1.0, deps[last] + 1, "bonus"))
+    return nodes
+
+
+def layout_tree(parents: list[int]) -> list[tuple[int, float]]:
+    """(column, row) per node: column = depth; leaves take consecutive rows in depth-first
+    order; each parent sits midway between its first and last child."""
+    n = len(parents)
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i, p in enumerate(parents):
+        if p >= 0:
+            children[p].append(i)
+    pos: list[tuple[int, float]] = [(0, 0.0)] * n
+    next_row = 0.0
+    # iterative post-order, so deep chains do not hit the recursion limit
+    for root in (i for i, p in enumerate(parents) if p < 0):
+        stack = [(root, 0, False)]
+        while stack:
+            node, depth, done = stack.pop()
+            if not children[node]:
+                pos[node] = (depth, next_row)
+                next_row += 1
+            elif done:
+                rows = [pos[c][1] for c in children[node]]
+                pos[node] = (depth, (rows[0] + rows[-1]) / 2)
+            else:
+                stack.append((node, depth, True))
+                stack.extend((c, depth + 1, False) for c in reversed(children[node]))
+    return pos
+
+
+def display_text(text: str, limit: int = 10) -> str:
+    shown = text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣") or "∅"
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+class NodeItem(QGraphicsRectItem):
+    def __init__(self, node: NodeInfo, x: float, y: float):
+        super().__init__(0, 0, NODE_W, NODE_H)
+        self.node = node
+        self.setPos(x, y)
+        fill, border = COLORS[node.status]
+        color = QColor(fill)
+        # emphasis: likely paths are opaque, unlikely ones fade out
+        color.setAlphaF(0.35 + 0.65 * max(0.0, min(1.0, node.path_prob)) ** 0.5)
+        self.setBrush(QBrush(color))
+        self.setPen(QPen(QColor(border), 2.0 if node.status != "rejected" else 1.0))
+        self.setAcceptHoverEvents(True)
+        dark = node.status != "rejected"
+        label = QGraphicsSimpleTextItem(display_text(node.text), self)
+        font = QFont()
+        font.setPointSizeF(9.5)
+        font.setBold(node.status in ("accepted", "bonus", "root"))
+        label.setFont(font)
+        label.setBrush(QBrush(QColor("white" if dark else "#402020")))
+        label.setPos(5, 1)
+        prob = QGraphicsSimpleTextItem(
+            "bonus" if node.status == "bonus" else
+            ("root" if node.status == "root" else f"{node.prob:.2f}"), self)
+        small = QFont()
+        small.setPointSizeF(7.5)
+        prob.setFont(small)
+        prob.setBrush(QBrush(QColor("#eeeeee" if dark else "#6a4040")))
+        prob.setPos(5, 16)
+        self.setToolTip(
+            f"<b>{_html(node.text) or '∅'}</b> (token {node.token})<br>"
+            f"status: {node.status}<br>depth: {node.depth}<br>"
+            f"draft prob: {node.prob:.3f}<br>path prob: {node.path_prob:.3f}"
+        )
+
+    def hoverEnterEvent(self, event):
+        pen = self.pen()
+        pen.setWidthF(pen.widthF() + 2)
+        self.setPen(pen)
+        super().hoverEnterEvent(event)
+
+    def hoverLeaveEvent(self, event):
+        pen = self.pen()
+        pen.setWidthF(max(1.0, pen.widthF() - 2))
+        self.setPen(pen)
+        super().hoverLeaveEvent(event)
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class TokenTreeView(QGraphicsView):
+    """Draws one step's tree. `show_step(None)` clears it."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setBackgroundBrush(QBrush(QColor("#fbfbfb")))
+        self.items_by_index: dict[int, NodeItem] = {}
+        self.step: StepEvent | None = None
+
+    def show_step(self, step: StepEvent | None, fit: bool = True) -> None:
+        scene = self.scene()
+        scene.clear()
+        self.items_by_index = {}
+        self.step = step
+        if step is None:
+            return
+        nodes = tree_nodes(step)
+        pos = layout_tree([n.parent for n in nodes])
+        for node, (col, row) in zip(nodes, pos, strict=True):
+            item = NodeItem(node, col * COL_W, row * ROW_H)
+            self.items_by_index[node.index] = item
+        for node in nodes:
+            if node.parent < 0:
+                continue
+            a, b = self.items_by_index[node.parent], self.items_by_index[node.index]
+            start = a.pos() + QPointF(NODE_W, NODE_H / 2)
+            end = b.pos() + QPointF(0, NODE_H / 2)
+            path = QPainterPath(start)
+            mid = (start.x() + end.x()) / 2
+            path.cubicTo(QPointF(mid, start.y()), QPointF(mid, end.y()), end)
+            edge = QGraphicsPathItem(path)
+            on_path = node.status in ("accepted", "bonus")
+            color = QColor(COLORS[node.status][1] if on_path else "#c9a0a0")
+            width = 3.0 if on_path else 0.8 + 2.5 * max(0.0, min(1.0, node.path_prob))
+            edge.setPen(QPen(color, width))
+            edge.setZValue(-1)
+            scene.addItem(edge)
+        for item in self.items_by_index.values():
+            scene.addItem(item)
+        scene.setSceneRect(scene.itemsBoundingRect().adjusted(-10, -10, 10, 10))
+        if fit:
+            self.fit()
+
+    def fit(self, min_scale: float = 0.6) -> None:
+        """Fit the tree; never below `min_scale`, so 60+ node trees stay readable (then the
+        view centres on the accepted path and scrolls)."""
+        rect = self.scene().sceneRect()
+        if rect.isEmpty():
+            return
+        view = self.viewport().rect()
+        scale = min(view.width() / rect.width(), view.height() / rect.height(), 1.25)
+        scale = max(scale, min_scale)
+        self.resetTransform()
+        self.scale(scale, scale)
+        path = [self.items_by_index[i] for i in self.items_by_index
+                if self.items_by_index[i].node.status != "rejected"]
+        if scale > min_scale or not path:
+            self.centerOn(rect.center())
+        else:
+            box = QRectF()
+            for item in path:
+                box = box.united(item.sceneBoundingRect())
+            self.centerOn(box.center())
+
+    def fit_all(self) -> None:
+        self.fit(min_scale=0.0)
+
+    def zoom(self, factor: float) -> None:
+        self.scale(factor, factor)
+
+    def wheelEvent(self, event):
+        self.zoom(1.15 if event.angleDelta().y() > 0 else 1 / 1.15)
+
+
+class TreePanel(QWidget):
+    """The tree view plus a step slider (replay) and zoom/fit controls."""
+
+    sig_step_shown = Signal(int)
+    """(index) the step now drawn, within the current message's steps."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.steps: list[StepEvent] = []
+        self._pending = False
+        self.view = TokenTreeView()
+        self.legend = QLabel(LEGEND)
+        self.info = QLabel("No steps yet")
+        self.info.setObjectName("treeInfo")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setMinimum(0)
+        self.slider.setMaximum(0)
+        self.slider.setToolTip("Replay the steps of this answer")
+        self.slider.valueChanged.connect(self._on_slider)
+        self.live_check = QCheckBox("Follow live")
+        self.live_check.setChecked(True)
+        fit_button = QPushButton("Fit")
+        fit_button.clicked.connect(self.view.fit_all)
+        zoom_in, zoom_out = QPushButton("+"), QPushButton("−")
+        zoom_in.clicked.connect(lambda: self.view.zoom(1.25))
+        zoom_out.clicked.connect(lambda: self.view.zoom(0.8))
+        for b in (zoom_in, zoom_out):
+            b.setFixedWidth(28)
+        top = QHBoxLayout()
+        top.addWidget(self.legend)
+        top.addStretch(1)
+        top.addWidget(zoom_out)
+        top.addWidget(zoom_in)
+        top.addWidget(fit_button)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.slider, 1)
+        bottom.addWidget(self.live_check)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(top)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.info)
+        layout.addLayout(bottom)
+
+    def set_steps(self, steps: list[StepEvent], show: int = -1) -> None:
+        """Replace the message being shown (e.g. replay an earlier answer)."""
+        self.steps = list(steps)
+        self.slider.blockSignals(True)
+        self.slider.setMaximum(max(0, len(self.steps) - 1))
+        self.slider.blockSignals(False)
+        if self.steps:
+            self.show_index(show % len(self.steps))
+        else:
+            self.view.show_step(None)
+            self.info.setText("No steps yet")
+
+    def add_step(self, step: StepEvent) -> None:
+        """A live step: drawn at the next `refresh` when following live."""
+        self.steps.append(step)
+        self._pending = True
+
+    def refresh(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        self.slider.blockSignals(True)
+        self.slider.setMaximum(max(0, len(self.steps) - 1))
+        self.slider.blockSignals(False)
+        if self.live_check.isChecked() and self.steps:
+            self.show_index(len(self.steps) - 1)
+
+    def show_index(self, index: int) -> None:
+        step = self.steps[index]
+        self.slider.blockSignals(True)
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
+        self.view.show_step(step)
+        drafted = len(step.tree_tokens) - 1
+        self.info.setText(
+            f"step {index + 1}/{len(self.steps)} · {step.mode} · {drafted} drafted · "
+            f"{len(step.accepted) - 1} accepted · +{len(step.token_ids)} tokens · "
+            f"threshold {step.threshold:.3f}"
+        )
+        self.sig_step_shown.emit(index)
+
+    def _on_slider(self, value: int) -> None:
+        if 0 <= value < len(self.steps):
+            self.live_check.setChecked(value == len(self.steps) - 1)
+            self.show_index(value)
