@@ -10,3 +10,30 @@ def fake_loader():
     from tests.app.fake_engine import FakeLoader
 
     return FakeLoader()
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, monkeypatch):
+    """A MainWindow on a fake engine with its own settings file, history and models folder."""
+    from PySide6.QtCore import QSettings
+
+    from app.gui import create_app, create_window
+    from tests.app.fake_engine import FakeLoader
+
+    monkeypatch.setenv("CANOPY_HOME", str(tmp_path / "home"))
+    create_app()
+    windows = []
+
+    def make(loader=None, history=None):
+        qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        window = create_window(history_path=history or tmp_path / "history.sqlite3",
+                               qsettings=qs, loader=loader or FakeLoader())
+        qtbot.addWidget(window)
+        window.resize(1300, 850)
+        windows.append(window)
+        return window
+
+    yield make
+    for w in windows:
+        w.bridge.shutdown(timeout=5)
+        w.store.close()

@@ -1,0 +1,51 @@
+from PySide6.QtCore import QSettings
+
+from app.settings import (
+    AppSettings,
+    SettingsDialog,
+    budget_plan,
+    check_pair_message,
+    load_settings,
+    save_settings,
+)
+
+
+def test_qsettings_round_trip(tmp_path):
+    s = AppSettings(target="/m/t", draft="/m/d", budget_mb=300, mode="chain", tree_max_nodes=60,
+                    tree_threshold=0.125, tree_adaptive=False, temperature=0.7, top_p=0.9,
+                    seed=42, max_tokens=512, tint_tokens=False, system_prompt="Be terse.")
+    save_settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), s)
+    back = load_settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    assert back == s
+    cfg = back.generation_config()
+    assert cfg.mode == "chain" and cfg.max_tokens == 512 and cfg.sampling.seed == 42
+    assert cfg.tree.max_nodes == 60 and not cfg.tree.adaptive and back.budget_bytes == 300 << 20
+
+
+def test_defaults_when_missing_or_malformed(tmp_path):
+    qs = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    qs.setValue("max_tokens", "lots")
+    assert load_settings(qs) == AppSettings()
+    assert AppSettings().generation_config().sampling.seed is None
+
+
+def test_dialog_round_trip_and_checks(qtbot, tiny_pair, tmp_path):
+    s = AppSettings(target=str(tiny_pair["target"]), draft=str(tiny_pair["noisy"]),
+                    mode="ar", temperature=0.5, seed=7, max_tokens=99)
+    dialog = SettingsDialog(s)
+    qtbot.addWidget(dialog)
+    assert dialog.values() == s
+    assert dialog.compat.text().startswith("✔") and dialog.ok_button.isEnabled()
+    dialog.draft.set_path(str(tmp_path / "no-such-draft"))
+    dialog.update_checks()
+    assert dialog.compat.text().startswith("✖") and not dialog.ok_button.isEnabled()
+
+
+def test_check_messages(tiny_pair, tmp_path):
+    ok, msg = check_pair_message(str(tiny_pair["target"]), "")
+    assert ok and "No draft" in msg
+    ok, msg = check_pair_message(str(tmp_path / "missing"), str(tiny_pair["same"]))
+    assert not ok and "not found" in msg
+    assert "Whole target" in budget_plan(str(tiny_pair["target"]), 0)
+    plan = budget_plan(str(tiny_pair["target"]), 1)
+    assert "layers pinned" in plan or "too small" in plan
