@@ -1,0 +1,205 @@
+"""`Canopy --bundle-check`: what a (frozen) bundle carries, as one JSON object; exit 1 if broken.
+
+Checks that each piece the app needs at run time imports and works from inside the bundle:
+MLX (its compiled core and libraries; on macOS a Metal device and `mlx.metallib` beside every
+`libmlx.dylib`), mlx-lm's model modules, tokenizers' native library, transformers' tokenizer
+classes, Qt with its platform and image-format plugins, pyqtgraph, `resources/`, a CA bundle
+for HTTPS, and (Linux) whether OpenBLAS is preloaded. Runs unfrozen too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def bundle_root() -> Path | None:
+    if not getattr(sys, "frozen", False):
+        return None
+    return Path(getattr(sys, "_MEIPASS", os.path.dirname(sys.executable)))
+
+
+def _mlx():
+    import mlx.core as mx
+
+    a = mx.arange(6, dtype=mx.float32).reshape(2, 3)
+    value = (a @ a.T).sum().item()  # [[5, 14], [14, 50]]
+    if value != 83.0:
+        raise RuntimeError(f"matmul gave {value}, expected 83")
+    import mlx.nn  # noqa: F401
+    import mlx.optimizers  # noqa: F401
+    import mlx.utils  # noqa: F401
+
+    out = {"version": mx.__version__, "default_device": str(mx.default_device()),
+           "core": mx.__file__ if hasattr(mx, "__file__") else None}
+    if sys.platform == "darwin":
+        out["metal_available"] = mx.metal.is_available()
+        if not out["metal_available"]:
+            raise RuntimeError("no Metal device (MLX needs Apple Silicon)")
+        with mx.stream(mx.gpu):
+            if (mx.ones(4) * 2).sum().item() != 8.0:  # loads mlx.metallib
+                raise RuntimeError("a GPU kernel gave a wrong result")
+    return out
+
+
+def _metallib():
+    """Every libmlx.dylib in the bundle must have mlx.metallib beside it (MLX looks there)."""
+    root = bundle_root()
+    if root is None:
+        import mlx
+
+        roots = [Path(mlx.__file__).parent]
+    else:
+        roots = [root]
+        contents = root.parent  # Canopy.app/Contents/Frameworks -> Contents
+        if contents.name == "Contents":
+            roots = [contents / "Frameworks", contents / "Resources"]
+    found = {}
+    for r in roots:
+        for lib in r.rglob("libmlx.dylib"):
+            colocated = lib.parent / "mlx.metallib"
+            found[str(lib)] = colocated.is_file() and colocated.stat().st_size > 0
+    if not found:
+        raise RuntimeError("no libmlx.dylib in the bundle")
+    if not all(found.values()):
+        missing = [k for k, ok in found.items() if not ok]
+        raise RuntimeError(f"mlx.metallib missing beside {missing}")
+    return found
+
+
+def _mlx_lm():
+    import pkgutil
+
+    import mlx_lm.models
+    import mlx_lm.models.llama  # noqa: F401
+    import mlx_lm.models.qwen2  # noqa: F401
+    import mlx_lm.models.rope_utils  # noqa: F401
+    import mlx_lm.tokenizer_utils  # noqa: F401
+
+    return {"model_modules": len(list(pkgutil.iter_modules(mlx_lm.models.__path__)))}
+
+
+def _tokenizers():
+    import tokenizers
+    from tokenizers import Tokenizer, models
+
+    tok = Tokenizer(models.BPE({"a": 0, "b": 1, "ab": 2}, [("a", "b")]))
+    ids = tok.encode("ab").ids
+    if ids != [2]:
+        raise RuntimeError(f"BPE gave {ids}")
+    native = getattr(tokenizers.tokenizers, "__file__", None)
+    return {"version": tokenizers.__version__, "native": native}
+
+
+def _transformers():
+    import importlib
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: F401
+
+    for name in ("transformers.models.llama.configuration_llama",
+                 "transformers.models.qwen2.configuration_qwen2",
+                 "transformers.models.auto.tokenization_auto"):
+        importlib.import_module(name)
+    import transformers
+
+    return {"version": transformers.__version__}
+
+
+def _qt():
+    from PySide6 import __version__ as pyside_version
+    from PySide6.QtCore import QLibraryInfo
+    from PySide6.QtGui import QImage, QImageReader
+    from PySide6.QtWidgets import QApplication
+
+    plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))
+    listing = {d: sorted(p.name for p in (plugins / d).glob("*") if p.is_file())
+               for d in ("platforms", "imageformats", "platformthemes", "styles", "iconengines")
+               if (plugins / d).is_dir()}
+    want = ["offscreen", "cocoa"] if sys.platform == "darwin" else ["offscreen", "xcb"]
+    names = " ".join(listing.get("platforms", []))
+    missing = [w for w in want if w not in names]
+    if missing:
+        raise RuntimeError(f"Qt platform plugins missing: {missing} (have: {names or 'none'})")
+    if not listing.get("imageformats"):
+        raise RuntimeError("no Qt imageformats plugins")
+    app = QApplication.instance() or QApplication(["canopy", "-platform", "offscreen"])
+    import resources
+
+    icon = QImage(str(Path(resources.__file__).parent / "icon.png"))
+    if icon.isNull():
+        raise RuntimeError("Qt cannot read resources/icon.png")
+    formats = sorted(bytes(f).decode() for f in QImageReader.supportedImageFormats())
+    return {"pyside6": pyside_version, "plugins": str(plugins), "platform": app.platformName(),
+            "plugin_files": listing, "image_formats": formats}
+
+
+def _pyqtgraph():
+    import pyqtgraph
+
+    return {"version": pyqtgraph.__version__}
+
+
+def _resources():
+    import resources
+
+    folder = Path(resources.__file__).parent
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    if "icon.png" not in files:
+        raise RuntimeError(f"resources/icon.png missing in {folder}")
+    return {"folder": str(folder), "files": files}
+
+
+def _ssl():
+    import ssl
+
+    cas = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    if not cas:
+        raise RuntimeError("no CA certificates: HTTPS downloads (the demo model) would fail")
+    return {"ca_certificates": cas, "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE")}
+
+
+def _openblas():
+    maps = Path("/proc/self/maps").read_text() if os.path.exists("/proc/self/maps") else ""
+    return {"LD_PRELOAD": os.environ.get("LD_PRELOAD"), "loaded": "libopenblas" in maps}
+
+
+def _app():
+    import importlib.util
+
+    import app.cli  # noqa: F401
+    import app.selftest  # noqa: F401
+    import engine.session  # noqa: F401
+    from engine.demo import models_home
+
+    return {"gui_module": importlib.util.find_spec("app.gui") is not None,
+            "models_home": str(models_home())}
+
+
+def bundle_check() -> int:
+    checks = {"mlx": _mlx, "mlx_lm": _mlx_lm, "tokenizers": _tokenizers,
+              "transformers": _transformers, "qt": _qt, "pyqtgraph": _pyqtgraph,
+              "resources": _resources, "ssl": _ssl, "app": _app}
+    if sys.platform == "darwin":
+        checks["metallib"] = _metallib
+    if sys.platform.startswith("linux"):
+        checks["openblas"] = _openblas
+    report: dict = {"frozen": bool(getattr(sys, "frozen", False)),
+                    "bundle": str(bundle_root()) if bundle_root() else None,
+                    "python": sys.version.split()[0], "platform": sys.platform}
+    problems = []
+    for name, fn in checks.items():
+        try:
+            report[name] = fn()
+        except Exception as e:  # report every broken piece, not just the first
+            report[name] = {"error": f"{type(e).__name__}: {e}"}
+            problems.append(name)
+    report["problems"] = problems
+    print(json.dumps(report, indent=1))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(bundle_check())

@@ -1,0 +1,121 @@
+"""Launcher of the frozen Canopy bundle (PyInstaller's entry script).
+
+Differences from the `canopy` console script (app/cli.py's `main()`, which it calls):
+- no arguments (double-clicked Canopy.app, or ./Canopy) opens the app: `canopy app`;
+  options without a subcommand go to `app` too (`Canopy --self-test`);
+  macOS's `-psn_…` process-serial argument is dropped;
+- `--bundle-check` prints what the bundle carries (MLX, Qt plugins, tokenizers, ...) as JSON;
+- on Linux, MLX's matmuls go through the system's OpenBLAS when it is installed: the bundle
+  re-executes itself once with LD_PRELOAD (app/blas.py skips that when frozen); opt out with
+  CANOPY_NO_OPENBLAS=1;
+- HTTPS (the demo model download) uses certifi's CA bundle: a frozen OpenSSL looks for CA
+  files where the build machine kept them;
+- an unexpected error is written to a log file and, in the GUI, shown in a message box
+  instead of vanishing with the process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+COMMANDS = {"app", "generate", "models", "bench", "-h", "--help"}
+
+
+def launcher_args(argv: list[str]) -> list[str]:
+    argv = [a for a in argv if not a.startswith("-psn_")]
+    if not argv:
+        return ["app"]
+    if argv[0] not in COMMANDS and argv[0].startswith("-"):
+        return ["app", *argv]
+    return argv
+
+
+def _use_certifi() -> None:
+    if os.environ.get("SSL_CERT_FILE"):
+        return
+    try:
+        import certifi
+    except ImportError:
+        return
+    if os.path.isfile(certifi.where()):
+        os.environ["SSL_CERT_FILE"] = certifi.where()
+
+
+def _maybe_openblas(argv: list[str]) -> None:
+    if not sys.platform.startswith("linux") or os.environ.get("CANOPY_NO_OPENBLAS"):
+        return
+    from app.blas import openblas_path
+
+    lib = openblas_path()
+    if lib is None or lib in os.environ.get("LD_PRELOAD", ""):
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD")]))
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # leave a core to the IO thread
+    print(f"canopy: using OpenBLAS ({lib}) for MLX's CPU matmuls", file=sys.stderr)
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv], env)
+
+
+def log_dir() -> str:
+    if sys.platform == "darwin":
+        return os.path.expanduser("~/Library/Logs/Canopy")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "canopy")
+
+
+def _report_crash(args: list[str]) -> int:
+    text = traceback.format_exc()
+    path = None
+    try:
+        os.makedirs(log_dir(), exist_ok=True)
+        path = os.path.join(log_dir(), "crash.log")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"--- canopy {' '.join(args)}\n{text}\n")
+    except OSError:
+        pass
+    print(text, file=sys.stderr)
+    gui = args[:1] == ["app"] and not {"--self-test", "--screenshot"} & set(args)
+    if gui:
+        try:
+            from PySide6.QtWidgets import QApplication, QMessageBox
+
+            app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841
+            last = text.strip().splitlines()[-1]
+            QMessageBox.critical(
+                None, "Canopy",
+                "Canopy stopped because of an unexpected error:\n\n"
+                f"{last}\n\n"
+                + (f"The details were saved to {path}." if path else ""),
+            )
+        except Exception:
+            pass
+    return 1
+
+
+def main() -> int:
+    args = launcher_args(sys.argv[1:])
+    if getattr(sys, "frozen", False):
+        _use_certifi()
+        _maybe_openblas(args)
+    if "--bundle-check" in args[:2]:
+        from bundle_check import bundle_check
+
+        return bundle_check()
+    from app.cli import main as cli_main
+
+    try:
+        return cli_main(args)
+    except SystemExit:
+        raise
+    except Exception:
+        return _report_crash(args)
+
+
+if __name__ == "__main__":
+    import multiprocessing
+
+    multiprocessing.freeze_support()
+    sys.exit(main())
