@@ -137,6 +137,8 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
     def finish(code: int) -> None:
         if result["code"] is None:
             result["code"] = code
+        if mid_png and not getattr(window, "_mid_saved", False):  # answered within one frame
+            save(mid_png)
         save(png_path)
         app.quit()
 

@@ -45,7 +45,7 @@ class ErrorBanner(QFrame):
 
     @property
     def message(self) -> str:
-        return self.label.text() if self.isVisible() else ""
+        return "" if self.isHidden() else self.label.text()
 
 
 class FirstRunPanel(QFrame):
