@@ -43,6 +43,7 @@ class GenerationConfig:
     tree: TreeConfig = field(default_factory=TreeConfig)
     chain_length: int = 4  # draft tokens per step in `chain` mode
     prefill_chunk: int = 256
+    pipeline: bool = True  # streamed target: draft while its layers load
 
     def __post_init__(self):
         if self.mode not in MODES:

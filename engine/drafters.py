@@ -18,6 +18,7 @@ import numpy as np
 from .cache import KVCache, make_cache
 from .config import SamplingConfig, TreeConfig
 from .sampling import sample, target_distribution
+from .pipeline import Extension, extend_once, extension_slots, reusable
 from .tree import TokenTree
 
 
@@ -42,9 +43,26 @@ class StepResult:
 class Drafter(Protocol):
     def prefill(self, prompt_ids: list[int]) -> None: ...
     def propose(self, root: int, committed: int) -> Proposal: ...
+    def commit(self, tree: TokenTree, path: list[int], bonus: int, committed: int) -> None: ...
+    def rollback(self, committed: int) -> None: ...
     def feedback(self, result: StepResult) -> None: ...
     @property
     def threshold(self) -> float: ...
+
+
+class ModelDrafter:
+    """Shared plumbing of drafters backed by a resident draft model."""
+
+    draft: DraftModel
+
+    def prefill(self, prompt_ids):
+        self.draft.prefill(prompt_ids)
+
+    def commit(self, tree, path, bonus, committed):
+        self.draft.commit(tree, path, committed)
+
+    def rollback(self, committed):
+        self.draft.rollback(committed)
 
 
 class NoDrafter:
@@ -57,6 +75,12 @@ class NoDrafter:
 
     def propose(self, root, committed):
         return Proposal(TokenTree.with_root(root), [None], chain=True)
+
+    def commit(self, tree, path, bonus, committed):
+        pass
+
+    def rollback(self, committed):
+        pass
 
     def feedback(self, result):
         pass
@@ -119,12 +143,14 @@ class DraftModel:
         self.slot_nodes = keys
         return self.distribution(logits[0])
 
-    def commit(self, tree: TokenTree, path: list[int], committed: int) -> None:
-        """Keep committed + the accepted nodes this cache processed; the rest become pending."""
+    def commit(self, tree: TokenTree, path: list[int], committed: int,
+               extra_slots: list[int] = ()) -> None:
+        """Keep committed + the accepted nodes this cache processed (+ `extra_slots`, drafted
+        past the path during verification); accepted nodes it never processed become pending."""
         slot = {node: committed + i for i, node in enumerate(self.slot_nodes)}
         seen = [n for n in path if n in slot]  # a prefix of the path
         for c in self.cache:
-            c.keep(list(range(committed)) + [slot[n] for n in seen])
+            c.keep(list(range(committed)) + [slot[n] for n in seen] + list(extra_slots))
         self.pending = [tree.tokens[n] for n in path[len(seen) :]]
         self.slot_nodes = []
 
@@ -145,16 +171,13 @@ def top_k(probs: mx.array, k: int) -> tuple[list[list[int]], list[list[float]]]:
     return idx.tolist(), vals.tolist()
 
 
-class ChainDrafter:
+class ChainDrafter(ModelDrafter):
     """mlx-lm style: k tokens in a line, greedy or sampled from the draft."""
 
     threshold = 0.0
 
     def __init__(self, draft: DraftModel, length: int, rng: np.random.Generator):
         self.draft, self.length, self.rng = draft, length, rng
-
-    def prefill(self, prompt_ids):
-        self.draft.prefill(prompt_ids)
 
     def propose(self, root, committed):
         tree = TokenTree.with_root(root)
@@ -178,40 +201,51 @@ class ChainDrafter:
         pass
 
 
-class TreeDrafter:
+class TreeDrafter(ModelDrafter):
     """Best-first token tree with branch navigation and self-adaptive fallback.
 
     Candidates (top-k children of every expanded node) wait in a heap keyed by path probability;
     each round the best `expand_width` join the tree and are expanded together in one draft
     forward with the tree mask. Likely branches grow deep, unlikely ones never start; drafting
     stops when the best candidate's path probability falls below the (learned) threshold or the
-    node/depth caps are reached.
+    node/depth caps are reached. With a streamed target, `work_while_waiting` drafts past the
+    most probable leaf while the target's layers load (engine.pipeline).
     """
 
     def __init__(self, draft: DraftModel, config: TreeConfig, policy=None):
         self.draft, self.config = draft, config
         self.policy = policy  # engine.adaptive.AdaptiveThreshold or None (fixed threshold)
+        self.extension: Extension | None = None  # draft work during the current verification
+        self.carry: Extension | None = None  # ... that the accepted path made reusable
+        self.wait_tokens = 0  # draft tokens produced while the target waited for IO
+        self.wait_tokens_used = 0  # ... that the next step started from
 
     @property
     def threshold(self) -> float:
         return self.policy.threshold if self.policy is not None else self.config.threshold
 
-    def prefill(self, prompt_ids):
-        self.draft.prefill(prompt_ids)
-
     def propose(self, root, committed):
         cfg, threshold = self.config, self.threshold
-        tree = TokenTree.with_root(root)
         heap: list = []
         tie = itertools.count()
 
-        def push_children(nodes: list[int], dists: mx.array) -> None:
+        def push_children(nodes: list[int], dists: mx.array, skip=()) -> None:
             ids, vals = top_k(dists, cfg.top_k)
             for node, toks, probs in zip(nodes, ids, vals):
                 for t, p in zip(toks, probs):
-                    heapq.heappush(heap, (-tree.path_prob[node] * p, next(tie), node, t, p))
+                    if (node, t) not in skip:
+                        heapq.heappush(heap, (-tree.path_prob[node] * p, next(tie), node, t, p))
 
-        push_children([0], self.draft.start(root)[None])
+        carry, self.carry = self.carry, None
+        if carry is not None and carry.tokens[0] == root:
+            tree, dists = self.resume(carry)
+            last = len(tree) - 1
+            for j, dist in enumerate(dists):  # the chain's own next tokens are already nodes
+                skip = {(j, tree.tokens[j + 1])} if j < last else set()
+                push_children([j], dist[None], skip)
+        else:
+            tree = TokenTree.with_root(root)
+            push_children([0], self.draft.start(root)[None])
         while heap and len(tree) < cfg.max_nodes:
             batch = []
             while heap and len(batch) < cfg.expand_width and len(tree) < cfg.max_nodes:
@@ -224,7 +258,39 @@ class TreeDrafter:
             if not grow or len(tree) >= cfg.max_nodes:
                 break
             push_children(grow, self.draft.expand(tree, grow, committed))
+        self.extension = Extension.for_tree(tree, committed)
         return Proposal(tree, [None] * len(tree))
+
+    def resume(self, carry: Extension) -> tuple[TokenTree, list[mx.array]]:
+        """Start the tree from g1..gm drafted during the last verification (already cached)."""
+        m = carry.processed
+        tree = TokenTree.with_root(carry.tokens[0])
+        for j in range(1, m):  # g_{j+1} hangs off g_j with the draft's probability
+            tree.add(carry.tokens[j], j - 1, float(carry.dists[j][carry.tokens[j]].item()))
+        self.draft.slot_nodes = list(range(m))
+        self.draft.pending = []
+        self.wait_tokens_used += m
+        return tree, [carry.dists[j] for j in range(1, m + 1)]  # dist(g1)..dist(gm)
+
+    def work_while_waiting(self) -> bool:
+        """One draft forward past the most probable leaf; False when there is nothing to do."""
+        if self.extension is None:
+            return False
+        worked = extend_once(self.draft, self.extension, self.config.max_depth)
+        self.wait_tokens += worked
+        return worked
+
+    def commit(self, tree, path, bonus, committed):
+        ext, self.extension = self.extension, None
+        if reusable(ext, path, bonus) and ext.processed >= 1:
+            self.draft.commit(tree, path, committed, extension_slots(ext, self.draft))
+            self.carry = ext
+        else:
+            self.draft.commit(tree, path, committed)
+
+    def rollback(self, committed):
+        self.extension = self.carry = None
+        self.draft.rollback(committed)
 
     def feedback(self, result):
         if self.policy is not None:

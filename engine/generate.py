@@ -37,6 +37,13 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
     return TreeDrafter(model, config.tree, policy)
 
 
+def pipeline_counts(drafter) -> dict:
+    if not hasattr(drafter, "wait_tokens"):
+        return {}
+    return {"draft_tokens_during_io": drafter.wait_tokens,
+            "draft_tokens_during_io_used": drafter.wait_tokens_used}
+
+
 def io_snapshot(model):
     stats = getattr(model, "io_stats", None)
     return stats() if stats is not None else None
@@ -71,6 +78,10 @@ def _generate(target, draft, prompt_ids, config, should_stop):
     drafter = make_drafter(draft, config, rng)
     model = target.model
     cache = make_cache(target.num_layers)
+    # compute-IO pipeline: a streamed target runs draft work while it waits for its layers
+    waiting_work = getattr(drafter, "work_while_waiting", None)
+    overlap = {"while_waiting": waiting_work} if config.pipeline and waiting_work and hasattr(
+        model, "io_stats") else {}
     record = StatsRecorder(config.mode, len(prompt_ids), io_snapshot(model))
 
     t0 = time.perf_counter()
@@ -100,12 +111,12 @@ def _generate(target, draft, prompt_ids, config, should_stop):
             tree = proposal.tree
             t_drafted = time.perf_counter()
             tokens = mx.array([tree.tokens])
-            if proposal.chain:
-                logits = model(tokens, cache=cache)[0]  # (n, vocab); a chain needs no tree mask
+            if proposal.chain:  # a chain needs no tree mask
+                logits = model(tokens, cache=cache, **overlap)[0]  # (n, vocab)
             else:
                 logits = model(
                     tokens, cache=cache, positions=tree.positions(committed),
-                    mask=tree.attention_mask(committed),
+                    mask=tree.attention_mask(committed), **overlap,
                 )[0]
             if sampling.greedy:
                 path, bonus = accept_greedy(tree.tokens, tree.parents, mx.argmax(logits, axis=-1).tolist())
@@ -115,15 +126,13 @@ def _generate(target, draft, prompt_ids, config, should_stop):
             t_verified = time.perf_counter()
             for c in cache:
                 c.keep(list(range(committed)) + [committed + i for i in path])
-            if isinstance(drafter, (ChainDrafter, TreeDrafter)):
-                drafter.draft.commit(tree, path, committed)
+            drafter.commit(tree, path, bonus, committed)
             done = True
         finally:
             if not done:  # abandoned mid-step: both caches back to the committed prefix
                 for c in cache:
                     c.trim(c.offset - committed)
-                if isinstance(drafter, (ChainDrafter, TreeDrafter)):
-                    drafter.draft.rollback(committed)
+                drafter.rollback(committed)
         step_seconds = time.perf_counter() - step_start
         drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds))
         committed += len(path)
@@ -167,5 +176,5 @@ def _generate(target, draft, prompt_ids, config, should_stop):
         if reason == "eos":
             break
     detok.finalize()  # Finished.text is the whole answer, including a held-back final segment
-    stats = record.finish(len(generated), io_snapshot(model))
+    stats = record.finish(len(generated), io_snapshot(model), pipeline_counts(drafter))
     yield Finished(reason, detok.text, tuple(generated), stats)

@@ -23,7 +23,7 @@ def target_distribution(logits: mx.array, sampling: SamplingConfig) -> mx.array:
 
 
 def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
-    """One token from a probability vector (float64 renormalized against rounding)."""
-    p = np.asarray(probs, dtype=np.float64)
-    p = p / p.sum()
-    return int(rng.choice(len(p), p=p))
+    """One token from a probability vector by inverse CDF: exactly one uniform per token."""
+    cdf = np.cumsum(np.asarray(probs, dtype=np.float64))
+    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return min(i, len(cdf) - 1)

@@ -60,19 +60,19 @@ class StatsRecorder:
                 if d + 1 < len(event.accepted):
                     self.taken[d + 1] += 1
 
-    def finish(self, generated: int, io_end=None) -> Stats:
+    def finish(self, generated: int, io_end=None, extra: dict | None = None) -> Stats:
         now = time.perf_counter()
         decode = now - getattr(self, "decode_start", self.start)
         total = now - self.start
         depths = range(1, max(self.reached, default=0) + 1)
-        extra = {}
+        extra = dict(extra or {})
         bytes_read = io_wait = 0
         peak = self.peak_resident
         if io_end is not None:
             bytes_read = io_end.bytes_read - self.io_start.bytes_read
             io_wait = io_end.io_wait_seconds - self.io_start.io_wait_seconds
             peak = max(peak, io_end.peak_resident_bytes)
-            extra = {
+            extra |= {
                 "io_seconds": io_end.io_seconds - self.io_start.io_seconds,
                 "budget_bytes": io_end.budget_bytes,
                 "layers_pinned": io_end.layers_pinned,

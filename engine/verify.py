@@ -60,12 +60,22 @@ def accept_sampled(
       if every child is rejected, the bonus token is sampled from the final residual p.
     Each round emits x with probability min(p, q)(x) + (1 - sum min(p, q)) * residual(x) = p(x),
     so the emitted token is distributed exactly as p, whatever q was (Leviathan et al. 2023;
-    Miao et al. 2024). With q = one-hot(x) this is "sample y ~ p; accept the child equal to y".
+    Miao et al. 2024). With every q = one-hot(x_i) the rounds reduce to "sample y ~ p; accept
+    the child whose token is y, else y is the bonus"; done that way (one uniform per emitted
+    token, inverse CDF), a seeded run emits the same tokens as target-alone sampling.
     """
     kids = children_of(parents)
     path, node = [0], 0
     while True:
         p = np.asarray(target_probs[node], dtype=np.float64)
+        if all(proposal_probs[c] is None for c in kids[node]):
+            y = sample(p, rng)
+            nxt = next((c for c in kids[node] if tokens[c] == y), None)
+            if nxt is None:
+                return path, y
+            path.append(nxt)
+            node = nxt
+            continue
         accepted = None
         for c in kids[node]:
             x = tokens[c]
