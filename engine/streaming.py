@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
+from mlx.utils import tree_flatten
 
 from .cache import cache_state
 from .errors import ModelError
@@ -35,12 +35,19 @@ class StreamedModel:
         self.args = shell.args
         self.pinned = frozenset(pinned)
         self._prefix = prefix  # e.g. "model.layers."; a layer's tensors are prefix + "i."
-        empty = mx.zeros((0,))
-        mx.eval(empty)
-        self._hollow = {i: tree_map(lambda _: empty, shell.layers[i].parameters())
-                        for i in store.streamed}
-        for i, hollow in self._hollow.items():
-            shell.layers[i].update(hollow)  # drops the never-evaluated random init
+        self._empty = mx.zeros((0,))
+        mx.eval(self._empty)
+        # Per streamed layer: (parent module, key, tensor name) of every parameter, so swapping
+        # weights in and out is a handful of dict stores.
+        self._slots = {i: [(*_slot(shell.layers[i], k), f"{prefix}{i}.{k}")
+                           for k, _ in tree_flatten(shell.layers[i].parameters())]
+                       for i in store.streamed}
+        for i in store.streamed:
+            self._fill(i, None)  # drops the never-evaluated random init
+
+    def _fill(self, i: int, weights: dict | None) -> None:
+        for parent, key, name in self._slots[i]:
+            parent[key] = self._empty if weights is None else weights[name]
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -64,13 +71,12 @@ class StreamedModel:
             if not more:  # the hook said it has nothing left to do: not again this pass
                 while_waiting = None
             try:
-                cut = len(f"{self._prefix}{i}.")
-                layer.update(tree_unflatten([(k[cut:], v) for k, v in weights.items()]))
+                self._fill(i, weights)
                 del weights
                 h = layer(h, mask, c, positions)
                 mx.eval(h, cache_state([c]) if c is not None else [])
             finally:
-                layer.update(self._hollow[i])
+                self._fill(i, None)
                 self.store.release(i)
         self.store.count_pass()
         return self.shell.head(h)
@@ -97,6 +103,14 @@ class StreamedModel:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _slot(module: nn.Module, path: str):
+    """(parent, key) holding the parameter at dotted `path` ("mlp.up_proj.weight")."""
+    *parents, key = path.split(".")
+    for p in parents:
+        module = module[int(p)] if isinstance(module, list) else module[p]
+    return module, key
 
 
 class StreamedLoadedModel(LoadedModel):

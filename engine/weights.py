@@ -288,6 +288,9 @@ def read_tensors(
     for path, file_runs in by_file.items():
         fd = _open(path, (stamps or {}).get(path), bypass_cache)
         try:
+            if hasattr(os, "posix_fadvise"):  # queue the whole layer: the disk works ahead of us
+                for run in file_runs:
+                    os.posix_fadvise(fd, run.offset, run.length, os.POSIX_FADV_WILLNEED)
             for run in file_runs:
                 buf = mx.zeros((run.length,), mx.uint8)
                 mx.eval(buf)
