@@ -228,8 +228,10 @@ class TreeDrafter(ModelDrafter):
         cfg, threshold = self.config, self.threshold
         heap: list = []
         tie = itertools.count()
+        node_dists: dict[int, mx.array] = {}  # draft distribution of every processed node
 
         def push_children(nodes: list[int], dists: mx.array, skip=()) -> None:
+            node_dists.update(zip(nodes, dists))
             ids, vals = top_k(dists, cfg.top_k)
             for node, toks, probs in zip(nodes, ids, vals):
                 for t, p in zip(toks, probs):
@@ -258,7 +260,7 @@ class TreeDrafter(ModelDrafter):
             if not grow or len(tree) >= cfg.max_nodes:
                 break
             push_children(grow, self.draft.expand(tree, grow, committed))
-        self.extension = Extension.for_tree(tree, committed)
+        self.extension = Extension.for_tree(tree, committed, node_dists)
         return Proposal(tree, [None] * len(tree))
 
     def resume(self, carry: Extension) -> tuple[TokenTree, list[mx.array]]:

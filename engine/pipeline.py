@@ -32,11 +32,17 @@ class Extension:
     processed: int = 0  # how many of `tokens` are in the draft cache
 
     @classmethod
-    def for_tree(cls, tree: TokenTree, committed: int) -> Extension:
+    def for_tree(cls, tree: TokenTree, committed: int, dists: dict[int, mx.array]) -> Extension:
+        """`dists`: draft distributions of the nodes the draft already processed."""
         node = 0  # follow the most probable child down to a leaf
         while kids := tree.children(node):
             node = max(kids, key=lambda k: tree.probs[k])
-        return cls(tree, committed, node)
+        ext = cls(tree, committed, node)
+        if node in dists:  # expanded while drafting, its children not chosen: g1 is known
+            ext.leaf_processed = True
+            ext.dists.append(dists[node])
+            ext.tokens.append(most_likely(dists[node]))
+        return ext
 
 
 def most_likely(dist: mx.array) -> int:
@@ -52,10 +58,7 @@ def extend_once(draft, ext: Extension, max_tokens: int) -> bool:
         return False
     tree = ext.tree
     if not ext.leaf_processed:
-        if ext.leaf not in draft.slot_nodes:
-            dist = draft.expand(tree, [ext.leaf], ext.committed)[0]
-        else:  # the leaf was expanded while drafting (depth cap): its children were pruned
-            return False
+        dist = draft.expand(tree, [ext.leaf], ext.committed)[0]
         ext.leaf_processed = True
         ext.dists.append(dist)
         ext.tokens.append(most_likely(dist))

@@ -53,6 +53,12 @@ class Session:
         report(LoadProgress("ready", total, total))
         return cls(target, draft)
 
+    def close(self) -> None:
+        """Stop a streamed target's IO thread (a resident pair needs nothing)."""
+        close = getattr(self.target, "close", None)
+        if close is not None:
+            close()
+
     @property
     def tokenizer(self):
         return self.target.tokenizer
