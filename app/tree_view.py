@@ -207,26 +207,27 @@ class TokenTreeView(QGraphicsView):
         if fit:
             self.fit()
 
-    def fit(self, min_scale: float = 0.6) -> None:
-        """Fit the tree; never below `min_scale`, so 60+ node trees stay readable (then the
-        view centres on the accepted path and scrolls)."""
+    def fit(self, min_scale: float = 0.85) -> None:
+        """Fit the tree, but never below `min_scale` so labels stay readable; a tree too big
+        for that (60+ nodes, long chains) scrolls, showing the newest end of the accepted path."""
         rect = self.scene().sceneRect()
         if rect.isEmpty():
             return
         view = self.viewport().rect()
         scale = min(view.width() / rect.width(), view.height() / rect.height(), 1.25)
+        clamped = scale < min_scale
         scale = max(scale, min_scale)
         self.resetTransform()
         self.scale(scale, scale)
-        path = [self.items_by_index[i] for i in self.items_by_index
-                if self.items_by_index[i].node.status != "rejected"]
-        if scale > min_scale or not path:
+        path = sorted((i for i, item in self.items_by_index.items()
+                       if item.node.status != "rejected"))
+        if not clamped or not path:
             self.centerOn(rect.center())
-        else:
-            box = QRectF()
-            for item in path:
-                box = box.united(item.sceneBoundingRect())
-            self.centerOn(box.center())
+            return
+        box = QRectF()
+        for i in path[-3:]:  # the last accepted nodes and the bonus token
+            box = box.united(self.items_by_index[i].sceneBoundingRect())
+        self.centerOn(box.center())
 
     def fit_all(self) -> None:
         self.fit(min_scale=0.0)
