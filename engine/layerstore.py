@@ -85,6 +85,7 @@ class LayerStore:
         prefetch: int = 2,
         bypass_cache: bool = True,
         reader: Callable[..., dict[str, mx.array]] = read_tensors,
+        hook_policy: str = "fit",
     ):
         self.index, self.streamed, self.budget = index, list(streamed), budget
         self.prefetch, self.bypass_cache, self.reader = max(1, prefetch), bypass_cache, reader
@@ -102,6 +103,10 @@ class LayerStore:
         self._thread: threading.Thread | None = None
         self._counters = dict(bytes_read=0, io_seconds=0.0, io_wait_seconds=0.0, layers_read=0,
                               passes=0, hook_seconds=0.0, hook_calls=0)
+        self.hook_policy = hook_policy
+        self._bandwidth: float | None = None  # bytes/s of the IO thread, moving average
+        self._hook_cost: float | None = None  # seconds per `while_waiting()` call, moving average
+        self._load_start = 0.0
         _LIVE.add(self)
 
     # ---- IO thread -------------------------------------------------------------------------
@@ -130,6 +135,7 @@ class LayerStore:
             self._reserved += nbytes
             self._peak = max(self._peak, self._reserved)
             self._loading = self.streamed[self._pos % len(self.streamed)]
+            self._load_start = time.perf_counter()
             return True
 
     def _run(self) -> None:
@@ -156,7 +162,9 @@ class LayerStore:
                 with self._cond:
                     self._loading = None
                     c = self._counters
-                    c["io_seconds"] += time.perf_counter() - t0
+                    dt = time.perf_counter() - t0
+                    c["io_seconds"] += dt
+                    self._bandwidth = _average(self._bandwidth, nbytes / max(dt, 1e-9))
                     c["bytes_read"] += nbytes
                     c["layers_read"] += 1
                     if self._stop:
@@ -197,7 +205,7 @@ class LayerStore:
                             "The layer reader stopped (the model was closed or cancelled) "
                             f"while layer {i} was needed."
                         )
-                    if hook is None:
+                    if hook is None or not self._hook_fits(i):
                         t0 = time.perf_counter()
                         self._cond.wait(WAIT_POLL)
                         waited += time.perf_counter() - t0
@@ -205,13 +213,30 @@ class LayerStore:
                 t0 = time.perf_counter()
                 more = hook()
                 with self._cond:
-                    self._counters["hook_seconds"] += time.perf_counter() - t0
+                    dt = time.perf_counter() - t0
+                    self._counters["hook_seconds"] += dt
                     self._counters["hook_calls"] += 1
+                    self._hook_cost = _average(self._hook_cost, dt)
                 if not more:
                     hook = None
         finally:
             with self._cond:
                 self._counters["io_wait_seconds"] += waited
+
+    def _hook_fits(self, i: int) -> bool:
+        """Would one `while_waiting()` call end before IO stalls? (Caller holds the lock.)
+
+        The IO thread keeps busy for the rest of layer i plus what prefetch depth and budget
+        still let it read; draft work longer than that would delay the target, not hide IO.
+        Policy "always" calls the hook whenever a layer is not ready.
+        """
+        if self.hook_policy == "always" or self._hook_cost is None or not self._bandwidth:
+            return True
+        remaining = self.nbytes[i] / self._bandwidth
+        if self._loading == i:
+            remaining = max(0.0, remaining - (time.perf_counter() - self._load_start))
+        room = min(self.budget - self._reserved, (self.prefetch - 1) * self.nbytes[i])
+        return self._hook_cost <= remaining + max(0, room) / self._bandwidth
 
     def release(self, i: int) -> None:
         with self._cond:
@@ -263,6 +288,10 @@ class LayerStore:
             if self._loading is not None:
                 out[self._loading] = "loading"
             return out
+
+
+def _average(old: float | None, new: float, weight: float = 0.3) -> float:
+    return new if old is None else (1 - weight) * old + weight * new
 
 
 def _as_streaming_error(e: BaseException, layer: int, runs) -> StreamingError:

@@ -128,6 +128,7 @@ def load_streamed_model(
     prefetch: int = 2,
     bypass_cache: bool = True,
     reader: Callable[..., dict[str, mx.array]] = read_tensors,
+    hook_policy: str = "fit",
 ) -> StreamedLoadedModel:
     """Load a target whose weight bytes resident never exceed `budget_bytes`.
 
@@ -135,6 +136,9 @@ def load_streamed_model(
         prefetch: layers the IO thread may hold ready ahead of compute.
         bypass_cache: evict what is read from the OS page cache (so passes really read storage).
         reader: the layer reader (tests inject faults here).
+        hook_policy: "fit" runs `while_waiting` only when one call is expected to end before
+            the IO thread would stall (measured hook cost vs IO bandwidth); "always" whenever
+            a layer is not ready.
     """
     path = Path(path).expanduser()
     config = read_config(path)
@@ -165,7 +169,7 @@ def load_streamed_model(
     sub = WeightIndex(index.tensors, tuple(tuple(names[k] for k in ks) for ks in layer_names),
                       index.other, index.stamps)
     store = LayerStore(sub, streamed, base_bytes + sum(layer_bytes[i] for i in pinned),
-                       budget_bytes, prefetch, bypass_cache, reader)
+                       budget_bytes, prefetch, bypass_cache, reader, hook_policy)
     model = StreamedModel(shell, pinned, store, lp)
     store.start()
     return StreamedLoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)

@@ -152,6 +152,24 @@ def test_slow_io_runs_draft_work_while_waiting(resident, streamed, model_dir):
     assert len(calls) == 5 == s.hook_calls and s.hook_seconds > 0 and s.io_wait_seconds > 0
 
 
+def test_hook_policy_skips_draft_work_longer_than_the_io_it_would_hide(streamed):
+    """A 30 ms hook while a layer arrives in well under a millisecond: "fit" calls it once (to
+    learn its cost), "always" on every wait."""
+    calls = {"fit": 0, "always": 0}
+    for policy in calls:
+        m = streamed(0.0, hook_policy=policy)
+
+        def hook(policy=policy):
+            calls[policy] += 1
+            time.sleep(0.03)
+            return True
+
+        for _ in range(2):
+            m.model(mx.array([[1, 2, 3]]), while_waiting=hook)
+        assert m.model.io_stats().hook_calls == calls[policy]
+    assert calls["fit"] <= 2 and calls["always"] >= LAYERS
+
+
 def test_broken_pass_does_not_poison_the_next(resident, streamed):
     """A pass abandoned mid-way (the hook raised) leaves the next pass correct and in budget."""
     m = streamed(0.25)
