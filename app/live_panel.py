@@ -62,7 +62,7 @@ class LayerStrip(QWidget):
 def _plot(layout: pg.GraphicsLayoutWidget, title: str, row: int, col: int, left: str = ""):
     plot = layout.addPlot(row=row, col=col, title=title)
     plot.setMenuEnabled(False)
-    plot.showGrid(x=True, y=True, alpha=0.2)
+    # no grid: pyqtgraph's translucent grid made each repaint ~10x slower (54 vs 5.5 ms)
     plot.titleLabel.setText(title, size="9pt", color="#333333")
     for name in ("left", "bottom"):
         axis = plot.getAxis(name)
