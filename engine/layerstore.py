@@ -25,6 +25,7 @@ from .runtime import release_thread_streams
 from .weights import ReadCancelled, WeightIndex, plan_reads, read_tensors
 
 WAIT_POLL = 0.05  # seconds between checks that the IO thread is still alive
+RELEARN_AFTER = 64  # skipped hook calls before one is made anyway to re-measure its cost
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -107,6 +108,7 @@ class LayerStore:
         self._bandwidth: float | None = None  # bytes/s of the IO thread, moving average
         self._hook_cost: float | None = None  # seconds per `while_waiting()` call, moving average
         self._load_start = 0.0
+        self._skipped = 0  # waits without a hook call since the last one
         _LIVE.add(self)
 
     # ---- IO thread -------------------------------------------------------------------------
@@ -236,7 +238,11 @@ class LayerStore:
         if self._loading == i:
             remaining = max(0.0, remaining - (time.perf_counter() - self._load_start))
         room = min(self.budget - self._reserved, (self.prefetch - 1) * self.nbytes[i])
-        return self._hook_cost <= remaining + max(0, room) / self._bandwidth
+        fits = self._hook_cost <= remaining + max(0, room) / self._bandwidth
+        self._skipped = 0 if fits else self._skipped + 1
+        if self._skipped > RELEARN_AFTER:  # now and then, re-measure the hook's cost
+            self._skipped, fits = 0, True
+        return fits
 
     def release(self, i: int) -> None:
         with self._cond:
