@@ -38,6 +38,19 @@ def create_app(argv: list[str] | None = None):
     return app
 
 
+def _quiet_offscreen_warnings() -> None:
+    """The offscreen platform warns on every top-level resize; nothing is wrong."""
+    if os.environ.get("QT_QPA_PLATFORM") != "offscreen":
+        return
+    from PySide6.QtCore import qInstallMessageHandler
+
+    def handler(mode, context, message):
+        if "propagateSizeHints" not in message:
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(handler)
+
+
 def create_window(*, history_path: str | Path | None = None, qsettings=None, loader=None):
     """A MainWindow with its bridge and history store (defaults: the platform locations)."""
     from PySide6.QtCore import QSettings
@@ -62,6 +75,7 @@ def run_app(args) -> int:
         return screenshot(args.screenshot, args.prompt or DEFAULT_PROMPT,
                           getattr(args, "target", None), getattr(args, "draft", None),
                           budget_mb=budget_mb)
+    _quiet_offscreen_warnings()
     app = create_app()
     window = create_window()
     if getattr(args, "target", None):
@@ -110,6 +124,7 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
                   file=sys.stderr)
             return 2
         target, draft = str(paths[0]), str(draft or paths[1])
+    _quiet_offscreen_warnings()
     app = create_app()
     tmp = tempfile.TemporaryDirectory(prefix="canopy-shot-")
     qsettings = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)

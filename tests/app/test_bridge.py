@@ -107,3 +107,26 @@ def test_frames_are_coalesced(qtbot, fake_loader):
         assert len(frames) < len(steps) / 4
     finally:
         bridge.shutdown()
+
+
+def test_cancel_loading(qtbot):
+    import time
+
+    from engine.events import LoadProgress
+
+    def slow_loader(target, draft, *, budget_bytes=None, progress=None):
+        for i in range(200):
+            progress(LoadProgress("target layers", i, 200))
+            time.sleep(0.01)
+        raise AssertionError("not cancelled")
+
+    bridge = EngineBridge(slow_loader)
+    try:
+        with qtbot.waitSignal(bridge.sig_load_progress, timeout=5000):
+            bridge.load("t", "d")
+        with qtbot.waitSignal(bridge.sig_load_aborted, timeout=5000):
+            bridge.stop("load")
+        qtbot.waitUntil(lambda: not bridge.busy, timeout=2000)
+        assert not bridge.has_session
+    finally:
+        bridge.shutdown()
