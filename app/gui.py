@@ -38,17 +38,18 @@ def create_app(argv: list[str] | None = None):
     return app
 
 
-def _quiet_offscreen_warnings() -> None:
-    """The offscreen platform warns on every top-level resize; nothing is wrong."""
+def _quiet_offscreen_warnings():
+    """The offscreen platform warns on every top-level resize; nothing is wrong.
+    Returns the previous message handler."""
     if os.environ.get("QT_QPA_PLATFORM") != "offscreen":
-        return
+        return None
     from PySide6.QtCore import qInstallMessageHandler
 
     def handler(mode, context, message):
         if "propagateSizeHints" not in message:
             print(message, file=sys.stderr)
 
-    qInstallMessageHandler(handler)
+    return qInstallMessageHandler(handler)
 
 
 def create_window(*, history_path: str | Path | None = None, qsettings=None, loader=None):
@@ -124,7 +125,7 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
                   file=sys.stderr)
             return 2
         target, draft = str(paths[0]), str(draft or paths[1])
-    _quiet_offscreen_warnings()
+    previous_handler = _quiet_offscreen_warnings()
     app = create_app()
     tmp = tempfile.TemporaryDirectory(prefix="canopy-shot-")
     qsettings = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)
@@ -181,4 +182,8 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
     window.close()
     window.deleteLater()
     tmp.cleanup()
+    if previous_handler is not None:
+        from PySide6.QtCore import qInstallMessageHandler
+
+        qInstallMessageHandler(previous_handler)
     return int(result["code"] or 0)
