@@ -17,8 +17,12 @@ from app.blas import maybe_reexec_with_openblas
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="target model folder (default: the demo pair's target)")
     p.add_argument("--draft", help="draft model folder (default: the demo pair's draft)")
-    p.add_argument("--budget-mb", type=float, default=None,
-                   help="stream the target under this many MB of resident weights")
+    p.add_argument(
+        "--budget-mb",
+        type=float,
+        default=None,
+        help="stream the target under this many MB of resident weights",
+    )
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -40,8 +44,11 @@ def generation_config(args):
     from engine.config import GenerationConfig, SamplingConfig, TreeConfig
 
     tree = TreeConfig()
-    for field, value in (("max_nodes", args.tree_nodes), ("max_depth", args.tree_depth),
-                         ("threshold", args.threshold)):
+    for field, value in (
+        ("max_nodes", args.tree_nodes),
+        ("max_depth", args.tree_depth),
+        ("threshold", args.threshold),
+    ):
         if value is not None:
             tree = replace(tree, **{field: value})
     if args.no_adaptive:
@@ -66,8 +73,10 @@ def resolve_pair(args) -> tuple[str, str | None]:
         if not os.path.isdir(target):
             from engine.errors import ModelError
 
-            raise ModelError("No model given and the demo pair is not built yet. Run "
-                             "`canopy models demo` first, or pass --target DIR.")
+            raise ModelError(
+                "No model given and the demo pair is not built yet. Run "
+                "`canopy models demo` first, or pass --target DIR."
+            )
     if args.mode == "ar" and args.draft is None:
         draft = None
     return str(target), (str(draft) if draft else None)
@@ -95,15 +104,21 @@ def cmd_generate(args) -> int:
             return 1
         elif isinstance(event, Finished):
             if args.json:
-                out = {"text": event.text, "token_ids": list(event.token_ids),
-                       "finish_reason": event.reason, "stats": event.stats.to_dict()}
+                out = {
+                    "text": event.text,
+                    "token_ids": list(event.token_ids),
+                    "finish_reason": event.reason,
+                    "stats": event.stats.to_dict(),
+                }
                 print(json.dumps(out))
             else:
-                print(event.text[len(shown):])
+                print(event.text[len(shown) :])
                 s = event.stats
-                print(f"[{s.generated_tokens} tokens, {s.tokens_per_second:.1f} tok/s, "
-                      f"{s.tokens_per_pass:.2f} tokens/target pass, {event.reason}]",
-                      file=sys.stderr)
+                print(
+                    f"[{s.generated_tokens} tokens, {s.tokens_per_second:.1f} tok/s, "
+                    f"{s.tokens_per_pass:.2f} tokens/target pass, {event.reason}]",
+                    file=sys.stderr,
+                )
     return 0
 
 
@@ -112,16 +127,17 @@ def cmd_models(args) -> int:
 
     if args.models_cmd == "demo":
         target, draft = demo.build_demo_pair(
-            args.home, progress=lambda e: print(f"{e.what}: {e.done}/{e.total}", file=sys.stderr))
+            args.home, progress=lambda e: print(f"{e.what}: {e.done}/{e.total}", file=sys.stderr)
+        )
         print(f"target: {target}\ndraft:  {draft}")
     elif args.models_cmd == "import-gguf":
         from engine.gguf import import_gguf
 
         dtype = None if args.dtype == "keep" else args.dtype
-        print(import_gguf(args.file, args.out_dir, dtype=dtype))
+        print(import_gguf(args.file, args.out_dir, dtype=dtype, overwrite=args.overwrite))
     elif args.models_cmd == "list":
-        for m in demo.list_models(args.home):
-            print(f"{m['name']}\t{m['path']}")
+        for name, path in demo.list_models(args.home):
+            print(f"{name}\t{path}")
     return 0
 
 
@@ -157,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     i = msub.add_parser("import-gguf", help="convert a llama GGUF into a model folder")
     i.add_argument("file")
     i.add_argument("out_dir")
-    i.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "keep"])
+    i.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16", "keep"],
+        help="dequantize to this dtype, or keep the GGUF's quantization",
+    )
+    i.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     ls = msub.add_parser("list", help="list models in the models folder and the HF cache")
     ls.add_argument("--home", default=None)
     m.set_defaults(func=cmd_models)
@@ -166,8 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(a)
     a.add_argument("--screenshot", default=None, help="run --prompt, save the window to PNG, exit")
     a.add_argument("--prompt", default=None)
-    a.add_argument("--self-test", action="store_true",
-                   help="generate with a tiny model in tree and ar mode, check equal, exit")
+    a.add_argument(
+        "--self-test",
+        action="store_true",
+        help="generate with a tiny model in tree and ar mode, check equal, exit",
+    )
     a.set_defaults(func=cmd_app)
 
     b = sub.add_parser("bench", help="side-by-side benchmark against mlx-lm")

@@ -34,8 +34,10 @@ def self_test() -> int:
             def run(should_stop):
                 session = Session.load(target, draft)
                 ids = session.encode_chat([{"role": "user", "content": "hello"}])
-                yield from session.generate(ids, GenerationConfig(mode=mode, max_tokens=40),
-                                            should_stop)
+                yield from session.generate(
+                    ids, GenerationConfig(mode=mode, max_tokens=40), should_stop
+                )
+
             return run
 
         engine = EngineThread(on_event)
@@ -51,8 +53,10 @@ def self_test() -> int:
     if tree.token_ids != ar.token_ids:
         print("self-test FAILED: tree output differs from ar")
         return 1
-    print(f"self-test OK: tree == ar ({len(ar.token_ids)} tokens, "
-          f"{tree.stats.tokens_per_pass:.2f} tokens per target pass)")
+    print(
+        f"self-test OK: tree == ar ({len(ar.token_ids)} tokens, "
+        f"{tree.stats.tokens_per_pass:.2f} tokens per target pass)"
+    )
     return 0
 
 

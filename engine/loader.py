@@ -52,7 +52,9 @@ class LoadedModel:
 def read_config(path: Path) -> dict:
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelError(f"Model folder not found: {path}. Check the path, or run `canopy models demo`.")
+        raise ModelError(
+            f"Model folder not found: {path}. Check the path, or run `canopy models demo`."
+        )
     if not path.is_dir():
         raise ModelError(
             f"{path} is a file, not a model folder. Give the folder that holds config.json "
@@ -67,7 +69,9 @@ def read_config(path: Path) -> dict:
     try:
         config = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{cfg_file} is not valid JSON ({e}). Re-download or re-convert the model.") from e
+        raise ModelError(
+            f"{cfg_file} is not valid JSON ({e}). Re-download or re-convert the model."
+        ) from e
     if not isinstance(config, dict):
         raise ModelError(f"{cfg_file} does not hold a JSON object. Re-download the model.")
     model_type = config.get("model_type")
@@ -79,7 +83,9 @@ def read_config(path: Path) -> dict:
         )
     missing = [k for k in fam.ModelArgs.REQUIRED if k not in config]
     if missing:
-        raise ModelError(f"{cfg_file} lacks required keys: {', '.join(missing)}. The config is incomplete.")
+        raise ModelError(
+            f"{cfg_file} lacks required keys: {', '.join(missing)}. The config is incomplete."
+        )
     return config
 
 
@@ -98,7 +104,9 @@ def weight_files(path: Path) -> list[Path]:
         return files
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise ModelError(f"{path} has no *.safetensors weight files. Re-download or re-convert the model.")
+        raise ModelError(
+            f"{path} has no *.safetensors weight files. Re-download or re-convert the model."
+        )
     return files
 
 
@@ -108,7 +116,9 @@ def read_weights(files: list[Path]) -> dict[str, mx.array]:
         try:
             weights.update(mx.load(str(f)))
         except Exception as e:  # MLX raises RuntimeError/ValueError with C++ text
-            raise ModelError(f"Cannot read weights from {f}: {e}. The file is corrupt or truncated; re-download it.") from e
+            raise ModelError(
+                f"Cannot read weights from {f}: {e}. The file is corrupt or truncated; re-download it."
+            ) from e
     return weights
 
 
@@ -156,7 +166,9 @@ def load_tokenizer(path: Path):
         raise ModelError(f"Cannot load the tokenizer in {path}: {e}") from e
 
 
-def load_model(path: str | Path, *, lazy: bool = False, dtype: mx.Dtype | None = None) -> LoadedModel:
+def load_model(
+    path: str | Path, *, lazy: bool = False, dtype: mx.Dtype | None = None
+) -> LoadedModel:
     """Load config, weights and tokenizer; raise ModelError with a clear message on bad input.
 
     Args:
@@ -169,8 +181,11 @@ def load_model(path: str | Path, *, lazy: bool = False, dtype: mx.Dtype | None =
     weights = read_weights(weight_files(path))
     if dtype is not None:
         weights = {
-            k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) and not k.endswith(
-                (".scales", ".biases")) or (k.endswith(".bias")) else v
+            k: v.astype(dtype)
+            if mx.issubdtype(v.dtype, mx.floating)
+            and not k.endswith((".scales", ".biases"))
+            or (k.endswith(".bias"))
+            else v
             for k, v in weights.items()
         }
     model = build_model(config, weights, path)
@@ -178,5 +193,7 @@ def load_model(path: str | Path, *, lazy: bool = False, dtype: mx.Dtype | None =
         try:
             mx.eval(model.parameters())
         except Exception as e:
-            raise ModelError(f"Cannot read the weights in {path}: {e}. A file is corrupt or truncated.") from e
+            raise ModelError(
+                f"Cannot read the weights in {path}: {e}. A file is corrupt or truncated."
+            ) from e
     return LoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)

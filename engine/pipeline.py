@@ -70,8 +70,10 @@ def extend_once(draft, ext: Extension, max_tokens: int) -> bool:
     row += [0.0] * (ext.processed + 1)
     position = ext.committed + tree.depth[ext.leaf] + 1 + ext.processed
     logits = draft.model(
-        mx.array([[token]]), cache=draft.cache,
-        positions=mx.array([position], dtype=mx.int32), mask=mx.array(np.array([row], np.float32)),
+        mx.array([[token]]),
+        cache=draft.cache,
+        positions=mx.array([position], dtype=mx.int32),
+        mask=mx.array(np.array([row], np.float32)),
     )
     dist = draft.distribution(logits[0, -1])
     ext.processed += 1
@@ -83,8 +85,11 @@ def extend_once(draft, ext: Extension, max_tokens: int) -> bool:
 def reusable(ext: Extension | None, path: list[int], bonus: int) -> bool:
     """Did verification take exactly root..leaf, then the guessed bonus g1?"""
     return (
-        ext is not None and ext.leaf_processed and path[-1] == ext.leaf
-        and bool(ext.tokens) and ext.tokens[0] == bonus
+        ext is not None
+        and ext.leaf_processed
+        and path[-1] == ext.leaf
+        and bool(ext.tokens)
+        and ext.tokens[0] == bonus
     )
 
 

@@ -63,7 +63,6 @@ class StatsRecorder:
     def finish(self, generated: int, io_end=None, extra: dict | None = None) -> Stats:
         now = time.perf_counter()
         decode = now - getattr(self, "decode_start", self.start)
-        total = now - self.start
         depths = range(1, max(self.reached, default=0) + 1)
         extra = dict(extra or {})
         bytes_read = io_wait = 0

@@ -84,7 +84,9 @@ def random_weights(config: dict, seed: int) -> dict[str, np.ndarray]:
         w[p + "self_attn.o_proj.weight"] = lin(d, d)
         if config["model_type"] == "qwen2":
             for name, size in (("q", d), ("k", kv), ("v", kv)):
-                w[p + f"self_attn.{name}_proj.bias"] = (0.1 * rng.standard_normal(size)).astype(np.float32)
+                w[p + f"self_attn.{name}_proj.bias"] = (0.1 * rng.standard_normal(size)).astype(
+                    np.float32
+                )
         w[p + "mlp.gate_proj.weight"] = lin(f, d)
         w[p + "mlp.up_proj.weight"] = lin(f, d)
         w[p + "mlp.down_proj.weight"] = lin(d, f)
@@ -106,7 +108,9 @@ def save_weights(out_dir: Path, weights: dict, shards: int = 1) -> None:
     weight_map = {}
     for s, chunk in enumerate(np.array_split(np.array(names, dtype=object), shards)):
         fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        mx.save_safetensors(str(out_dir / fname), {k: arrays[k] for k in chunk}, metadata={"format": "mlx"})
+        mx.save_safetensors(
+            str(out_dir / fname), {k: arrays[k] for k in chunk}, metadata={"format": "mlx"}
+        )
         weight_map.update({k: fname for k in chunk})
     index = {"metadata": {}, "weight_map": weight_map}
     (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
@@ -145,7 +149,8 @@ def make_tiny_model(
         rng = np.random.default_rng(seed)
         weights = {
             k: (v + noise * v.std() * rng.standard_normal(v.shape)).astype(np.float32)
-            if v.ndim > 1 else v
+            if v.ndim > 1
+            else v
             for k, v in base.items()
         }
     else:

@@ -35,3 +35,14 @@ def loaded_pair(tiny_pair):
     from engine.loader import load_model
 
     return {k: load_model(v) for k, v in tiny_pair.items()}
+
+
+@pytest.fixture(scope="session")
+def demo_pair(tmp_path_factory):
+    """The real demo pair: `$CANOPY_HOME/models` when set (CI builds it with `canopy models
+    demo` first, so this reuses it), else built once into a temporary folder."""
+    from engine import demo
+
+    home = demo.models_home() if os.environ.get("CANOPY_HOME") else (
+        tmp_path_factory.mktemp("canopy") / "models")
+    return demo.build_demo_pair(home)

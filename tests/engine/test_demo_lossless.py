@@ -1,0 +1,41 @@
+"""On the real demo pair (SmolLM2-135M target, its 4-bit requantization as draft)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import GenerationConfig
+from engine.events import Finished
+from engine.session import Session
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a Python function that reverses a string.",
+    "Translate to French: the cat sleeps on the mat.",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_session(demo_pair):
+    return Session.load(*demo_pair)
+
+
+def answer(session, prompt, mode, max_tokens=32):
+    ids = session.encode_chat([{"role": "user", "content": prompt}])
+    event = list(session.generate(ids, GenerationConfig(mode=mode, max_tokens=max_tokens)))[-1]
+    assert isinstance(event, Finished), event
+    return event
+
+
+@pytest.mark.slow
+@pytest.mark.demo
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_demo_pair_tree_and_chain_equal_ar(demo_session, prompt):
+    ar = answer(demo_session, prompt, "ar")
+    tree = answer(demo_session, prompt, "tree")
+    chain = answer(demo_session, prompt, "chain")
+    assert tree.token_ids == ar.token_ids
+    assert chain.token_ids == ar.token_ids
+    assert tree.stats.target_passes < ar.stats.target_passes
+    if prompt.startswith("What is the capital"):
+        assert "Paris" in tree.text
