@@ -110,6 +110,11 @@ def weight_files(path: Path) -> list[Path]:
     return files
 
 
+def is_float_weight(name: str, array: mx.array) -> bool:
+    """A floating-point parameter, not the scales/biases of a quantized one."""
+    return mx.issubdtype(array.dtype, mx.floating) and not name.endswith((".scales", ".biases"))
+
+
 def read_weights(files: list[Path]) -> dict[str, mx.array]:
     weights: dict[str, mx.array] = {}
     for f in files:
@@ -117,7 +122,8 @@ def read_weights(files: list[Path]) -> dict[str, mx.array]:
             weights.update(mx.load(str(f)))
         except Exception as e:  # MLX raises RuntimeError/ValueError with C++ text
             raise ModelError(
-                f"Cannot read weights from {f}: {e}. The file is corrupt or truncated; re-download it."
+                f"Cannot read weights from {f}: {e}. "
+                "The file is corrupt or truncated; re-download it."
             ) from e
     return weights
 
@@ -180,13 +186,9 @@ def load_model(
     tokenizer = load_tokenizer(path)
     weights = read_weights(weight_files(path))
     if dtype is not None:
+        # quantized weights keep their packed ints and their scales/biases as stored
         weights = {
-            k: v.astype(dtype)
-            if mx.issubdtype(v.dtype, mx.floating)
-            and not k.endswith((".scales", ".biases"))
-            or (k.endswith(".bias"))
-            else v
-            for k, v in weights.items()
+            k: v.astype(dtype) if is_float_weight(k, v) else v for k, v in weights.items()
         }
     model = build_model(config, weights, path)
     if not lazy:
