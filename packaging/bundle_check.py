@@ -94,17 +94,30 @@ def _tokenizers():
 
 
 def _transformers():
-    import importlib
+    """AutoConfig and AutoTokenizer find their classes by name (the bundle trims transformers)."""
+    import tempfile
 
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: F401
-
-    for name in ("transformers.models.llama.configuration_llama",
-                 "transformers.models.qwen2.configuration_qwen2",
-                 "transformers.models.auto.tokenization_auto"):
-        importlib.import_module(name)
     import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoConfig, AutoTokenizer
 
-    return {"version": transformers.__version__}
+    configs = {t: type(AutoConfig.for_model(t)).__name__
+               for t in ("llama", "qwen2", "mistral", "gemma3", "phi3")}
+    tok = Tokenizer(models.BPE({"h": 0, "i": 1, "hi": 2, "<unk>": 3}, [("h", "i")],
+                               unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    classes = {}
+    with tempfile.TemporaryDirectory(prefix="canopy-check-") as tmp:
+        tok.save(os.path.join(tmp, "tokenizer.json"))
+        for cls in ("PreTrainedTokenizerFast", "GPT2Tokenizer", "LlamaTokenizer",
+                    "Qwen2Tokenizer"):
+            with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+                json.dump({"tokenizer_class": cls, "unk_token": "<unk>"}, f)
+            t = AutoTokenizer.from_pretrained(tmp)
+            if t.encode("hi", add_special_tokens=False) != [2]:
+                raise RuntimeError(f"{cls} encoded 'hi' as {t.encode('hi')}")
+            classes[cls] = type(t).__name__
+    return {"version": transformers.__version__, "configs": configs, "tokenizers": classes}
 
 
 def _qt():

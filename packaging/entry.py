@@ -11,7 +11,10 @@ Differences from the `canopy` console script (app/cli.py's `main()`, which it ca
 - HTTPS (the demo model download) uses certifi's CA bundle: a frozen OpenSSL looks for CA
   files where the build machine kept them;
 - an unexpected error is written to a log file and, in the GUI, shown in a message box
-  instead of vanishing with the process.
+  instead of vanishing with the process;
+- for headless smoke tests of the bundled GUI: with CANOPY_SMOKE_GRAB=PNG the app saves its
+  window to PNG after CANOPY_SMOKE_SECONDS (default 20), writes the texts it shows to
+  PNG + ".txt", and quits with status 0.
 """
 
 from __future__ import annotations
@@ -95,6 +98,32 @@ def _report_crash(args: list[str]) -> int:
     return 1
 
 
+def _install_smoke_grab(path: str) -> None:
+    """Grab the main window after a delay, dump its visible texts, quit (tests only)."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QMainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    seconds = float(os.environ.get("CANOPY_SMOKE_SECONDS", "20"))
+
+    def grab():
+        windows = [w for w in app.topLevelWidgets() if w.isVisible()]
+        main = next((w for w in windows if isinstance(w, QMainWindow)), None)
+        texts = []
+        for w in windows:
+            w.grab().save(path) if w is (main or windows[0]) else None
+            texts += [x.text() for x in w.findChildren(QLabel) if x.isVisible() and x.text()]
+            texts += [f"[button] {x.text()}" for x in w.findChildren(QAbstractButton)
+                      if x.isVisible() and x.text()]
+        with open(path + ".txt", "w", encoding="utf-8") as f:
+            f.write("\n".join(texts) + "\n")
+        for w in windows:
+            w.close()
+        app.exit(0)
+
+    QTimer.singleShot(int(seconds * 1000), grab)
+
+
 def main() -> int:
     args = launcher_args(sys.argv[1:])
     if getattr(sys, "frozen", False):
@@ -106,6 +135,8 @@ def main() -> int:
         return bundle_check()
     from app.cli import main as cli_main
 
+    if os.environ.get("CANOPY_SMOKE_GRAB") and args[:1] == ["app"]:
+        _install_smoke_grab(os.environ["CANOPY_SMOKE_GRAB"])
     try:
         return cli_main(args)
     except SystemExit:
