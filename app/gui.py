@@ -108,6 +108,7 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
                loader=None) -> int:
     """Run `prompt`, wait for the answer, save the main window (tree and panel visible).
 
+    The final PNG shows the answer's biggest token tree (the step slider says which step).
     Uses a throw-away settings file and history, so the user's are untouched. With `mid_png`
     a second PNG is saved after `mid_after_steps` steps (mid-answer).
     Returns 0 on success, 1 if loading or generation failed (the PNG shows the error), 2 when
@@ -155,6 +156,10 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
             result["code"] = code
         if mid_png and not getattr(window, "_mid_saved", False):  # answered within one frame
             save(mid_png)
+        steps = window.tree.steps
+        if steps:  # show the answer's biggest tree (the slider says which step it is)
+            window.tree.live_check.setChecked(False)
+            window.tree.show_index(max(range(len(steps)), key=lambda i: len(steps[i].tree_tokens)))
         save(png_path)
         app.quit()
 

@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         self.live = LivePanel()
         self.tree_dock = self._dock("Token tree", self.tree, Qt.DockWidgetArea.RightDockWidgetArea)
         self.live_dock = self._dock("Live", self.live, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.resizeDocks([self.tree_dock], [560], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.tree_dock], [640], Qt.Orientation.Horizontal)
         self.resizeDocks([self.live_dock], [300], Qt.Orientation.Vertical)
 
         self.model_label = QLabel("No model loaded")

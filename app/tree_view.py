@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsPathItem,
@@ -31,8 +31,8 @@ from engine.events import StepEvent
 
 from .steps import bonus_text, depths, path_probs
 
-NODE_W, NODE_H = 96, 30
-COL_W, ROW_H = 124, 36
+NODE_W, NODE_H = 104, 30  # NODE_W: the widest node; short tokens get narrower boxes
+MIN_NODE_W, GAP, ROW_H = 40, 18, 36
 COLORS = {  # status -> (fill, border)
     "root": ("#4a6fa5", "#2f4f7f"),
     "accepted": ("#2e9d4f", "#1d6e35"),
@@ -109,11 +109,26 @@ def display_text(text: str, limit: int = 10) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
+def _fonts() -> tuple[QFont, QFont]:
+    label, small = QFont(), QFont()
+    label.setPointSizeF(9.5)
+    label.setBold(True)
+    small.setPointSizeF(7.5)
+    return label, small
+
+
+def node_width(node: NodeInfo) -> float:
+    """Wide enough for the token's label and its probability, within [MIN_NODE_W, NODE_W]."""
+    label, small = _fonts()
+    text = QFontMetricsF(label).horizontalAdvance(display_text(node.text))
+    prob = QFontMetricsF(small).horizontalAdvance("bonus")
+    return max(MIN_NODE_W, min(NODE_W, max(text, prob) + 12))
+
+
 class NodeItem(QGraphicsRectItem):
-    def __init__(self, node: NodeInfo, x: float, y: float):
-        super().__init__(0, 0, NODE_W, NODE_H)
+    def __init__(self, node: NodeInfo, width: float = NODE_W):
+        super().__init__(0, 0, width, NODE_H)
         self.node = node
-        self.setPos(x, y)
         fill, border = COLORS[node.status]
         color = QColor(fill)
         # emphasis: likely paths are opaque, unlikely ones fade out
@@ -123,8 +138,7 @@ class NodeItem(QGraphicsRectItem):
         self.setAcceptHoverEvents(True)
         dark = node.status != "rejected"
         label = QGraphicsSimpleTextItem(display_text(node.text), self)
-        font = QFont()
-        font.setPointSizeF(9.5)
+        font, small = _fonts()
         font.setBold(node.status in ("accepted", "bonus", "root"))
         label.setFont(font)
         label.setBrush(QBrush(QColor("white" if dark else "#402020")))
@@ -132,8 +146,6 @@ class NodeItem(QGraphicsRectItem):
         prob = QGraphicsSimpleTextItem(
             "bonus" if node.status == "bonus" else
             ("root" if node.status == "root" else f"{node.prob:.2f}"), self)
-        small = QFont()
-        small.setPointSizeF(7.5)
         prob.setFont(small)
         prob.setBrush(QBrush(QColor("#eeeeee" if dark else "#6a4040")))
         prob.setPos(5, 16)
@@ -182,14 +194,20 @@ class TokenTreeView(QGraphicsView):
             return
         nodes = tree_nodes(step)
         pos = layout_tree([n.parent for n in nodes])
-        for node, (col, row) in zip(nodes, pos, strict=True):
-            item = NodeItem(node, col * COL_W, row * ROW_H)
+        widths = [node_width(n) for n in nodes]
+        col_w = [0.0] * (max(c for c, _ in pos) + 1)
+        for w, (col, _) in zip(widths, pos, strict=True):
+            col_w[col] = max(col_w[col], w)
+        col_x = [sum(col_w[:c]) + GAP * c for c in range(len(col_w))]
+        for node, w, (col, row) in zip(nodes, widths, pos, strict=True):
+            item = NodeItem(node, w)
+            item.setPos(col_x[col], row * ROW_H)
             self.items_by_index[node.index] = item
         for node in nodes:
             if node.parent < 0:
                 continue
             a, b = self.items_by_index[node.parent], self.items_by_index[node.index]
-            start = a.pos() + QPointF(NODE_W, NODE_H / 2)
+            start = a.pos() + QPointF(a.rect().width(), NODE_H / 2)
             end = b.pos() + QPointF(0, NODE_H / 2)
             path = QPainterPath(start)
             mid = (start.x() + end.x()) / 2
