@@ -86,9 +86,9 @@ class ChatView(QWidget):
         self.context_bar.setTextVisible(True)
         self.set_context(0, 0)
         top = QHBoxLayout()
-        top.addWidget(self.system_edit, 1)
         top.addWidget(self.tint_check)
         top.addWidget(legend)
+        top.addStretch(1)
         top.addWidget(self.context_bar)
 
         self._list = QWidget()
@@ -132,6 +132,7 @@ class ChatView(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.system_edit)
         layout.addLayout(top)
         layout.addWidget(self.scroll, 1)
         layout.addLayout(bottom)

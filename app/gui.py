@@ -79,12 +79,12 @@ def run_app(args) -> int:
     _quiet_offscreen_warnings()
     app = create_app()
     window = create_window()
+    s = window.settings
     if getattr(args, "target", None):
-        s = window.settings
         s.target, s.draft = str(args.target), str(args.draft or "")
-        if budget_mb is not None:
-            s.budget_mb = int(budget_mb)
-        window.apply_settings(s)
+    if budget_mb is not None:
+        s.budget_mb = int(budget_mb)
+    window.apply_settings(s)
     window.show()
     window.start()
     if getattr(args, "prompt", None):
