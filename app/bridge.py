@@ -43,8 +43,9 @@ class _TaskDone:
     result: object
 
 
-class _LoadCancelled(Exception):
-    pass
+class _LoadCancelled(BaseException):
+    """Raised from a progress callback to abandon a load; a BaseException so that loaders
+    which wrap `Exception`s into person-readable errors let it through."""
 
 
 def default_loader(target, draft, *, budget_bytes=None, progress=None):
