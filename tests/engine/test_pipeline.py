@@ -7,6 +7,7 @@ import pytest
 from engine.config import GenerationConfig
 from engine.events import Finished
 from engine.session import Session
+from engine.streaming import load_streamed_model
 from engine.testing import make_tiny_model
 
 
@@ -33,7 +34,11 @@ def test_pipeline_is_lossless_and_drafts_during_io(deep_pair, draft):
     ids = [40, 50, 60]
     ar = final(Session.load(target), ids, mode="ar")
     resident_bytes = Session.load(target).target.nbytes()
-    streamed = Session.load(target, drafts[draft], budget_bytes=resident_bytes // 2)
+    # "always": run draft work at every IO wait (the default "fit" policy also weighs timing)
+    streamed = Session(
+        load_streamed_model(target, resident_bytes // 2, hook_policy="always"),
+        Session.load(drafts[draft]).target,
+    )
     try:
         with_pipe = final(streamed, ids, mode="tree", pipeline=True)
         without = final(streamed, ids, mode="tree", pipeline=False)
