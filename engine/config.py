@@ -25,6 +25,9 @@ class TreeConfig:
     max_nodes/max_depth are hard caps; `threshold` is the initial fallback threshold on the best
     frontier path probability (adapted online when `adaptive` is true); `top_k` children are
     added per expanded node; `expand_width` frontier nodes are expanded per draft forward.
+    With `adaptive`, `auto` also lets the cost model choose the node cap per step and fall back
+    to `ar` (root-only trees, occasional probes) while speculation would be slower
+    (engine.adaptive); `adaptive=False` keeps threshold and cap fixed.
     """
 
     max_nodes: int = 48
@@ -33,6 +36,7 @@ class TreeConfig:
     expand_width: int = 4
     threshold: float = 0.02
     adaptive: bool = True
+    auto: bool = True
 
 
 @dataclass(frozen=True)

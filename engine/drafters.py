@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import mlx.core as mx
@@ -17,8 +18,8 @@ import numpy as np
 
 from .cache import KVCache, make_cache
 from .config import SamplingConfig, TreeConfig
-from .sampling import sample, target_distribution
 from .pipeline import Extension, extend_once, extension_slots, reusable
+from .sampling import sample, target_distribution
 from .tree import TokenTree
 
 
@@ -28,6 +29,9 @@ class Proposal:
     # proposal_probs[i]: distribution node i was sampled from; None = chosen deterministically
     proposal_probs: list[np.ndarray | None]
     chain: bool = False  # a plain chain: the target may use a causal mask
+    forwards: list[tuple[int, float]] = field(default_factory=list)  # (tokens, seconds) per
+    # draft forward (top-k selection included), for the cost model
+    probe: bool = False  # a speculative step taken while the policy had fallen back to ar
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class StepResult:
     accepted: tuple[int, ...]
     bonus_token: int
     step_seconds: float
+    draft_seconds: float = 0.0
+    verify_seconds: float = 0.0  # the target pass (IO waits included) and acceptance
 
 
 class Drafter(Protocol):
@@ -122,8 +128,17 @@ class DraftModel:
     def offset(self) -> int:
         return self.cache[0].offset
 
+    def catch_up(self) -> None:
+        """Feed the pending committed tokens (they pile up while the drafter falls back to ar)."""
+        for i in range(0, len(self.pending), self.prefill_chunk):
+            self.model(mx.array([self.pending[i : i + self.prefill_chunk]]), cache=self.cache)
+            mx.eval([c.keys for c in self.cache])
+        self.pending = []
+
     def start(self, root: int) -> mx.array:
         """Feed pending tokens + root as a chain; returns the root's draft distribution."""
+        if len(self.pending) >= self.prefill_chunk:
+            self.catch_up()
         chain = self.pending + [root]
         self.pending = []
         self.slot_nodes = [0]
@@ -147,6 +162,9 @@ class DraftModel:
                extra_slots: list[int] = ()) -> None:
         """Keep committed + the accepted nodes this cache processed (+ `extra_slots`, drafted
         past the path during verification); accepted nodes it never processed become pending."""
+        if not self.slot_nodes:  # nothing drafted this step (ar fallback): catch up later
+            self.pending = self.pending + [tree.tokens[n] for n in path]
+            return
         slot = {node: committed + i for i, node in enumerate(self.slot_nodes)}
         seen = [n for n in path if n in slot]  # a prefix of the path
         for c in self.cache:
@@ -214,7 +232,7 @@ class TreeDrafter(ModelDrafter):
 
     def __init__(self, draft: DraftModel, config: TreeConfig, policy=None):
         self.draft, self.config = draft, config
-        self.policy = policy  # engine.adaptive.AdaptiveThreshold or None (fixed threshold)
+        self.policy = policy  # engine.adaptive.AutoPolicy, or None: fixed threshold and cap
         self.extension: Extension | None = None  # draft work during the current verification
         self.carry: Extension | None = None  # ... that the accepted path made reusable
         self.wait_tokens = 0  # draft tokens produced while the target waited for IO
@@ -225,18 +243,29 @@ class TreeDrafter(ModelDrafter):
         return self.policy.threshold if self.policy is not None else self.config.threshold
 
     def propose(self, root, committed):
-        cfg, threshold = self.config, self.threshold
+        cfg, threshold, max_nodes = self.config, self.threshold, self.config.max_nodes
+        plan = self.policy.plan() if self.policy is not None else None
+        if plan is not None:
+            if not plan.speculate:
+                return self.propose_root(committed, root)
+            threshold, max_nodes = plan.threshold, plan.max_nodes
         heap: list = []
         tie = itertools.count()
         node_dists: dict[int, mx.array] = {}  # draft distribution of every processed node
+        forwards: list[tuple[int, float]] = []
+        clock = [time.perf_counter()]
 
-        def push_children(nodes: list[int], dists: mx.array, skip=()) -> None:
+        def push_children(nodes: list[int], dists: mx.array, skip=(), tokens: int = 0) -> None:
             node_dists.update(zip(nodes, dists))
-            ids, vals = top_k(dists, cfg.top_k)
+            ids, vals = top_k(dists, cfg.top_k)  # .tolist() waits for the forward
+            if tokens:
+                now = time.perf_counter()
+                forwards.append((tokens, now - clock[0]))
             for node, toks, probs in zip(nodes, ids, vals):
                 for t, p in zip(toks, probs):
                     if (node, t) not in skip:
                         heapq.heappush(heap, (-tree.path_prob[node] * p, next(tie), node, t, p))
+            clock[0] = time.perf_counter()
 
         carry, self.carry = self.carry, None
         if carry is not None and carry.tokens[0] == root:
@@ -247,21 +276,32 @@ class TreeDrafter(ModelDrafter):
                 push_children([j], dist[None], skip)
         else:
             tree = TokenTree.with_root(root)
-            push_children([0], self.draft.start(root)[None])
-        while heap and len(tree) < cfg.max_nodes:
+            fed = len(self.draft.pending) + 1
+            push_children([0], self.draft.start(root)[None], tokens=fed)
+        while heap and len(tree) < max_nodes:
             batch = []
-            while heap and len(batch) < cfg.expand_width and len(tree) < cfg.max_nodes:
+            while heap and len(batch) < cfg.expand_width and len(tree) < max_nodes:
                 if -heap[0][0] < threshold:
                     heap.clear()  # fallback: nothing left is likely enough to be worth drafting
                     break
                 _, _, parent, token, prob = heapq.heappop(heap)
                 batch.append(tree.add(token, parent, prob))
             grow = [n for n in batch if tree.depth[n] < cfg.max_depth]
-            if not grow or len(tree) >= cfg.max_nodes:
+            if not grow or len(tree) >= max_nodes:
                 break
-            push_children(grow, self.draft.expand(tree, grow, committed))
+            push_children(grow, self.draft.expand(tree, grow, committed), tokens=len(grow))
         self.extension = Extension.for_tree(tree, committed, node_dists)
-        return Proposal(tree, [None] * len(tree))
+        return Proposal(tree, [None] * len(tree), forwards=forwards,
+                        probe=plan is not None and plan.probe)
+
+    def propose_root(self, committed: int, root: int) -> Proposal:
+        """The policy fell back to ar: the root alone, no draft work (the draft catches up on
+        the committed tokens in one batched forward when speculation resumes)."""
+        if self.carry is not None:  # drop draft work done for a tree we will not grow
+            self.carry = None
+            self.draft.rollback(committed)
+        self.extension = None
+        return Proposal(TokenTree.with_root(root), [None], chain=True)
 
     def resume(self, carry: Extension) -> tuple[TokenTree, list[mx.array]]:
         """Start the tree from g1..gm drafted during the last verification (already cached)."""

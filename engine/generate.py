@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import mlx.core as mx
 import numpy as np
 
-from .adaptive import AdaptiveThreshold
+from .adaptive import AutoPolicy
 from .cache import make_cache
 from .config import GenerationConfig
 from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
@@ -33,7 +33,8 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
     model = DraftModel(draft.model, config.sampling, config.prefill_chunk)
     if config.mode == "chain":
         return ChainDrafter(model, config.chain_length, rng)
-    policy = AdaptiveThreshold(config.tree.threshold) if config.tree.adaptive else None
+    tree = config.tree
+    policy = AutoPolicy(tree, adapt_threshold=True, auto=tree.auto) if tree.adaptive else None
     return TreeDrafter(model, config.tree, policy)
 
 
@@ -134,7 +135,8 @@ def _generate(target, draft, prompt_ids, config, should_stop):
                     c.trim(c.offset - committed)
                 drafter.rollback(committed)
         step_seconds = time.perf_counter() - step_start
-        drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds))
+        drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds,
+                                    t_drafted - step_start, t_verified - t_drafted))
         committed += len(path)
         root = bonus
 

@@ -146,8 +146,9 @@ def test_seeded_sampling_tree_emits_what_ar_emits(loaded_pair, seed):
     """Top-k trees use one uniform per emitted token, so a seed reproduces ar's sample."""
     sampling = SamplingConfig(0.8, 0.95, seed=seed)
     ar = run(loaded_pair["target"], None, [1, 2], mode="ar", max_tokens=25, sampling=sampling)
+    # auto=False: always speculate (the cost model would fall back to ar on these tiny models)
     tree = run(loaded_pair["target"], loaded_pair["noisy"], [1, 2], mode="tree", max_tokens=25,
-               sampling=sampling)
+               sampling=sampling, tree=TreeConfig(auto=False))
     assert tree[-1].token_ids == ar[-1].token_ids
     assert tree[-1].stats.target_passes < ar[-1].stats.target_passes
 
