@@ -69,8 +69,16 @@ def log_dir() -> str:
     return os.path.join(state, "canopy")
 
 
+def _readable(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return (f"Canopy cannot use {error.filename}: {error.strerror or error}. Check that "
+                "you may read and write it, or set CANOPY_HOME to a folder you own.")
+    return f"{type(error).__name__}: {error}"
+
+
 def _report_crash(args: list[str]) -> int:
     text = traceback.format_exc()
+    message = _readable(sys.exc_info()[1])
     path = None
     try:
         os.makedirs(log_dir(), exist_ok=True)
@@ -80,17 +88,16 @@ def _report_crash(args: list[str]) -> int:
     except OSError:
         pass
     print(text, file=sys.stderr)
+    print(f"canopy: {message}", file=sys.stderr)
     gui = args[:1] == ["app"] and not {"--self-test", "--screenshot"} & set(args)
     if gui:
         try:
             from PySide6.QtWidgets import QApplication, QMessageBox
 
             app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841
-            last = text.strip().splitlines()[-1]
             QMessageBox.critical(
                 None, "Canopy",
-                "Canopy stopped because of an unexpected error:\n\n"
-                f"{last}\n\n"
+                f"Canopy stopped because of an unexpected error:\n\n{message}\n\n"
                 + (f"The details were saved to {path}." if path else ""),
             )
         except Exception:
@@ -108,18 +115,25 @@ def _install_smoke_grab(path: str) -> None:
 
     def grab():
         windows = [w for w in app.topLevelWidgets() if w.isVisible()]
-        main = next((w for w in windows if isinstance(w, QMainWindow)), None)
-        texts = []
-        for w in windows:
-            w.grab().save(path) if w is (main or windows[0]) else None
-            texts += [x.text() for x in w.findChildren(QLabel) if x.isVisible() and x.text()]
-            texts += [f"[button] {x.text()}" for x in w.findChildren(QAbstractButton)
-                      if x.isVisible() and x.text()]
-        with open(path + ".txt", "w", encoding="utf-8") as f:
-            f.write("\n".join(texts) + "\n")
-        for w in windows:
-            w.close()
-        app.exit(0)
+        code = 0
+        try:
+            main = next((w for w in windows if isinstance(w, QMainWindow)), None)
+            texts = []
+            for w in windows:
+                if w is (main or windows[0]):
+                    w.grab().save(path)
+                texts += [x.text() for x in w.findChildren(QLabel) if x.isVisible() and x.text()]
+                texts += [f"[button] {x.text()}" for x in w.findChildren(QAbstractButton)
+                          if x.isVisible() and x.text()]
+            with open(path + ".txt", "w", encoding="utf-8") as f:
+                f.write("\n".join(texts) + "\n")
+        except Exception:
+            traceback.print_exc()
+            code = 3
+        finally:
+            for w in windows:
+                w.close()
+            app.exit(code)
 
     QTimer.singleShot(int(seconds * 1000), grab)
 
