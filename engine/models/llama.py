@@ -100,6 +100,8 @@ class Attention(nn.Module):
         k = apply_rope(self.rope, k, offset, positions)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
+        if isinstance(mask, mx.array) and mask.dtype != q.dtype:
+            mask = mask.astype(q.dtype)  # an additive fp32 mask cannot promote to fp16/bf16
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
