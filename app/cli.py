@@ -36,6 +36,8 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="initial fallback threshold")
     p.add_argument("--no-adaptive", action="store_true", help="keep the threshold fixed")
     p.add_argument("--chain-length", type=int, default=4, help="draft tokens per step (chain)")
+    p.add_argument("--no-pipeline", action="store_true",
+                   help="streamed target: do not draft while its layers load")
 
 
 def generation_config(args):
@@ -59,6 +61,7 @@ def generation_config(args):
         sampling=SamplingConfig(args.temperature, args.top_p, args.seed),
         tree=tree,
         chain_length=args.chain_length,
+        pipeline=not args.no_pipeline,
     )
 
 
@@ -82,6 +85,12 @@ def resolve_pair(args) -> tuple[str, str | None]:
     return str(target), (str(draft) if draft else None)
 
 
+def stream_options(args) -> dict:
+    if args.budget_mb is None:
+        return {}
+    return {"bypass_cache": not args.no_cache_bypass, "prefetch": args.prefetch}
+
+
 def cmd_generate(args) -> int:
     from engine.events import Failed, Finished, StepEvent
     from engine.session import Session
@@ -89,7 +98,7 @@ def cmd_generate(args) -> int:
     config = generation_config(args)
     target, draft = resolve_pair(args)
     budget = int(args.budget_mb * 2**20) if args.budget_mb is not None else None
-    session = Session.load(target, draft, budget_bytes=budget)
+    session = Session.load(target, draft, budget_bytes=budget, **stream_options(args))
     if args.chat:
         ids = session.encode_chat([{"role": "user", "content": args.prompt}], system=args.system)
     else:

@@ -30,10 +30,12 @@ class Session:
         *,
         budget_bytes: int | None = None,
         progress: Progress | None = None,
+        **stream_options,
     ) -> Session:
         """Load the pair; raises CanopyError subclasses with person-readable messages.
 
         budget_bytes: ceiling on target weight bytes resident (None: load the target whole).
+        stream_options: passed to `load_streamed_model` (prefetch, bypass_cache, hook_policy).
         """
         report = progress or (lambda e: None)
         if draft_dir is not None:
@@ -44,7 +46,7 @@ class Session:
         else:
             from .streaming import load_streamed_model
 
-            target = load_streamed_model(target_dir, budget_bytes)
+            target = load_streamed_model(target_dir, budget_bytes, **stream_options)
         draft = None
         if draft_dir is not None:
             report(LoadProgress("draft", 1, 2))
