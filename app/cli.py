@@ -23,6 +23,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="stream the target under this many MB of resident weights",
     )
+    p.add_argument(
+        "--no-cache-bypass",
+        action="store_true",
+        help="let streamed reads use the OS page cache (default: bypass it)",
+    )
+    p.add_argument(
+        "--prefetch", type=int, default=2, help="streamed layers the IO thread may read ahead"
+    )
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
