@@ -20,7 +20,8 @@ def openblas_path() -> str | None:
     return next((p for p in OPENBLAS if os.path.exists(p)), None)
 
 
-def maybe_reexec_with_openblas(argv: list[str]) -> None:
+def maybe_reexec_with_openblas(argv: list[str], command: list[str] | None = None) -> None:
+    """Re-execute `command` (default: `python -m app.cli ARGV`) with OpenBLAS preloaded."""
     if getattr(sys, "frozen", False) or not sys.platform.startswith("linux"):
         return
     if os.environ.get("CANOPY_NO_OPENBLAS"):
@@ -32,4 +33,6 @@ def maybe_reexec_with_openblas(argv: list[str]) -> None:
     env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD")]))
     env.setdefault("OPENBLAS_NUM_THREADS", "1")  # leave a core to the IO thread
     print(f"canopy: using OpenBLAS ({lib}) for MLX's CPU matmuls", file=sys.stderr)
-    os.execve(sys.executable, [sys.executable, "-m", "app.cli", *argv], env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command or [sys.executable, "-m", "app.cli", *argv], env)
