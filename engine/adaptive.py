@@ -1,24 +1,28 @@
 """The one place that decides, per step, how the tree drafter spends its time.
 
 Measured online from verification results (forgotten exponentially per target step):
-- acceptance calibration A(pi): the fraction of tree nodes with draft path probability ~pi that
-  the target accepted (binned on log10 pi);
-- E(N): accepted nodes among the first N nodes of recent trees (best-first trees are prefixes of
-  bigger ones, see engine.costmodel);
 - timing: one draft forward over m tokens d(m) ~ a + b m; one target pass over N tokens
-  v(N) ~ v0 + v1 N (IO included when the target is streamed); the rest of a step (overhead).
+  v(N) ~ v0 + v1 N (IO included when the target is streamed); the rest of a step, o;
+- acceptance of recent trees: best-first trees grow in rounds (the start forward, then one
+  forward per batch of `expand_width` nodes), and the accepted path can only go one round
+  deeper per round. E_s(R) = 1 + accepted nodes of tree s within its first R + 1 batches;
+  beyond the rounds a tree had, the path continues one more round with probability rho (how
+  often a path that reached a batch reached the next one, over recent trees);
+- the calibration A(pi): the fraction of nodes with draft path probability ~pi that the target
+  accepted (log10 bins), shrunk toward kappa * pi (kappa: accepted / sum of path probabilities).
 
 Each step, with the cost model's formulas (engine.costmodel (1)-(3)):
-- speculation's tokens/s at the node cap N, sum E_s / sum T_s over recent trees, against ar's
-  1 / (v(1) + o). While speculation wins, the tree grows (the cap doubles while trees fill it,
-  halves when a smaller tree would be faster). When it loses, the drafter falls back to `ar`
-  (root-only trees, no draft work) and probes with a small tree every `interval` steps
-  (doubling while probes lose); a winning probe returns to speculation. When even a draft
-  whose every token is accepted could not beat ar (a draft as slow as the target's pass), it
-  does not probe (`speculation_can_win`), but rechecks as ar's pass time is measured.
-- the threshold: a node with path probability pi is worth drafting while A(pi) per second of
-  its cost beats the rate to beat, max(speculation, ar) (costmodel.marginal_threshold).
-Until enough is seen, A(pi) = pi (a calibrated draft) and the configured threshold is used.
+- the node budget: R* = argmax_R sum_s E_s(R) / sum_s T(R), T(R) = d(s) + R d(w) + v(N) + o,
+  N = 1 + w (R + 1); the drafter grows a best-first tree of at most N nodes;
+- the threshold: a node whose path probability pi gives A(pi) per second of its verify cost
+  (v1) below the rate to beat is not worth a slot (costmodel.marginal_threshold);
+- the mode: when speculation's best predicted rate loses to ar's 1 / (v(1) + o) (after two
+  trees, or at once when even a draft whose every token were accepted could not win: a draft as
+  slow as the target's pass, costmodel.speculation_can_win), the drafter falls back to `ar`:
+  root-only trees, no draft work. It probes with a small tree every `interval` steps (doubling
+  while probes lose, up to PROBE_MAX) and returns when a probe predicts a win; when bound by
+  timing it does not probe, but rechecks the bound as ar's pass time is measured.
+The first step drafts one forward's worth (root + top-k children) to measure the timing.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from . import costmodel as cm
 
 LOG_MIN, LOG_MAX, BINS = -5.0, 0.0, 20
 DECAY = 0.97  # per target step: recent steps dominate
-MIN_SEEN = 4.0  # nodes per bin before its rate is trusted
-WINDOW = 16  # recent trees kept for E(N)
+MIN_SEEN = 4.0  # pseudo-nodes of the calibration prior per bin
+WINDOW = 16  # recent trees kept
 PROBE_FIRST, PROBE_MAX = 16, 256  # steps in ar before a probe; doubles while probes lose
-RETURN_MARGIN = 1.05  # a probe must beat ar by this much to return to speculation
+RETURN_MARGIN = 1.05  # a probe must predict a win by this much to return to speculation
 CAN_WIN_MARGIN = 1.10  # perfect acceptance must beat ar by this much to be worth probing
 START_TOKENS = 1.5  # s of costmodel (3)
 
@@ -51,55 +55,65 @@ class Plan:
     probe: bool = False
 
 
-def _fit(points, prior_slope: float) -> tuple[float, float]:
-    """Weighted least squares y = a + b x over (x, y, weight), b >= 0; with no spread in x, the
-    prior slope (as a fraction of the mean) splits the mean. Plain Python: a few dozen points."""
+def _fit(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float, float]:
+    """Weighted least squares y = a + b x over (x, y, weight), b >= 0, with the slope shrunk
+    toward a prior (`prior_slope` times the mean per unit of x; `prior_weight` in units of
+    weight * x^2), so a few noisy points with little spread cannot make it up. Plain Python."""
     sw = sum(p[2] for p in points)
     xm = sum(p[0] * p[2] for p in points) / sw
     ym = sum(p[1] * p[2] for p in points) / sw
-    var = sum(p[2] * (p[0] - xm) ** 2 for p in points) / sw
-    if var < 0.25:
-        b = prior_slope * ym / (1 + prior_slope * xm)
-    else:
-        b = max(0.0, sum(p[2] * (p[0] - xm) * (p[1] - ym) for p in points) / sw / var)
+    sxx = sum(p[2] * (p[0] - xm) ** 2 for p in points)
+    sxy = sum(p[2] * (p[0] - xm) * (p[1] - ym) for p in points)
+    b0 = prior_slope * ym / (1 + prior_slope * xm)
+    b = max(0.0, (sxy + prior_weight * b0) / (sxx + prior_weight))
     return max(ym - b * xm, 0.0), b
 
 
+@dataclass(frozen=True)
+class TreeRecord:
+    step: int
+    nodes: int
+    cum: list[int]  # cum[i]: accepted nodes among nodes 1..i
+    reach: list[bool]  # reach[r]: the accepted path has a node in batch r
+
+
 class AutoPolicy:
-    """Chooses threshold, node cap and ar fallback from the cost model (see module doc).
+    """Chooses node budget, threshold and ar fallback from the cost model (see module doc).
 
     Args:
         tree: the tree configuration (caps, initial threshold, expand width).
         adapt_threshold: learn the threshold (else keep `tree.threshold`).
-        auto: choose the node cap and fall back to ar (else always the full `tree.max_nodes`).
+        auto: choose the node budget and fall back to ar (else always `tree.max_nodes`).
     """
 
     def __init__(self, tree, adapt_threshold: bool = True, auto: bool = True):
         self.tree, self.adapt, self.auto = tree, adapt_threshold, auto
+        self.w = max(1, tree.expand_width)
+        self.max_rounds = cm.tree_rounds(tree.max_nodes, self.w)
         self.threshold = tree.threshold
         self.lo, self.hi = 1e-4, 0.5
-        self.seen = np.zeros(BINS)
-        self.accepted = np.zeros(BINS)
+        self.seen, self.accepted, self.mass = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
         centres = LOG_MIN + (np.arange(BINS) + 0.5) * (LOG_MAX - LOG_MIN) / BINS
         self.prior = 10.0**centres
         self.edges = 10.0 ** np.linspace(LOG_MIN, LOG_MAX, BINS + 1)
         self.steps = 0
-        self.trees: deque = deque(maxlen=WINDOW)  # (step, nodes, cum accepted by node index)
+        self.last_tree_step = 0
+        self.trees: deque[TreeRecord] = deque(maxlen=WINDOW)
         self.forwards: deque = deque(maxlen=32)  # (tokens, seconds, step)
         self.passes: deque = deque(maxlen=32)  # (nodes, seconds, step)
         self.overheads: deque = deque(maxlen=16)
+        self.d: cm.Curve | None = None  # d(m), refitted after each step
+        self.v: cm.Curve | None = None  # v(N)
+        self.o = 0.0
         self.mode = "tree"
-        self.cap = min(tree.max_nodes, 1 + tree.expand_width) if auto else tree.max_nodes
-        self.hold = 0  # steps before the cap may grow again (after a shrink)
+        self.rounds = 0  # R of the next speculative step
+        self.evidence = 0  # trees observed since speculation (re)started
         self.since = 0  # ar steps since the last probe / fallback
         self.interval = PROBE_FIRST
         self.timing_bound = False
-        self.switches: list[tuple[int, str]] = []  # (step, mode entered), for stats and tests
-        self.d: cm.Curve | None = None  # d(m), fitted after each step
-        self.v: cm.Curve | None = None  # v(N)
-        self.o = 0.0  # overhead per step
+        self.switches: list[tuple[int, str]] = []  # (step, mode entered)
 
-    # ---- estimates ---------------------------------------------------------------------------
+    # ---- estimates -------------------------------------------------------------------------
     @staticmethod
     def bin_of(path_prob: float) -> int:
         x = math.log10(max(path_prob, 1e-12))
@@ -107,10 +121,10 @@ class AutoPolicy:
         return min(max(b, 0), BINS - 1)
 
     def calibration(self) -> np.ndarray:
-        """A(pi) per bin: measured where trusted, the prior elsewhere."""
-        rate = np.divide(self.accepted, self.seen, out=self.prior.copy(), where=self.seen > 0)
-        trust = np.clip(self.seen / MIN_SEEN, 0.0, 1.0)
-        return trust * rate + (1 - trust) * self.prior
+        """A(pi) per bin, shrunk toward kappa * pi with MIN_SEEN pseudo-nodes."""
+        kappa = (self.accepted.sum() + 1.0) / (self.mass.sum() + 1.0)
+        prior = np.minimum(1.0, kappa * self.prior)
+        return (self.accepted + MIN_SEEN * prior) / (self.seen + MIN_SEEN)
 
     def _weight(self, step: int) -> float:
         return DECAY ** (self.steps - step)
@@ -124,32 +138,58 @@ class AutoPolicy:
             self.v = cm.Curve.linear(a, b)
         self.o = sorted(self.overheads)[len(self.overheads) // 2] if self.overheads else 0.0
 
+    def nodes_for(self, rounds: int) -> int:
+        return min(self.tree.max_nodes, 1 + self.w * (rounds + 1))
+
     def ar_rate(self) -> float | None:
         return None if self.v is None else 1.0 / (self.v(1) + self.o)
 
-    def tree_seconds(self, nodes: int) -> float | None:
-        if self.d is None or self.v is None:
-            return None
-        w = self.tree.expand_width
-        return cm.tree_draft_seconds(self.d, nodes, w, START_TOKENS) + self.v(nodes) + self.o
+    def tree_seconds(self, rounds: int) -> float:
+        n = self.nodes_for(rounds)
+        return cm.tree_draft_seconds(self.d, n, self.w, START_TOKENS) + self.v(n) + self.o
 
-    def tree_rate(self, cap: int) -> float | None:
-        """Predicted tokens/s of trees capped at `cap`: sum E_s / sum T_s over recent trees."""
-        if not self.trees:
+    def rho(self) -> float:
+        """P(the accepted path reaches batch r + 1 | it reached batch r and r + 1 was drafted)."""
+        pairs = hits = 0.0
+        first = firsts = 0.0
+        for t in self.trees:
+            wt = self._weight(t.step)
+            first += wt * t.reach[0]
+            firsts += wt
+            for r in range(len(t.reach) - 1):
+                if t.reach[r]:
+                    pairs += wt
+                    hits += wt * t.reach[r + 1]
+        prior = first / firsts if firsts else 0.5
+        return (hits + 2 * prior) / (pairs + 2)
+
+    def tree_rate(self, rounds: int, rho: float | None = None) -> float | None:
+        """Predicted tokens/s with R = `rounds`: sum_s E_s(R) / sum_s T(R), recent trees."""
+        if not self.trees or self.d is None or self.v is None:
             return None
-        tokens = seconds = 0.0
-        for step, n, cum in self.trees:
-            size = min(n, cap)
-            t = self.tree_seconds(size)
-            if t is None:
-                return None
-            w = self._weight(step)
-            tokens += w * (1 + cum[size - 1])
-            seconds += w * t
-        return tokens / seconds
+        rho = self.rho() if rho is None else rho
+        n = self.nodes_for(rounds)
+        tokens = weight = 0.0
+        for t in self.trees:
+            wt = self._weight(t.step)
+            have = len(t.reach)  # batches tree s had
+            e = 1.0 + t.cum[min(n, t.nodes) - 1]
+            if rounds + 1 > have and t.reach[-1]:  # extrapolate: one round deeper w.p. rho
+                e += sum(rho**j for j in range(1, rounds + 2 - have))
+            tokens += wt * e
+            weight += wt
+        return tokens / (weight * self.tree_seconds(rounds))
+
+    def best_rounds(self) -> tuple[int, float] | None:
+        rho = self.rho()
+        rates = [(self.tree_rate(r, rho), r) for r in range(self.max_rounds + 1)]
+        if rates[0][0] is None:
+            return None
+        rate, r = max(rates)
+        return r, rate
 
     def can_win(self) -> bool:
-        d, v, w = self.d, self.v, self.tree.expand_width
+        d, v, w = self.d, self.v, self.w
         if d is None or v is None:
             return True
         return cm.speculation_can_win(
@@ -160,15 +200,16 @@ class AutoPolicy:
             w,
         )
 
-    # ---- the per-step decision -----------------------------------------------------------------
+    # ---- the per-step decision -------------------------------------------------------------
     def plan(self) -> Plan:
+        if not self.auto:
+            return Plan(True, self.tree.max_nodes, self.threshold)
         if self.mode == "tree":
-            return Plan(True, self.cap, self.threshold)
+            return Plan(True, self.nodes_for(self.rounds), self.threshold)
         self.since += 1
         if not self.timing_bound and self.since >= self.interval:
             self.since = 0
-            probe = max(2, min(self.cap, 1 + 2 * self.tree.expand_width))
-            return Plan(True, probe, self.threshold, probe=True)
+            return Plan(True, self.nodes_for(1), self.threshold, probe=True)
         return Plan(False, 1, self.threshold)
 
     def observe(self, result) -> None:
@@ -184,42 +225,47 @@ class AutoPolicy:
             self.forwards.append((m, s, self.steps))
         if n > 1:
             self._observe_tree(tree, result.accepted)
+            self.evidence += 1
         self._refit()
-        if not self.auto:
-            self._update_threshold(self.ar_rate() or 0.0)
+        best, ar = self.best_rounds(), self.ar_rate()
+        if best is None or ar is None:
             return
-        spec, ar = self.tree_rate(self.cap), self.ar_rate()
-        if spec is None or ar is None:
+        rounds, spec = best
+        self._update_threshold(max(spec, ar))
+        if not self.auto:
             return
         if self.mode == "tree":
-            if spec < ar:
+            self.rounds = rounds
+            if spec < ar and (self.evidence >= 2 or not self.can_win()):
                 self._enter("ar")
-            else:
-                self._resize(spec)
-        elif getattr(result.proposal, "probe", False) or n > 1:
+        elif n > 1:  # a probe
             if spec >= ar * RETURN_MARGIN:
+                self.rounds = rounds
                 self._enter("tree")
             else:
                 self.interval = min(PROBE_MAX, self.interval * 2)
         elif self.timing_bound and self.since % PROBE_FIRST == 0:
             self.timing_bound = not self.can_win()  # ar's pass time is measured: recheck
-        if self.mode == "tree" or n > 1:
-            self._update_threshold(max(spec, ar))
 
     def _observe_tree(self, tree, accepted) -> None:
-        decay = DECAY ** (self.steps - getattr(self, "_last_tree_step", self.steps))
-        self._last_tree_step = self.steps
+        decay = DECAY ** (self.steps - self.last_tree_step)
+        self.last_tree_step = self.steps
         self.seen *= decay
         self.accepted *= decay
+        self.mass *= decay
         taken = set(accepted)
         cum, total = [0] * len(tree), 0
+        reach = [False] * math.ceil((len(tree) - 1) / self.w)
         for i in range(1, len(tree)):
             b = self.bin_of(tree.path_prob[i])
+            hit = i in taken
             self.seen[b] += 1
-            self.accepted[b] += i in taken
-            total += i in taken
+            self.accepted[b] += hit
+            self.mass[b] += tree.path_prob[i]
+            total += hit
             cum[i] = total
-        self.trees.append((self.steps, len(tree), cum))
+            reach[(i - 1) // self.w] |= hit
+        self.trees.append(TreeRecord(self.steps, len(tree), cum, reach))
 
     def _enter(self, mode: str) -> None:
         self.mode, self.since = mode, 0
@@ -227,25 +273,12 @@ class AutoPolicy:
         if mode == "ar":
             self.timing_bound = not self.can_win()
         else:
-            self.interval = PROBE_FIRST
-
-    def _resize(self, rate: float) -> None:
-        if self.hold > 0:
-            self.hold -= 1
-        recent = [n for step, n, _ in self.trees if step > self.steps - 4]
-        half = max(2, self.cap // 2)
-        smaller = self.tree_rate(half) if half < self.cap else None
-        if smaller is not None and smaller > rate * 1.02:
-            self.cap, self.hold = half, 8
-        elif recent and min(recent) >= self.cap and self.hold == 0:
-            self.cap = min(self.tree.max_nodes, self.cap * 2)
+            self.interval, self.evidence = PROBE_FIRST, 0
 
     def _update_threshold(self, rate: float) -> None:
-        if not self.adapt or rate <= 0:
+        """A node takes a verify slot (v1 seconds): worth it while A(pi) / v1 >= rate."""
+        if not self.adapt or self.v is None or rate <= 0:
             return
-        d, v, w = self.d, self.v, self.tree.expand_width
-        if d is None or v is None:
-            return
-        per_node = d(w) / w + (v(2 * w) - v(w)) / w  # one more expanded node, one more verified
+        per_node = max(self.v(2) - self.v(1), 1e-6)
         edge = cm.marginal_threshold(self.calibration(), self.edges, per_node, rate)
         self.threshold = float(min(max(edge, self.lo), self.hi))

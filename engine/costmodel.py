@@ -99,6 +99,7 @@ class Timing:
     step_overhead: float = 0.0  # o_step: Python per step (masks, acceptance, caches, events)
     node_overhead: float = 0.0  # o_node: per tree node
     prefetch: int = 2  # layers the IO thread may hold ready ahead of compute
+    cold_read_bandwidth: float = 0.0  # a layer read alone (B is measured under load)
 
     @property
     def num_layers(self) -> int:
@@ -182,20 +183,24 @@ def tree_tokens(curve: Sequence[float], nodes: int) -> float:
     return curve[min(nodes, len(curve)) - 1]
 
 
-def calibrated_tree_tokens(profile: Sequence[float], nodes: int, max_depth: int = 12) -> float:
+def calibrated_tree_tokens(
+    profile: Sequence[float], nodes: int, width: int = 4, max_depth: int = 12
+) -> float:
     """E(N) of a calibrated draft whose top-k candidates at every position have probabilities
-    `profile` (best first): 1 + the sum of the N - 1 largest path probabilities (best-first)."""
-    total = 1.0
-    heap = [(-p, 1) for p in profile]  # (-path prob, depth)
+    `profile` (best first), grown like the tree drafter: each round the `width` best candidates
+    join the tree and their children become candidates. E(N) = 1 + the sum of the joined
+    nodes' path probabilities (a calibrated draft is accepted with its own probability)."""
+    total, joined = 1.0, 0
+    heap = [(-p, 1) for p in profile]  # (-path prob, depth): the root's children
     heapq.heapify(heap)
-    for _ in range(max(0, nodes - 1)):
-        if not heap:
-            break
-        neg, depth = heapq.heappop(heap)
-        total += -neg
-        if depth < max_depth:
-            for p in profile:
-                heapq.heappush(heap, (neg * p, depth + 1))
+    while heap and joined < nodes - 1:
+        batch = [heapq.heappop(heap) for _ in range(min(width, len(heap), nodes - 1 - joined))]
+        joined += len(batch)
+        for neg, depth in batch:
+            total += -neg
+            if depth < max_depth:
+                for p in profile:
+                    heapq.heappush(heap, (neg * p, depth + 1))
     return total
 
 

@@ -1,0 +1,364 @@
+"""Calibrating the cost model on the actual machine and pair (engine.costmodel).
+
+Timing takes a few seconds: a draft forward over m tokens, target layers and head over n tokens
+(a few layers of the target, evaluated lazily, so a target larger than memory works too), and a
+cold read of a few target layers (page cache bypassed). Acceptance and per-step overheads come
+from short generations on calibration prompts: `ar`, `chain` and big fixed `tree`s.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from . import costmodel as cm
+from .cache import make_cache
+from .config import GenerationConfig, SamplingConfig, TreeConfig
+from .drafters import DraftModel, top_k
+from .events import PrefillDone, StepEvent
+from .tree import TokenTree
+
+TARGET_COUNTS = (1, 2, 4, 8, 16, 32, 48, 64)
+DRAFT_COUNTS = (1, 2, 4, 8, 16, 32)
+CALIBRATION_TREE = TreeConfig(max_nodes=48, max_depth=12, threshold=1e-3, adaptive=False)
+CHAIN_K = 6
+
+
+def _median_seconds(fn, reps: int) -> float:
+    fn()  # warm-up: graph building, lazy weights, allocations
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _chain_tree(m: int) -> TokenTree:
+    tree = TokenTree.with_root(11)
+    for i in range(m):
+        tree.add(12 + i, i, 0.5)
+    return tree
+
+
+def _draft_forward(dm: DraftModel, tree: TokenTree, m: int, context: int, k: int) -> None:
+    """One expansion of m nodes + top-k, then back to the root alone."""
+    top_k(dm.expand(tree, list(range(1, m + 1)), context), k)
+    dm.slot_nodes = [0]
+    for c in dm.cache:
+        c.trim(m)
+
+
+def measure_draft(
+    draft_model, counts=DRAFT_COUNTS, context: int = 64, reps: int = 3, k: int = 4
+) -> cm.Curve:
+    """d(m): one draft forward over m tree nodes (tree mask, positions) + top-k selection."""
+    dm = DraftModel(draft_model, SamplingConfig())
+    dm.prefill([(7 * i) % 200 + 10 for i in range(context + 1)])
+    dm.start(11)
+    seconds = [
+        _median_seconds(partial(_draft_forward, dm, _chain_tree(m), m, context, k), reps)
+        for m in counts
+    ]
+    return cm.Curve(tuple(float(m) for m in counts), tuple(seconds))
+
+
+def _layers_pass(layers, x, mask, pos, cache) -> None:
+    h = x
+    for layer, c in zip(layers, cache):
+        h = layer(h, mask, c, pos)
+    mx.eval(h)
+    for c in cache:
+        c.trim(x.shape[1])
+
+
+def _head_pass(model, tokens, x) -> None:
+    mx.eval(model.head(model.embed(tokens) + x))
+
+
+def measure_target(
+    target_dir: str | Path, counts=TARGET_COUNTS, context: int = 64, layers: int = 4, reps: int = 3
+) -> tuple[cm.Curve, cm.Curve]:
+    """(c(n), h(n)): one target layer, and embedding + norm + head, over n tree tokens.
+
+    Loads the target lazily and evaluates only the layers it times (a few), so this works for a
+    target that does not fit in memory.
+    """
+    from .loader import load_model
+
+    model = load_model(target_dir, lazy=True).model
+    r = min(layers, len(model.layers))
+    blocks = model.layers[:r]
+    mx.eval([b.parameters() for b in blocks])
+    hidden = model.args.hidden_size
+    cache = make_cache(r)
+    h = mx.random.normal((1, context, hidden)) * 0.1
+    for b, c in zip(blocks, cache):
+        h = b(h, "causal", c, None)
+    mx.eval([c.keys for c in cache])
+    per_layer, head = [], []
+    for n in counts:
+        tree = _chain_tree(n - 1)
+        mask, pos = tree.attention_mask(context), tree.positions(context)
+        x = mx.random.normal((1, n, hidden)) * 0.1
+        tokens = mx.array([tree.tokens])
+        mx.eval(x, mask, pos)
+        run = partial(_layers_pass, blocks, x, mask, pos, cache)
+        per_layer.append(_median_seconds(run, reps) / r)
+        head.append(_median_seconds(partial(_head_pass, model, tokens, x), reps))
+    xs = tuple(float(n) for n in counts)
+    return cm.Curve(xs, tuple(per_layer)), cm.Curve(xs, tuple(head))
+
+
+def measure_bandwidth(target_dir: str | Path, layers: int = 4, reps: int = 2) -> float:
+    """Bytes/s reading whole target layers cold (page cache dropped), as the layer store does."""
+    from .weights import drop_page_cache, index_model, read_tensors
+
+    index = index_model(Path(target_dir))
+    picks = [i for i in range(len(index.layers)) if index.layers[i]][-layers:]
+    total = seconds = 0.0
+    for _ in range(reps):
+        for f in {t.file for i in picks for t in index.layers[i]}:
+            drop_page_cache(f)
+        for i in picks:
+            t0 = time.perf_counter()
+            arrays = read_tensors(index.layers[i], stamps=index.stamps, bypass_cache=True)
+            seconds += time.perf_counter() - t0
+            total += index.layer_bytes(i)
+            del arrays
+    return total / seconds
+
+
+def measure_streamed_pass(target_dir: str | Path, budget: int, passes: int = 4) -> float:
+    """Median seconds of a 1-token pass of the target streamed under `budget`, back to back."""
+    from .streaming import load_streamed_model
+
+    loaded = load_streamed_model(target_dir, budget)
+    try:
+        model, cache = loaded.model, make_cache(loaded.num_layers)
+        mx.eval(model(mx.array([[(7 * i) % 200 + 10 for i in range(32)]]), cache=cache))
+        times = []
+        for i in range(passes):
+            t0 = time.perf_counter()
+            mx.eval(model(mx.array([[20 + i]]), cache=cache))
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+    finally:
+        loaded.close()
+
+
+def effective_bandwidth(timing: cm.Timing, budget: int, seconds: float) -> float:
+    """The bandwidth B for which formula (4) gives a measured streamed 1-token pass (bisection on
+    log B): storage as seen while compute shares the CPU with the IO thread."""
+    lo, hi = 1e6, 1e12
+    for _ in range(60):
+        mid = (lo * hi) ** 0.5
+        t = cm.pass_seconds(replace(timing, read_bandwidth=mid), 1, budget, 0.0).seconds
+        lo, hi = (mid, hi) if t > seconds else (lo, mid)
+    return (lo * hi) ** 0.5
+
+
+def layer_bytes(target_dir: str | Path) -> tuple[tuple[int, ...], int]:
+    """(bytes per layer, bytes of everything else) as stored."""
+    from .weights import index_model
+
+    index = index_model(Path(target_dir))
+    per = tuple(index.layer_bytes(i) for i in range(len(index.layers)))
+    return per, index.nbytes - sum(per)
+
+
+def measure_timing(
+    target_dir: str | Path, draft_model, *, reps: int = 3, in_situ: bool = True
+) -> cm.Timing:
+    """The timing half of the calibration (a few seconds; overheads are fitted later).
+
+    Bandwidth: a cold read of a few layers, then (in_situ) the effective bandwidth of 1-token
+    passes with every layer streamed, IO thread and compute sharing the machine.
+    """
+    per_layer, base = layer_bytes(target_dir)
+    c, h = measure_target(target_dir, reps=reps)
+    cold = measure_bandwidth(target_dir)
+    timing = cm.Timing(
+        draft_forward=measure_draft(draft_model, reps=reps),
+        layer_compute=c,
+        head_compute=h,
+        layer_bytes=per_layer,
+        base_bytes=base,
+        read_bandwidth=cold,
+        cold_read_bandwidth=cold,
+    )
+    if in_situ and per_layer:
+        budget = base + (timing.prefetch + 1) * max(per_layer)
+        seconds = measure_streamed_pass(target_dir, budget)
+        timing = replace(timing, read_bandwidth=effective_bandwidth(timing, budget, seconds))
+    return timing
+
+
+# ---- acceptance and overheads from short generations --------------------------------------------
+@dataclass
+class StepRecord:
+    mode: str
+    nodes: int
+    seconds: float  # from the previous event to this one: the whole step, events included
+    tree: StepEvent
+
+
+def run_steps(session, ids: list[int], config: GenerationConfig) -> list[StepRecord]:
+    out, last = [], None
+    for event in session.generate(ids, config):
+        now = time.perf_counter()
+        if isinstance(event, PrefillDone):
+            last = now
+        elif isinstance(event, StepEvent):
+            out.append(StepRecord(config.mode, len(event.tree_tokens), now - last, event))
+            last = now
+    return out
+
+
+def first_n_accepted(event: StepEvent) -> np.ndarray:
+    """cum[N - 1] = accepted draft nodes among the tree's first N nodes, N = 1..len(tree)."""
+    accepted = np.zeros(len(event.tree_tokens))
+    accepted[list(event.accepted[1:])] = 1
+    return np.cumsum(accepted)
+
+
+def tree_curve(events: list[StepEvent], max_nodes: int) -> tuple[float, ...]:
+    """E(N) for N = 1..max_nodes, costmodel (6)."""
+    rows = []
+    for e in events:
+        cum = first_n_accepted(e)
+        row = [cum[min(n, len(cum)) - 1] for n in range(1, max_nodes + 1)]
+        rows.append(row)
+    return tuple(1.0 + float(x) for x in np.mean(rows, axis=0)) if rows else (1.0,)
+
+
+def chain_alpha(events: list[StepEvent], k: int) -> tuple[float, ...]:
+    """alpha_d = P(depth d accepted | depth d - 1 accepted) from chain steps of length k."""
+    lengths = np.array([len(e.accepted) - 1 for e in events if len(e.tree_tokens) == k + 1])
+    if lengths.size == 0:
+        return (0.0,)
+    alpha = []
+    for d in range(1, k + 1):
+        reached = (lengths >= d - 1).sum()
+        alpha.append(float((lengths >= d).sum() / reached) if reached else 0.0)
+    return tuple(alpha)
+
+
+def top_leaf(event: StepEvent) -> int:
+    node, parents, probs = 0, event.tree_parents, event.tree_probs
+    while kids := [i for i, p in enumerate(parents) if p == node]:
+        node = max(kids, key=lambda i: probs[i])
+    return node
+
+
+def acceptance_from(
+    tree_events: list[StepEvent], chain_events: list[StepEvent], max_nodes: int, k: int
+) -> cm.Acceptance:
+    alpha = chain_alpha(chain_events, k)
+    unexpanded = [
+        e.accepted[-1] not in set(e.tree_parents) for e in tree_events
+    ]  # the last accepted node was never expanded: the draft sees it next step (s + 1)
+    ends_on_top = [e.accepted[-1] == top_leaf(e) for e in tree_events]
+    bins = _calibration_bins(tree_events)
+    return cm.Acceptance(
+        chain_alpha=alpha,
+        tree_tokens=tree_curve(tree_events, max_nodes),
+        start_tokens_tree=1.0 + (float(np.mean(unexpanded)) if unexpanded else 0.5),
+        start_tokens_chain=1.0 + float(np.prod(alpha)),
+        reuse=(float(np.mean(ends_on_top)) * alpha[0]) if ends_on_top else 0.0,
+        calibration=bins,
+    )
+
+
+def _calibration_bins(events: list[StepEvent]) -> tuple[tuple[float, float, float], ...]:
+    """(path probability bin centre, accept rate, nodes) on log10 bins: the calibration curve."""
+    edges = np.linspace(-5.0, 0.0, 11)
+    seen, taken = np.zeros(10), np.zeros(10)
+    for e in events:
+        path_prob = [1.0] * len(e.tree_tokens)
+        acc = set(e.accepted)
+        for i in range(1, len(e.tree_tokens)):
+            path_prob[i] = path_prob[e.tree_parents[i]] * e.tree_probs[i]
+            b = int(np.clip(np.searchsorted(edges, np.log10(max(path_prob[i], 1e-12))) - 1, 0, 9))
+            seen[b] += 1
+            taken[b] += i in acc
+    centres = 10 ** ((edges[:-1] + edges[1:]) / 2)
+    return tuple((float(c), float(t / s), float(s)) for c, t, s in zip(centres, taken, seen) if s)
+
+
+def predicted_core(timing: cm.Timing, acc: cm.Acceptance, rec: StepRecord, width: int) -> float:
+    """Draft + pass seconds the formulas give for one recorded step (resident target)."""
+    n = rec.nodes
+    if n == 1:
+        draft = 0.0
+    elif rec.mode == "chain":
+        draft = cm.chain_draft_seconds(timing.draft_forward, n - 1, acc.start_tokens_chain)
+    else:
+        draft = cm.tree_draft_seconds(timing.draft_forward, n, width, acc.start_tokens_tree)
+    return draft + cm.pass_seconds(timing, n, None, 0.0).seconds
+
+
+def fit_overheads(
+    timing: cm.Timing, acc: cm.Acceptance, records: list[StepRecord], width: int
+) -> tuple[float, float]:
+    """o_step + o_node N: least squares on what the formulas leave unexplained per step."""
+    n = np.array([r.nodes for r in records], float)
+    resid = np.array([r.seconds - predicted_core(timing, acc, r, width) for r in records])
+    if len(records) < 3 or n.std() == 0:
+        return max(0.0, float(np.median(resid))), 0.0
+    slope, intercept = np.polyfit(n, resid, 1)
+    return float(intercept), float(max(slope, 0.0))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Timing (with overheads) and acceptance for one sampling setting."""
+
+    timing: cm.Timing
+    acceptance: cm.Acceptance
+    seconds: float  # how long calibrating took
+
+    def to_dict(self) -> dict:
+        return {
+            "timing": self.timing.to_dict(),
+            "acceptance": self.acceptance.to_dict(),
+            "seconds": self.seconds,
+        }
+
+
+def calibrate(
+    session,
+    prompts: list[list[int]],
+    timing: cm.Timing,
+    sampling: SamplingConfig,
+    max_tokens: int = 24,
+    tree: TreeConfig = CALIBRATION_TREE,
+    k: int = CHAIN_K,
+) -> Calibration:
+    """Acceptance and overheads from ar, chain(k) and fixed-tree runs on a resident `session`."""
+    t0 = time.perf_counter()
+    records: dict[str, list[StepRecord]] = {"ar": [], "chain": [], "tree": []}
+    for i, ids in enumerate(prompts):
+        s = replace(sampling, seed=1000 + i)
+        for mode in records:
+            cfg = GenerationConfig(
+                mode=mode,
+                max_tokens=max_tokens,
+                sampling=s,
+                tree=tree,
+                chain_length=k,
+                pipeline=False,
+            )
+            records[mode] += run_steps(session, ids, cfg)
+    acc = acceptance_from(
+        [r.tree for r in records["tree"]], [r.tree for r in records["chain"]], tree.max_nodes, k
+    )
+    steps = [r for rs in records.values() for r in rs[1:]]  # first steps warm up
+    o_step, o_node = fit_overheads(timing, acc, steps, tree.expand_width)
+    timing = cm.with_overheads(timing, o_step, o_node)
+    return Calibration(timing, acc, time.perf_counter() - t0)
