@@ -141,7 +141,14 @@ class MainWindow(QMainWindow):
         """Load the configured models, or the demo pair if built, or offer to build it."""
         if not self.settings.target:
             paths = demo_paths()
-            if paths and paths[0].is_dir() and paths[1].is_dir():
+            try:
+                built = paths is not None and paths[0].is_dir() and paths[1].is_dir()
+            except OSError as e:  # e.g. no permission on the models folder
+                self.banner.show_error(f"Cannot read the models folder {paths[0].parent}: "
+                                       f"{e.strerror}. Fix its permissions, or build the demo "
+                                       "pair again.", "Models folder unreadable")
+                built = False
+            if built:
                 self.settings.target, self.settings.draft = str(paths[0]), str(paths[1])
                 save_settings(self.qsettings, self.settings)
         if self.settings.target:
@@ -378,6 +385,7 @@ class MainWindow(QMainWindow):
         if context == "load":
             self._set_loading(False, "No model loaded")
             self.chat.set_ready(False, "Load a model to start chatting (Models & settings…).")
+            self.first_run.show()  # a broken model folder: offer to (re)build the demo pair
         elif context == "task":
             self.first_run.set_building(False)
             self.first_run.status.setText("Not built: " + message)
