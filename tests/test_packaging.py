@@ -136,6 +136,8 @@ def test_bundle_carries_what_the_app_needs(bundle, env):
     assert report["app"]["gui_module"] is True
     if MACOS:
         assert all(report["metallib"].values())
+    else:  # the system's OpenBLAS is preloaded at run time, never bundled
+        assert not list(bundle.parent.rglob("libopenblas*"))
 
 
 @pytest.mark.slow
