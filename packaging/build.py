@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,7 +141,7 @@ def build_macos(args, dist: Path, version: str) -> dict:
         info["archive"] = str(dmg)
     if not args.notary_profile:
         print("\nNot notarized. For distribution, sign with a Developer ID and notarize:\n"
-              f"  python packaging/build.py --identity 'Developer ID Application: NAME (TEAMID)'"
+              "  python packaging/build.py --identity 'Developer ID Application: NAME (TEAMID)'"
               " --notary-profile PROFILE\n(see the docstring of packaging/build.py)\n")
     return info
 
