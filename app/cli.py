@@ -216,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small run (tiny models, few prompts)")
     b.add_argument("--out", default="bench-results", help="output folder")
     add_model_args(b)
+    b.add_argument("--prompts", type=int, default=None,
+                   help="greedy prompts (default 20; half of them at temperature 0.7)")
+    b.add_argument("--max-tokens", type=int, default=None, help="new tokens per prompt (24)")
+    b.add_argument("--devices", action="store_true",
+                   help="print the Apple Silicon prediction table and exit")
     b.set_defaults(func=cmd_bench)
     return parser
 

@@ -304,15 +304,15 @@ def predicted_core(timing: cm.Timing, acc: cm.Acceptance, rec: StepRecord, width
 
 
 def fit_overheads(
-    timing: cm.Timing, acc: cm.Acceptance, records: list[StepRecord], width: int
-) -> tuple[float, float]:
-    """o_step + o_node N: least squares on what the formulas leave unexplained per step."""
-    n = np.array([r.nodes for r in records], float)
-    resid = np.array([r.seconds - predicted_core(timing, acc, r, width) for r in records])
-    if len(records) < 3 or n.std() == 0:
-        return max(0.0, float(np.median(resid))), 0.0
-    slope, intercept = np.polyfit(n, resid, 1)
-    return float(intercept), float(max(slope, 0.0))
+    timing: cm.Timing, acc: cm.Acceptance, records: dict[str, list[StepRecord]], width: int
+) -> dict[str, float]:
+    """o_step per mode: the median of what the formulas leave unexplained per step (Python
+    bookkeeping, sampling, masks, and whatever the draft and pass formulas miss in situ)."""
+    return {
+        mode: float(np.median([r.seconds - predicted_core(timing, acc, r, width) for r in rs]))
+        for mode, rs in records.items()
+        if rs
+    }
 
 
 @dataclass(frozen=True)
@@ -343,6 +343,7 @@ def calibrate(
     """Acceptance and overheads from ar, chain(k) and fixed-tree runs on a resident `session`."""
     t0 = time.perf_counter()
     records: dict[str, list[StepRecord]] = {"ar": [], "chain": [], "tree": []}
+    warm: dict[str, list[StepRecord]] = {"ar": [], "chain": [], "tree": []}  # first steps dropped
     for i, ids in enumerate(prompts):
         s = replace(sampling, seed=1000 + i)
         for mode in records:
@@ -354,11 +355,18 @@ def calibrate(
                 chain_length=k,
                 pipeline=False,
             )
-            records[mode] += run_steps(session, ids, cfg)
+            steps = run_steps(session, ids, cfg)
+            records[mode] += steps
+            warm[mode] += steps[1:]
     acc = acceptance_from(
         [r.tree for r in records["tree"]], [r.tree for r in records["chain"]], tree.max_nodes, k
     )
-    steps = [r for rs in records.values() for r in rs[1:]]  # first steps warm up
-    o_step, o_node = fit_overheads(timing, acc, steps, tree.expand_width)
-    timing = cm.with_overheads(timing, o_step, o_node)
+    o = fit_overheads(timing, acc, warm, tree.expand_width)
+    timing = replace(
+        timing,
+        step_overhead=o.get("ar", 0.0),
+        chain_overhead=o.get("chain"),
+        tree_overhead=o.get("tree"),
+        node_overhead=0.0,
+    )
     return Calibration(timing, acc, time.perf_counter() - t0)

@@ -18,13 +18,16 @@ Target pass over n tokens; L layers, c(n) seconds of compute per layer, h(n) for
 final norm and head. Resident: T_pass = L c(n) + h(n). Streamed (budget below the model): the
 layer store pins the first p layers and reads the other S every pass, layer j in
 r_j = bytes_j / B seconds (B: storage bandwidth, page cache bypassed), on an IO thread that runs
-ahead of compute by at most `prefetch` layers. A two-stage pipeline with a bounded buffer:
+ahead of compute by at most `prefetch` ready layers, and holds at most `slots` streamed layers
+(read, ready or in use) at once: slots = (budget - resident bytes) // layer bytes. A two-stage
+pipeline with a bounded buffer:
 
-    start_j = max(io_free, taken_{j-prefetch}),  ready_j = start_j + r_j,  io_free = ready_j
-    taken_j = max(t, ready_j),  t = taken_j + c(n)                                      (4)
+    start_j = max(io_free, taken_{j-prefetch}, done_{j-slots}),  ready_j = start_j + r_j
+    io_free = ready_j,  taken_j = max(t, ready_j),  done_j = t = taken_j + c(n)          (4)
 
 starting from t = p c(n) and io_free = -slack: the IO thread began this pass's first layers as
-soon as compute took the previous pass's last one, `slack` = c + h + overheads + T_draft earlier.
+soon as compute took the previous pass's last one, `slack` = c + h + overheads + T_draft earlier
+(released it c later). With slots = 1 nothing overlaps: T_pass = S (r + c) + p c + h.
 Waits = sum(taken_j - t_j); T_pass = t_end + h(n). IO time per pass = sum r_j; bytes read per
 token = sum bytes_j / E(N).
 
@@ -53,7 +56,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 MODES = ("ar", "chain", "tree")
 
@@ -96,10 +99,16 @@ class Timing:
     layer_bytes: tuple[int, ...]  # per target layer, as stored
     base_bytes: int  # embeddings, final norm, head: always resident
     read_bandwidth: float  # B: bytes/s of a streamed layer read, page cache bypassed
-    step_overhead: float = 0.0  # o_step: Python per step (masks, acceptance, caches, events)
+    step_overhead: float = 0.0  # o_step of an ar step: Python (acceptance, caches, events)
     node_overhead: float = 0.0  # o_node: per tree node
+    chain_overhead: float | None = None  # o_step of chain / tree steps (None: step_overhead):
+    tree_overhead: float | None = None  # sampling, masks and bookkeeping differ by mode
     prefetch: int = 2  # layers the IO thread may hold ready ahead of compute
     cold_read_bandwidth: float = 0.0  # a layer read alone (B is measured under load)
+
+    def overhead(self, mode: str) -> float:
+        by_mode = {"chain": self.chain_overhead, "tree": self.tree_overhead}.get(mode)
+        return self.step_overhead if by_mode is None else by_mode
 
     @property
     def num_layers(self) -> int:
@@ -244,11 +253,18 @@ def pass_seconds(timing: Timing, n: int, budget_bytes: int | None, slack: float)
     if not streamed:
         return PassTime(compute, compute, 0.0, 0.0, 0, 0, pinned)
     reads = [timing.layer_bytes[j] / timing.read_bandwidth for j in streamed]
+    resident = timing.base_bytes + sum(timing.layer_bytes[:pinned])
+    slots = max(1, (budget_bytes - resident) // max(timing.layer_bytes[j] for j in streamed))
+    q = timing.prefetch
     t, io_free, waits = pinned * c, -slack, 0.0
     taken: list[float] = []
     for j, r in enumerate(reads):
-        start = max(io_free, taken[j - timing.prefetch] if j >= timing.prefetch else -slack)
-        io_free = start + r
+        queue_room = taken[j - q] if j >= q else -slack
+        # for j < slots: the previous pass's layer S + j - slots, released about one layer
+        # period max(c, r) apart, the last one c after its take at -slack
+        period = max(c, r)
+        budget_room = taken[j - slots] + c if j >= slots else -slack + c - (slots - 1 - j) * period
+        io_free = max(io_free, queue_room, budget_room) + r
         got = max(t, io_free)
         waits += got - t
         taken.append(got)
@@ -291,7 +307,7 @@ def predict(
         n = max(1, nodes)
         tokens = tree_tokens(acceptance.tree_tokens, n)
         draft = tree_draft_seconds(d, n, expand_width, acceptance.start_tokens_tree)
-    overhead = timing.step_overhead + timing.node_overhead * n
+    overhead = timing.overhead(mode if n > 1 else "ar") + timing.node_overhead * n
     slack = timing.layer_compute(n) + timing.head_compute(n) + overhead + draft
     p = pass_seconds(timing, n, budget_bytes, slack)
     reuse = acceptance.reuse if (acceptance is not None and mode == "tree") else 0.0
@@ -385,7 +401,3 @@ def mape(pairs: Sequence[tuple[float, float]]) -> float:
     """Mean absolute percentage error of (predicted, measured) pairs."""
     errs = [abs(percentage_error(p, m)) for p, m in pairs if m > 0]
     return sum(errs) / len(errs) if errs else float("nan")
-
-
-def with_overheads(timing: Timing, step: float, node: float) -> Timing:
-    return replace(timing, step_overhead=step, node_overhead=node)

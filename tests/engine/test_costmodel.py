@@ -59,6 +59,12 @@ def test_streamed_compute_bound_pass_waits_only_for_the_first_layer():
     assert p.seconds == pytest.approx(4.1) and p.waits == pytest.approx(0.1)
 
 
+def test_a_budget_with_room_for_one_streamed_layer_serializes_io_and_compute():
+    t = timing(c=0.5, h=0.0, layers=4, layer_mb=100, base_mb=10, bw_mb=100.0)  # r = 1 s
+    p = cm.pass_seconds(t, 1, (10 + 150) * MB, slack=5.0)  # slots = 1
+    assert p.seconds == pytest.approx(4 * 1.5 - 1.0)  # only the first read was done ahead
+
+
 def test_pinned_layers_compute_while_the_first_streamed_layer_loads():
     t = timing(c=0.5, h=0.0, layers=6, layer_mb=100, base_mb=0, bw_mb=100.0)  # r = 1 s
     budget = 600 * MB - 1  # not everything fits: room for prefetch + 1 = 3 layers, pin 2
