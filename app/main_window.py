@@ -385,7 +385,7 @@ class MainWindow(QMainWindow):
         if context == "load":
             self._set_loading(False, "No model loaded")
             self.chat.set_ready(False, "Load a model to start chatting (Models & settings…).")
-            self.first_run.show()  # a broken model folder: offer to (re)build the demo pair
+            self.first_run.offer(broken=True)  # offer to (re)build the demo pair
         elif context == "task":
             self.first_run.set_building(False)
             self.first_run.status.setText("Not built: " + message)

@@ -58,18 +58,22 @@ class FirstRunPanel(QFrame):
     sig_cancel_requested = Signal()
     """Cancel the build in progress."""
 
+    DEMO = (
+        "Canopy can build a <b>demo pair</b>: SmolLM2-135M-Instruct as the target and a "
+        "4-bit requantization of it as the draft (about 100 MB to download, a minute or two "
+        "to build). Or pick your own target and draft folders."
+    )
+    FIRST_RUN = "No models are set up yet. " + DEMO
+    BROKEN = "The models could not be loaded (see the message above). " + DEMO
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("firstRun")
         self.setStyleSheet(
             "#firstRun { background: #eef4fb; border: 1px solid #b9cde6; border-radius: 6px; }"
         )
-        title = QLabel("<h3>Welcome to Canopy</h3>")
-        text = QLabel(
-            "No models are set up yet. Canopy can build a <b>demo pair</b>: SmolLM2-135M-Instruct "
-            "as the target and a 4-bit requantization of it as the draft (about 100 MB to "
-            "download, a minute or two to build). Or pick your own target and draft folders."
-        )
+        self.title = title = QLabel("<h3>Welcome to Canopy</h3>")
+        self.text = text = QLabel(self.FIRST_RUN)
         text.setWordWrap(True)
         self.build_button = QPushButton("Build the demo pair")
         self.build_button.setDefault(True)
@@ -93,6 +97,13 @@ class FirstRunPanel(QFrame):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.set_building(False)
+
+    def offer(self, broken: bool) -> None:
+        """Show the offer: on first run, or after the configured models failed to load."""
+        self.title.setText("<h3>Models unavailable</h3>" if broken else
+                           "<h3>Welcome to Canopy</h3>")
+        self.text.setText(self.BROKEN if broken else self.FIRST_RUN)
+        self.show()
 
     def set_building(self, building: bool) -> None:
         self.build_button.setEnabled(not building)
