@@ -21,10 +21,17 @@ def openblas_path() -> str | None:
 
 
 def maybe_reexec_with_openblas(argv: list[str], command: list[str] | None = None) -> None:
-    """Re-execute `command` (default: `python -m app.cli ARGV`) with OpenBLAS preloaded."""
-    if getattr(sys, "frozen", False) or not sys.platform.startswith("linux"):
-        return
-    if os.environ.get("CANOPY_NO_OPENBLAS"):
+    """Re-execute `command` (default: `python -m app.cli ARGV`) with OpenBLAS preloaded.
+
+    A frozen bundle has its own launcher (packaging/entry.py), which calls `reexec_with_openblas`.
+    """
+    if not getattr(sys, "frozen", False):
+        reexec_with_openblas(command or [sys.executable, "-m", "app.cli", *argv])
+
+
+def reexec_with_openblas(command: list[str]) -> None:
+    """Replace this process by `command` with OpenBLAS preloaded, once, where it applies."""
+    if not sys.platform.startswith("linux") or os.environ.get("CANOPY_NO_OPENBLAS"):
         return
     lib = openblas_path()
     if lib is None or lib in os.environ.get("LD_PRELOAD", ""):
@@ -35,4 +42,4 @@ def maybe_reexec_with_openblas(argv: list[str], command: list[str] | None = None
     print(f"canopy: using OpenBLAS ({lib}) for MLX's CPU matmuls", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, command or [sys.executable, "-m", "app.cli", *argv], env)
+    os.execve(sys.executable, command, env)

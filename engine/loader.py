@@ -128,6 +128,22 @@ def read_weights(files: list[Path]) -> dict[str, mx.array]:
     return weights
 
 
+def check_weights(expected: dict, found: dict, where: Path) -> None:
+    """Every tensor the config needs is in `found` (name -> anything with .shape), same shape."""
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise ModelError(
+            f"{where}: the weights lack {len(missing)} tensors the config needs "
+            f"(first: {missing[0]}). The files are incomplete or belong to another model."
+        )
+    for name, arr in expected.items():
+        if tuple(found[name].shape) != tuple(arr.shape):
+            raise ModelError(
+                f"{where}: tensor {name} has shape {tuple(found[name].shape)}, the config "
+                f"expects {tuple(arr.shape)}. config.json does not match the weights."
+            )
+
+
 def build_model(config: dict, weights: dict[str, mx.array], where: Path) -> nn.Module:
     fam = family(config["model_type"])
     model = fam.Model(fam.ModelArgs.from_dict(config))
@@ -142,18 +158,7 @@ def build_model(config: dict, weights: dict[str, mx.array], where: Path) -> nn.M
 
         nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=quantized)
     expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(weights))
-    if missing:
-        raise ModelError(
-            f"{where}: the weights lack {len(missing)} tensors the config needs "
-            f"(first: {missing[0]}). The files are incomplete or belong to another model."
-        )
-    for name, arr in expected.items():
-        if weights[name].shape != arr.shape:
-            raise ModelError(
-                f"{where}: tensor {name} has shape {tuple(weights[name].shape)}, the config "
-                f"expects {tuple(arr.shape)}. config.json does not match the weights."
-            )
+    check_weights(expected, weights, where)
     model.load_weights([(k, weights[k]) for k in expected])
     return model
 

@@ -18,9 +18,8 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .cache import cache_state
-from .errors import ModelError
 from .layerstore import IOStats, LayerStore, plan_pinned
-from .loader import LoadedModel, load_tokenizer, read_config
+from .loader import LoadedModel, check_weights, load_tokenizer, read_config
 from .models import family
 from .weights import WeightIndex, index_model, read_tensors
 
@@ -151,7 +150,7 @@ def load_streamed_model(
         nn.quantize(shell, group_size=q["group_size"], bits=q["bits"], class_predicate=lambda p, m:
                     hasattr(m, "to_quantized") and f"{p}.scales" in names)
     expected = dict(tree_flatten(shell.parameters()))
-    _check(expected, names, path)
+    check_weights(expected, names, path)
     n = len(shell.layers)
     prefix = [f"{name.rsplit('layers.', 1)[0]}layers." for name in expected if ".layers." in name]
     lp = prefix[0] if prefix else "model.layers."
@@ -173,18 +172,3 @@ def load_streamed_model(
     model = StreamedModel(shell, pinned, store, lp)
     store.start()
     return StreamedLoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)
-
-
-def _check(expected: dict, names: dict, where: Path) -> None:
-    missing = sorted(set(expected) - set(names))
-    if missing:
-        raise ModelError(
-            f"{where}: the weights lack {len(missing)} tensors the config needs "
-            f"(first: {missing[0]}). The files are incomplete or belong to another model."
-        )
-    for k, arr in expected.items():
-        if tuple(names[k].shape) != tuple(arr.shape):
-            raise ModelError(
-                f"{where}: tensor {k} has shape {names[k].shape}, the config expects "
-                f"{tuple(arr.shape)}. config.json does not match the weights."
-            )

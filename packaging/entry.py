@@ -47,19 +47,9 @@ def _use_certifi() -> None:
 
 
 def _maybe_openblas(argv: list[str]) -> None:
-    if not sys.platform.startswith("linux") or os.environ.get("CANOPY_NO_OPENBLAS"):
-        return
-    from app.blas import openblas_path
+    from app.blas import reexec_with_openblas
 
-    lib = openblas_path()
-    if lib is None or lib in os.environ.get("LD_PRELOAD", ""):
-        return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD")]))
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # leave a core to the IO thread
-    print(f"canopy: using OpenBLAS ({lib}) for MLX's CPU matmuls", file=sys.stderr)
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *argv], env)
+    reexec_with_openblas([sys.executable, *argv])
 
 
 def log_dir() -> str:
