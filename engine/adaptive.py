@@ -22,7 +22,9 @@ Each step, with the cost model's formulas (engine.costmodel (1)-(3)):
   root-only trees, no draft work. It probes with a small tree every `interval` steps (doubling
   while probes lose, up to PROBE_MAX) and returns when a probe predicts a win; when bound by
   timing it does not probe, but rechecks the bound as ar's pass time is measured.
-The first step drafts one forward's worth (root + top-k children) to measure the timing.
+The first step drafts one forward's worth (root + top-k children) and the second is a plain
+ar step, to measure d, v(N) and v(1) before deciding; R grows at most to 4 R_seen + 3 per
+step (exploration is bounded by what was observed).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Plan:
     max_nodes: int
     threshold: float
     probe: bool = False
+    rounds: int | None = None  # expansion forwards after the first (None: up to the caps)
 
 
 def _fit(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float, float]:
@@ -107,6 +110,7 @@ class AutoPolicy:
         self.o = 0.0
         self.mode = "tree"
         self.rounds = 0  # R of the next speculative step
+        self.ar_sampled = False  # a root-only step has been timed
         self.evidence = 0  # trees observed since speculation (re)started
         self.since = 0  # ar steps since the last probe / fallback
         self.interval = PROBE_FIRST
@@ -160,7 +164,7 @@ class AutoPolicy:
                 if t.reach[r]:
                     pairs += wt
                     hits += wt * t.reach[r + 1]
-        prior = first / firsts if firsts else 0.5
+        prior = (first + 0.5) / (firsts + 1.0)  # Laplace: one lucky tree does not make rho 1
         return (hits + 2 * prior) / (pairs + 2)
 
     def tree_rate(self, rounds: int, rho: float | None = None) -> float | None:
@@ -182,7 +186,9 @@ class AutoPolicy:
 
     def best_rounds(self) -> tuple[int, float] | None:
         rho = self.rho()
-        rates = [(self.tree_rate(r, rho), r) for r in range(self.max_rounds + 1)]
+        seen = max((len(t.reach) - 1 for t in self.trees), default=0)
+        top = min(self.max_rounds, 4 * seen + 3)
+        rates = [(self.tree_rate(r, rho), r) for r in range(top + 1)]
         if rates[0][0] is None:
             return None
         rate, r = max(rates)
@@ -194,10 +200,11 @@ class AutoPolicy:
             return True
         return cm.speculation_can_win(
             lambda n: cm.tree_draft_seconds(d, n, w, 1.0),
-            lambda n: v(n) * CAN_WIN_MARGIN,
+            v,
             self.o,
             self.tree.max_nodes,
             w,
+            CAN_WIN_MARGIN,
         )
 
     # ---- the per-step decision -------------------------------------------------------------
@@ -205,11 +212,13 @@ class AutoPolicy:
         if not self.auto:
             return Plan(True, self.tree.max_nodes, self.threshold)
         if self.mode == "tree":
-            return Plan(True, self.nodes_for(self.rounds), self.threshold)
+            if self.trees and not self.ar_sampled:  # time one ar step: v(1), o without a draft
+                return Plan(False, 1, self.threshold)
+            return Plan(True, self.nodes_for(self.rounds), self.threshold, rounds=self.rounds)
         self.since += 1
         if not self.timing_bound and self.since >= self.interval:
             self.since = 0
-            return Plan(True, self.nodes_for(1), self.threshold, probe=True)
+            return Plan(True, self.nodes_for(1), self.threshold, probe=True, rounds=1)
         return Plan(False, 1, self.threshold)
 
     def observe(self, result) -> None:
@@ -223,6 +232,7 @@ class AutoPolicy:
         self.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
         for m, s in getattr(result.proposal, "forwards", ()):
             self.forwards.append((m, s, self.steps))
+        self.ar_sampled |= n == 1
         if n > 1:
             self._observe_tree(tree, result.accepted)
             self.evidence += 1

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import costmodel as cm
 from .bench_runs import BUDGETS, FRACTIONS, Aggregate, Config, run_canopy, run_mlx_lm
-from .calibrate import calibrate, measure_timing
+from .calibrate import DriftProbe, anchored, calibrate, measure_timing, median_probe
 from .config import SamplingConfig
 
 PROMPTS_FILE = Path(__file__).resolve().parent.parent / "resources" / "bench_prompts.json"
@@ -215,17 +215,20 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
 
     t0 = time.perf_counter()
     say("calibrating the cost model: timing")
-    timing = measure_timing(pair.target, draft.model)
+    timing = measure_timing(pair.target, draft.model, in_situ=False)
+    probe_budget = timing.base_bytes + (timing.prefetch + 1) * max(timing.layer_bytes)
+    probe = DriftProbe(resident.target.model, draft.model, pair.target, probe_budget)
+    timing = anchored(timing, probe.measure(), probe_budget)
     cals = {}
     for sampling, temp in (("greedy", 0.0), ("t=0.7", 0.7)):
         say(f"calibrating the cost model: acceptance and overheads, {sampling}")
         cals[(sampling, "good")] = calibrate(
-            resident, calib, timing, SamplingConfig(temp), spec.calibration_tokens
+            resident, calib, timing, SamplingConfig(temp), spec.calibration_tokens, probe=probe
         )
     bad_session = Session(resident.target, bad)
     say("calibrating the cost model: the bad draft")
     cals[("greedy", "bad")] = calibrate(
-        bad_session, calib, timing, SamplingConfig(), spec.calibration_tokens
+        bad_session, calib, timing, SamplingConfig(), spec.calibration_tokens, probe=probe
     )
     calibration_seconds = time.perf_counter() - t0
 
@@ -256,7 +259,9 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
     configs = build_configs(spec, best_k)
     results = {c.key: Aggregate(c, []) for c in configs}
     t1 = time.perf_counter()
+    probes = []
     for i in range(spec.prompts):
+        probes.append(probe.measure())
         for cfg in configs:
             if i < prompt_count(spec, cfg):
                 sample = run(cfg, i)
@@ -266,13 +271,25 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
                     f"{sample.tokens} tokens"
                 )
     measure_seconds = time.perf_counter() - t1
-    for target in streamed.values():
+    probes.append(probe.measure())
+    for target in [*streamed.values(), probe]:
         target.close()
+    run_probe = median_probe(probes)
+    adjusted = {
+        k: replace(c, timing=anchored(c.timing, run_probe, probe_budget)) for k, c in cals.items()
+    }
+    drift = {
+        "probes": len(probes),
+        "median_probe": run_probe.__dict__,
+        "bandwidth": adjusted[("greedy", "good")].timing.read_bandwidth,
+        "all_probes": [p.__dict__ for p in probes],
+    }
 
     rows = []
     for cfg in configs:
         row = results[cfg.key].summary()
-        pred = predict(cfg, cals, budgets[cfg.budget])
+        pred = predict(cfg, adjusted, budgets[cfg.budget])
+        row["predicted_at_calibration"] = predict(cfg, cals, budgets[cfg.budget]).tokens_per_second
         row["budget_bytes"] = budgets[cfg.budget] or target_bytes
         row["predicted"] = pred.to_dict()
         row["predicted_tokens_per_second"] = pred.tokens_per_second
@@ -298,6 +315,7 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
         "target_bytes": target_bytes,
         "prompt_categories": categories,
         "calibration": {f"{s} / {d} draft": c.to_dict() for (s, d), c in cals.items()},
+        "drift": drift,
         "calibration_seconds": calibration_seconds,
         "measure_seconds": measure_seconds,
         "mlx_lm_sweep": sweep,

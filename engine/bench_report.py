@@ -105,7 +105,8 @@ def markdown(result: dict) -> str:
             f"{check['ar_tokens_per_second']:.2f} on the same prompts: "
             f"{_num(check['ratio'])}× ({_num(check['auto_ar_fraction'], '.0%')} of steps ar)"
         )
-    best = result["mlx_lm_best_k"]
+    best, d = result["mlx_lm_best_k"], result["drift"]
+    mp = d["median_probe"]
     lines += [
         "",
         f"Cost model: MAPE {result['mape_percent']:.1f}% over the {len(rows)} configurations. "
@@ -115,7 +116,11 @@ def markdown(result: dict) -> str:
         f"{result['calibration_seconds']:.0f} s, measuring {result['measure_seconds']:.0f} s, "
         f"total {result.get('total_seconds', 0):.0f} s.",
         "",
-        "Calibration:",
+        "Calibration (curve shapes from micro-benchmarks; their level anchored to quick probes "
+        "— a draft forward, a resident and a streamed 1-token pass — taken between runs: during "
+        "calibration for the overheads, before every prompt for the predictions; median probe "
+        f"draft {mp['draft'] * 1e3:.0f} ms, target {mp['target'] * 1e3:.0f} ms, storage "
+        f"{d['bandwidth'] / 1e9:.2f} GB/s in situ, {d['probes']} probes):",
     ] + calibration_lines(result)
     if result.get("devices"):
         lines += ["", result["devices"]]

@@ -31,11 +31,16 @@ soon as compute took the previous pass's last one, `slack` = c + h + overheads +
 Waits = sum(taken_j - t_j); T_pass = t_end + h(n). IO time per pass = sum r_j; bytes read per
 token = sum bytes_j / E(N).
 
-Pipeline (draft work while the target waits for a layer, engine.pipeline): the draft extends the
-most probable path during waits; the next step reuses it when verification accepted that path and
-the guessed bonus (probability P_reuse), hiding that much of its draft time:
+Pipeline (draft work while the target waits for a layer, engine.pipeline): at a wait, compute
+runs whole draft forwards d(1) (up to `max_depth` per pass) extending the most probable path
+until the layer is there, so each wait is rounded up to whole forwards (4'):
 
-    T_step -= P_reuse * min(waits, T_draft)                                            (5)
+    at take_j: while t < ready_j and calls < max_depth: t += d(1), calls += 1
+
+The next step reuses that work when verification accepted the path and the guessed bonus
+(probability P_reuse), hiding that much of its draft time:
+
+    T_step -= P_reuse * min(calls * d(1), T_draft)                                     (5)
 
 Tokens per pass (acceptance, measured on calibration prompts, engine.calibrate):
     ar: 1;   chain(k): 1 + sum_{d=1..k} prod_{j<=d} alpha_j   (alpha_j = P(depth j | depth j-1))
@@ -152,6 +157,7 @@ class PassTime:
     bytes_read: int
     streamed: int  # S
     pinned: int  # p
+    hook_calls: int = 0  # draft forwards run during waits (pipeline)
 
 
 @dataclass(frozen=True)
@@ -245,8 +251,15 @@ def layout(timing: Timing, budget_bytes: int | None) -> tuple[int, list[int]]:
     return len(pinned), [i for i in range(n) if i >= len(pinned)]
 
 
-def pass_seconds(timing: Timing, n: int, budget_bytes: int | None, slack: float) -> PassTime:
-    """One target pass over n tokens, recurrence (4)."""
+def pass_seconds(
+    timing: Timing,
+    n: int,
+    budget_bytes: int | None,
+    slack: float,
+    hook: tuple[float, int] = (0.0, 0),
+) -> PassTime:
+    """One target pass over n tokens, recurrence (4); `hook` = (seconds, max calls) of draft
+    work run at waits (4')."""
     c, h = timing.layer_compute(n), timing.head_compute(n)
     pinned, streamed = layout(timing, budget_bytes)
     compute = timing.num_layers * c + h
@@ -257,6 +270,8 @@ def pass_seconds(timing: Timing, n: int, budget_bytes: int | None, slack: float)
     slots = max(1, (budget_bytes - resident) // max(timing.layer_bytes[j] for j in streamed))
     q = timing.prefetch
     t, io_free, waits = pinned * c, -slack, 0.0
+    hook_s, calls_left = hook
+    calls = 0
     taken: list[float] = []
     for j, r in enumerate(reads):
         queue_room = taken[j - q] if j >= q else -slack
@@ -265,12 +280,15 @@ def pass_seconds(timing: Timing, n: int, budget_bytes: int | None, slack: float)
         period = max(c, r)
         budget_room = taken[j - slots] + c if j >= slots else -slack + c - (slots - 1 - j) * period
         io_free = max(io_free, queue_room, budget_room) + r
+        while t < io_free and calls < calls_left and hook_s > 0:
+            t += hook_s
+            calls += 1
         got = max(t, io_free)
         waits += got - t
         taken.append(got)
         t = got + c
     nbytes = sum(timing.layer_bytes[j] for j in streamed)
-    return PassTime(t + h, compute, sum(reads), waits, nbytes, len(streamed), pinned)
+    return PassTime(t + h, compute, sum(reads), waits, nbytes, len(streamed), pinned, calls)
 
 
 def predict(
@@ -283,6 +301,7 @@ def predict(
     nodes: int | None = None,
     expand_width: int = 4,
     pipeline: bool = False,
+    max_depth: int = 12,
 ) -> Prediction:
     """Predicted steady-state decode speed of one mode; `tree` with nodes=None is the automatic
     choice: the best N (or `ar`, when no tree beats it)."""
@@ -309,9 +328,11 @@ def predict(
         draft = tree_draft_seconds(d, n, expand_width, acceptance.start_tokens_tree)
     overhead = timing.overhead(mode if n > 1 else "ar") + timing.node_overhead * n
     slack = timing.layer_compute(n) + timing.head_compute(n) + overhead + draft
-    p = pass_seconds(timing, n, budget_bytes, slack)
-    reuse = acceptance.reuse if (acceptance is not None and mode == "tree") else 0.0
-    hidden = reuse * min(p.waits, draft) if pipeline else 0.0
+    piped = pipeline and mode == "tree" and n > 1
+    hook = (d(1), max_depth) if piped else (0.0, 0)
+    p = pass_seconds(timing, n, budget_bytes, slack, hook)
+    reuse = acceptance.reuse if piped else 0.0
+    hidden = reuse * min(p.hook_calls * d(1), draft)
     step = draft + p.seconds + overhead - hidden
     return Prediction(
         mode="ar" if n == 1 else mode,
@@ -363,12 +384,13 @@ def speculation_can_win(
     overhead: float,
     max_nodes: int,
     width: int,
+    margin: float = 1.0,
 ) -> bool:
-    """Does any tree size beat ar if every drafted token of one path were accepted?"""
+    """Does any tree size beat ar by `margin` if every drafted token of one path is accepted?"""
     ar = 1.0 / (pass_seconds_of(1) + overhead)
     for n in range(2, max_nodes + 1):
         t = draft_seconds(n) + pass_seconds_of(n) + overhead
-        if perfect_tokens(n, width) / t > ar:
+        if perfect_tokens(n, width) / t > margin * ar:
             return True
     return False
 

@@ -244,11 +244,12 @@ class TreeDrafter(ModelDrafter):
 
     def propose(self, root, committed):
         cfg, threshold, max_nodes = self.config, self.threshold, self.config.max_nodes
+        rounds = None  # expansion forwards after the first (None: until the caps)
         plan = self.policy.plan() if self.policy is not None else None
         if plan is not None:
             if not plan.speculate:
                 return self.propose_root(committed, root)
-            threshold, max_nodes = plan.threshold, plan.max_nodes
+            threshold, max_nodes, rounds = plan.threshold, plan.max_nodes, plan.rounds
         heap: list = []
         tie = itertools.count()
         node_dists: dict[int, mx.array] = {}  # draft distribution of every processed node
@@ -278,6 +279,7 @@ class TreeDrafter(ModelDrafter):
             tree = TokenTree.with_root(root)
             fed = len(self.draft.pending) + 1
             push_children([0], self.draft.start(root)[None], tokens=fed)
+        expanded = 0
         while heap and len(tree) < max_nodes:
             batch = []
             while heap and len(batch) < cfg.expand_width and len(tree) < max_nodes:
@@ -287,9 +289,10 @@ class TreeDrafter(ModelDrafter):
                 _, _, parent, token, prob = heapq.heappop(heap)
                 batch.append(tree.add(token, parent, prob))
             grow = [n for n in batch if tree.depth[n] < cfg.max_depth]
-            if not grow or len(tree) >= max_nodes:
+            if not grow or len(tree) >= max_nodes or (rounds is not None and expanded >= rounds):
                 break
             push_children(grow, self.draft.expand(tree, grow, committed), tokens=len(grow))
+            expanded += 1
         self.extension = Extension.for_tree(tree, committed, node_dists)
         return Proposal(tree, [None] * len(tree), forwards=forwards,
                         probe=plan is not None and plan.probe)

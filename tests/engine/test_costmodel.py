@@ -128,14 +128,21 @@ def test_auto_choice_is_ar_when_the_draft_costs_a_pass_and_a_tree_when_io_domina
     assert best.bytes_read_per_token == pytest.approx(800 * MB / best.tokens_per_pass)
 
 
-def test_pipeline_hides_reused_draft_time_in_io_waits():
-    t = timing(c=0.01, h=0.0, d=0.05, layers=8, layer_mb=100, bw_mb=200.0)
+def test_pipeline_fills_waits_with_whole_draft_forwards():
     acc = cm.Acceptance((0.8,), tuple(1 + 0.5 * (n - 1) for n in range(1, 10)), reuse=0.5)
     budget = (10 + 300) * MB
+    # short draft forwards (0.05 s) in long waits (1 s reads): free work, reused half the time
+    t = timing(c=0.01, h=0.0, d=0.05, layers=8, layer_mb=100, bw_mb=100.0)
     off = cm.predict(t, acc, "tree", nodes=9, budget_bytes=budget)
-    on = cm.predict(t, acc, "tree", nodes=9, budget_bytes=budget, pipeline=True)
-    assert on.hidden_seconds == pytest.approx(0.5 * min(off.wait_seconds, off.draft_seconds))
+    on = cm.predict(t, acc, "tree", nodes=9, budget_bytes=budget, pipeline=True, max_depth=4)
+    assert on.pass_seconds == pytest.approx(off.pass_seconds)
+    assert on.hidden_seconds == pytest.approx(0.5 * min(4 * 0.05, off.draft_seconds))
     assert on.step_seconds == pytest.approx(off.step_seconds - on.hidden_seconds)
+    # long draft forwards (0.5 s) in short waits (0.05 s reads): the waits stretch
+    slow = timing(c=0.01, h=0.0, d=0.5, layers=8, layer_mb=5, bw_mb=100.0)
+    off = cm.predict(slow, acc, "tree", nodes=9, budget_bytes=(10 + 15) * MB)
+    on = cm.predict(slow, acc, "tree", nodes=9, budget_bytes=(10 + 15) * MB, pipeline=True)
+    assert on.step_seconds > off.step_seconds
 
 
 def test_speculation_can_win_only_with_a_draft_cheaper_than_a_pass():
@@ -193,15 +200,16 @@ def test_bad_draft_falls_back_to_ar_and_probes_rarely():
     policy = AutoPolicy(TreeConfig())
     spec = feed(policy, 200, accept=lambda n: 0)  # IO-bound pass, nothing accepted
     assert policy.mode == "ar"
-    assert all(spec[:2]) and not any(spec[2:16])  # two trees of evidence, then ar
+    # a tree, an ar step (timing v(1)), a second tree of evidence, then ar
+    assert spec[:3] == [True, False, True] and not any(spec[3:18])
     assert 2 <= sum(spec) <= 8  # probes with doubling intervals (16, 32, 64, 128)
-    assert policy.switches[0] == (2, "ar")
+    assert policy.switches[0] == (3, "ar")
 
 
 def test_good_draft_with_io_bound_target_speculates_with_growing_trees():
     policy = AutoPolicy(TreeConfig())
     spec = feed(policy, 30, accept=lambda n: 99)  # every drafted token accepted
-    assert all(spec) and policy.mode == "tree"
+    assert spec[0] and not spec[1] and all(spec[2:]) and policy.mode == "tree"
     assert policy.plan().max_nodes > 1 + 4  # the cost model grew the tree past one forward
 
 
