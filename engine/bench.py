@@ -181,14 +181,20 @@ def prompt_count(spec: BenchSpec, cfg: Config) -> int:
     return spec.prompts if cfg.sampling == "greedy" else spec.sampled_prompts
 
 
-def predict(cfg: Config, cals: dict, budget: int | None) -> cm.Prediction:
+def predict(cfg: Config, cals: dict, budget: int | None, tokens: int) -> cm.Prediction:
+    """The cost model's tokens/s for one configuration; tree (auto) over a `tokens`-long
+    generation, warm-up included (costmodel.auto_generation)."""
     cal = cals[(cfg.sampling, "bad" if cfg.draft == "bad" else "good")]
     timing = cal.timing
     if cfg.engine == "mlx-lm":  # its own loop: no Canopy per-step overheads
-        timing = replace(timing, step_overhead=0.0, node_overhead=0.0, chain_overhead=0.0)
-    return cm.predict(
-        timing, cal.acceptance, cfg.mode, budget_bytes=budget, k=cfg.k, pipeline=cfg.pipeline
-    )
+        timing = replace(
+            timing, step_overhead=0.0, node_overhead=0.0, chain_overhead=0.0, chain_draft_scale=1.0
+        )
+    if cfg.mode == "tree":
+        return cm.auto_generation(
+            timing, cal.acceptance, tokens, budget_bytes=budget, pipeline=cfg.pipeline
+        )
+    return cm.predict(timing, cal.acceptance, cfg.mode, budget_bytes=budget, k=cfg.k)
 
 
 def run_bench(pair: Pair, spec: BenchSpec) -> dict:
@@ -276,7 +282,8 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
         target.close()
     run_probe = median_probe(probes)
     adjusted = {
-        k: replace(c, timing=anchored(c.timing, run_probe, probe_budget)) for k, c in cals.items()
+        k: replace(c, timing=anchored(c.timing, run_probe, probe_budget, reference=c.probe))
+        for k, c in cals.items()
     }
     drift = {
         "probes": len(probes),
@@ -288,8 +295,10 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
     rows = []
     for cfg in configs:
         row = results[cfg.key].summary()
-        pred = predict(cfg, adjusted, budgets[cfg.budget])
-        row["predicted_at_calibration"] = predict(cfg, cals, budgets[cfg.budget]).tokens_per_second
+        pred = predict(cfg, adjusted, budgets[cfg.budget], spec.max_tokens)
+        row["predicted_at_calibration"] = predict(
+            cfg, cals, budgets[cfg.budget], spec.max_tokens
+        ).tokens_per_second
         row["budget_bytes"] = budgets[cfg.budget] or target_bytes
         row["predicted"] = pred.to_dict()
         row["predicted_tokens_per_second"] = pred.tokens_per_second

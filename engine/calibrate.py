@@ -227,13 +227,20 @@ def median_probe(probes: list[Probe]) -> Probe:
     )
 
 
-def anchored(timing: cm.Timing, probe: Probe, budget: int) -> cm.Timing:
+def anchored(
+    timing: cm.Timing, probe: Probe, budget: int, reference: Probe | None = None
+) -> cm.Timing:
     """The measured curves keep their shape; their level follows `probe`, measured at the time
     the prediction is for: d(1) = the probe's draft forward, L c(1) + h(1) = its resident pass,
     and B is refitted with (4) to its streamed pass. A shared machine's speed drifts by tens of
-    percent in minutes; a one-off calibration alone would carry that drift into every error."""
-    ft = probe.target / (timing.num_layers * timing.layer_compute(1) + timing.head_compute(1))
-    fd = probe.draft / timing.draft_forward(1)
+    percent in minutes; a one-off calibration alone would carry that drift into every error.
+    With a `reference` probe (taken when `timing` was fitted), levels scale by probe / reference
+    instead."""
+    if reference is not None:
+        ft, fd = probe.target / reference.target, probe.draft / reference.draft
+    else:
+        ft = probe.target / (timing.num_layers * timing.layer_compute(1) + timing.head_compute(1))
+        fd = probe.draft / timing.draft_forward(1)
     scaled = replace(
         timing,
         draft_forward=timing.draft_forward.scaled(fd),
@@ -344,6 +351,9 @@ def acceptance_from(
         e.accepted[-1] not in set(e.tree_parents) for e in tree_events
     ]  # the last accepted node was never expanded: the draft sees it next step (s + 1)
     ends_on_top = [e.accepted[-1] == top_leaf(e) for e in tree_events]
+    # the pipeline has work when the top leaf was not expanded: it sits in the last batch
+    w = CALIBRATION_TREE.expand_width
+    extension = [top_leaf(e) >= 1 + w * cm.tree_rounds(len(e.tree_tokens), w) for e in tree_events]
     bins = _calibration_bins(tree_events)
     return cm.Acceptance(
         chain_alpha=alpha,
@@ -351,6 +361,7 @@ def acceptance_from(
         start_tokens_tree=1.0 + (float(np.mean(unexpanded)) if unexpanded else 0.5),
         start_tokens_chain=1.0 + float(np.prod(alpha)),
         reuse=(float(np.mean(ends_on_top)) * alpha[0]) if ends_on_top else 0.0,
+        extension=float(np.mean(extension)) if extension else 0.0,
         calibration=bins,
     )
 
@@ -371,28 +382,55 @@ def _calibration_bins(events: list[StepEvent]) -> tuple[tuple[float, float, floa
     return tuple((float(c), float(t / s), float(s)) for c, t, s in zip(centres, taken, seen) if s)
 
 
-def predicted_core(timing: cm.Timing, acc: cm.Acceptance, rec: StepRecord, width: int) -> float:
-    """Draft + pass seconds the formulas give for one recorded step (resident target)."""
-    n = rec.nodes
-    if n == 1:
-        draft = 0.0
-    elif rec.mode == "chain":
-        draft = cm.chain_draft_seconds(timing.draft_forward, n - 1, acc.start_tokens_chain)
-    else:
-        draft = cm.tree_draft_seconds(timing.draft_forward, n, width, acc.start_tokens_tree)
-    return draft + cm.pass_seconds(timing, n, None, 0.0).seconds
+def formula_draft(timing: cm.Timing, acc: cm.Acceptance, rec: StepRecord, width: int) -> float:
+    """Draft seconds the formulas give for one recorded step (chain scale excluded)."""
+    if rec.nodes == 1:
+        return 0.0
+    if rec.mode == "chain":
+        return cm.chain_draft_seconds(timing.draft_forward, rec.nodes - 1, acc.start_tokens_chain)
+    return cm.tree_draft_seconds(timing.draft_forward, rec.nodes, width, acc.start_tokens_tree)
 
 
-def fit_overheads(
+def fit_in_situ(
     timing: cm.Timing, acc: cm.Acceptance, records: dict[str, list[StepRecord]], width: int
-) -> dict[str, float]:
-    """o_step per mode: the median of what the formulas leave unexplained per step (Python
-    bookkeeping, sampling, masks, and whatever the draft and pass formulas miss in situ)."""
-    return {
-        mode: float(np.median([r.seconds - predicted_core(timing, acc, r, width) for r in rs]))
-        for mode, rs in records.items()
+) -> cm.Timing:
+    """Levels and overheads from the calibration runs themselves (resident target): compute
+    curves scaled so the pass formula matches the measured verify seconds, the draft curve so
+    the tree formula (3) matches the measured tree draft seconds (chain: its own scale), and
+    o_step per mode = median(step - draft - verify)."""
+
+    def ratio(measured, predicted):
+        m, p = sum(measured), sum(predicted)
+        return m / p if p > 0 and m > 0 else 1.0
+
+    steps = [r for rs in records.values() for r in rs]
+    fv = ratio(
+        [r.tree.verify_seconds for r in steps],
+        [cm.pass_seconds(timing, r.nodes, None, 0.0).seconds for r in steps],
+    )
+    drafts = {
+        m: ratio(
+            [r.tree.draft_seconds for r in records[m]],
+            [formula_draft(timing, acc, r, width) for r in records[m]],
+        )
+        for m in ("chain", "tree")
+    }
+    o = {
+        m: float(np.median([r.seconds - r.tree.draft_seconds - r.tree.verify_seconds for r in rs]))
+        for m, rs in records.items()
         if rs
     }
+    return replace(
+        timing,
+        layer_compute=timing.layer_compute.scaled(fv),
+        head_compute=timing.head_compute.scaled(fv),
+        draft_forward=timing.draft_forward.scaled(drafts["tree"]),
+        chain_draft_scale=drafts["chain"] / drafts["tree"],
+        step_overhead=o.get("ar", 0.0),
+        chain_overhead=o.get("chain"),
+        tree_overhead=o.get("tree"),
+        node_overhead=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -402,12 +440,14 @@ class Calibration:
     timing: cm.Timing
     acceptance: cm.Acceptance
     seconds: float  # how long calibrating took
+    probe: Probe | None = None  # median drift probe during the calibration runs
 
     def to_dict(self) -> dict:
         return {
             "timing": self.timing.to_dict(),
             "acceptance": self.acceptance.to_dict(),
             "seconds": self.seconds,
+            "probe": self.probe and self.probe.__dict__,
         }
 
 
@@ -423,8 +463,9 @@ def calibrate(
 ) -> Calibration:
     """Acceptance and overheads from ar, chain(k) and fixed-tree runs on a resident `session`.
 
-    With a `probe`, the timing is first anchored to probes taken between the runs, so the
-    overheads are what the formulas miss, not the machine's drift since `timing` was measured.
+    The levels of the timing curves and the overheads are fitted to the runs themselves
+    (`fit_in_situ`); with a `probe`, probes taken between the runs record the machine's speed
+    at that time (`Calibration.probe`), the reference for later drift (`anchored`).
     """
     t0 = time.perf_counter()
     probes = []
@@ -449,14 +490,6 @@ def calibrate(
     acc = acceptance_from(
         [r.tree for r in records["tree"]], [r.tree for r in records["chain"]], tree.max_nodes, k
     )
-    if probes:
-        timing = anchored(timing, median_probe(probes), probe.budget)
-    o = fit_overheads(timing, acc, warm, tree.expand_width)
-    timing = replace(
-        timing,
-        step_overhead=o.get("ar", 0.0),
-        chain_overhead=o.get("chain"),
-        tree_overhead=o.get("tree"),
-        node_overhead=0.0,
-    )
-    return Calibration(timing, acc, time.perf_counter() - t0)
+    timing = fit_in_situ(timing, acc, warm, tree.expand_width)
+    probed = median_probe(probes) if probes else None
+    return Calibration(timing, acc, time.perf_counter() - t0, probed)

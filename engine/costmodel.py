@@ -37,10 +37,12 @@ until the layer is there, so each wait is rounded up to whole forwards (4'):
 
     at take_j: while t < ready_j and calls < max_depth: t += d(1), calls += 1
 
-The next step reuses that work when verification accepted the path and the guessed bonus
-(probability P_reuse), hiding that much of its draft time:
+There is work only when the tree's most probable leaf was not expanded while drafting
+(probability P_ext). The next step reuses that work when verification accepted the path and the
+guessed bonus (probability P_reuse), hiding that much of its draft time:
 
-    T_step -= P_reuse * min(calls * d(1), T_draft)                                     (5)
+    T_pass = P_ext T_pass(4') + (1 - P_ext) T_pass(4)
+    T_step -= P_ext P_reuse min(calls d(1), T_draft)                                   (5)
 
 Tokens per pass (acceptance, measured on calibration prompts, engine.calibrate):
     ar: 1;   chain(k): 1 + sum_{d=1..k} prod_{j<=d} alpha_j   (alpha_j = P(depth j | depth j-1))
@@ -61,7 +63,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MODES = ("ar", "chain", "tree")
 
@@ -108,6 +110,7 @@ class Timing:
     node_overhead: float = 0.0  # o_node: per tree node
     chain_overhead: float | None = None  # o_step of chain / tree steps (None: step_overhead):
     tree_overhead: float | None = None  # sampling, masks and bookkeeping differ by mode
+    chain_draft_scale: float = 1.0  # chain draft seconds / d-curve prediction, measured in situ
     prefetch: int = 2  # layers the IO thread may hold ready ahead of compute
     cold_read_bandwidth: float = 0.0  # a layer read alone (B is measured under load)
 
@@ -142,6 +145,7 @@ class Acceptance:
     start_tokens_tree: float = 1.5  # s for tree steps
     start_tokens_chain: float = 1.5  # s for chain steps
     reuse: float = 0.0  # P_reuse of (5)
+    extension: float = 1.0  # P(the pipeline has work: the most probable leaf was not expanded)
     calibration: tuple[tuple[float, float, float], ...] = ()  # (path prob, accept rate, nodes)
 
     def to_dict(self) -> dict:
@@ -321,18 +325,20 @@ def predict(
     elif mode == "chain":
         n = k + 1
         tokens = chain_tokens(acceptance.chain_alpha, k)
-        draft = chain_draft_seconds(d, k, acceptance.start_tokens_chain)
+        draft = chain_draft_seconds(d, k, acceptance.start_tokens_chain) * timing.chain_draft_scale
     else:
         n = max(1, nodes)
         tokens = tree_tokens(acceptance.tree_tokens, n)
         draft = tree_draft_seconds(d, n, expand_width, acceptance.start_tokens_tree)
     overhead = timing.overhead(mode if n > 1 else "ar") + timing.node_overhead * n
     slack = timing.layer_compute(n) + timing.head_compute(n) + overhead + draft
-    piped = pipeline and mode == "tree" and n > 1
-    hook = (d(1), max_depth) if piped else (0.0, 0)
-    p = pass_seconds(timing, n, budget_bytes, slack, hook)
-    reuse = acceptance.reuse if piped else 0.0
-    hidden = reuse * min(p.hook_calls * d(1), draft)
+    p = pass_seconds(timing, n, budget_bytes, slack)
+    hidden = 0.0
+    if pipeline and mode == "tree" and n > 1:
+        ph = pass_seconds(timing, n, budget_bytes, slack, (d(1), max_depth))
+        q = acceptance.extension
+        p = replace(p, seconds=q * ph.seconds + (1 - q) * p.seconds, hook_calls=ph.hook_calls)
+        hidden = q * acceptance.reuse * min(ph.hook_calls * d(1), draft)
     step = draft + p.seconds + overhead - hidden
     return Prediction(
         mode="ar" if n == 1 else mode,
@@ -376,6 +382,30 @@ def best_tree(
         if p.tokens_per_second > best.tokens_per_second:
             best = p
     return best
+
+
+def auto_generation(
+    timing: Timing,
+    acceptance: Acceptance,
+    tokens: int,
+    *,
+    budget_bytes: int | None = None,
+    expand_width: int = 4,
+    pipeline: bool = False,
+) -> Prediction:
+    """Tree (auto) over a whole generation of `tokens`, with the policy's warm-up (engine.adaptive):
+    a first tree of one forward (N = 1 + w), one ar step, then the steady-state choice.
+
+        T = T_first + T_ar + (tokens - E_first - 1) / E* T*,   tokens/s = tokens / T
+    """
+    kw = {"budget_bytes": budget_bytes, "expand_width": expand_width, "pipeline": pipeline}
+    first = predict(timing, acceptance, "tree", nodes=1 + expand_width, **kw)
+    ar = predict(timing, acceptance, "ar", budget_bytes=budget_bytes)
+    best = best_tree(timing, acceptance, **kw)
+    rest = max(0.0, tokens - first.tokens_per_pass - 1.0)
+    seconds = first.step_seconds + ar.step_seconds + rest / best.tokens_per_pass * best.step_seconds
+    done = min(tokens, first.tokens_per_pass + 1.0 + rest)
+    return replace(best, tokens_per_second=done / seconds)
 
 
 def speculation_can_win(

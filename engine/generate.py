@@ -28,7 +28,8 @@ from .verify import accept_greedy, accept_sampled
 def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
     if config.mode == "ar" or draft is None:
         if config.mode != "ar":
-            raise CanopyError(f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar.")
+            raise CanopyError(
+                f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar.")
         return NoDrafter()
     model = DraftModel(draft.model, config.sampling, config.prefill_chunk)
     if config.mode == "chain":
@@ -120,10 +121,12 @@ def _generate(target, draft, prompt_ids, config, should_stop):
                     mask=tree.attention_mask(committed), **overlap,
                 )[0]
             if sampling.greedy:
-                path, bonus = accept_greedy(tree.tokens, tree.parents, mx.argmax(logits, axis=-1).tolist())
+                argmax = mx.argmax(logits, axis=-1).tolist()
+                path, bonus = accept_greedy(tree.tokens, tree.parents, argmax)
             else:
                 probs = np.array(target_distribution(logits, sampling))
-                path, bonus = accept_sampled(tree.tokens, tree.parents, probs, proposal.proposal_probs, rng)
+                path, bonus = accept_sampled(tree.tokens, tree.parents, probs,
+                                             proposal.proposal_probs, rng)
             t_verified = time.perf_counter()
             for c in cache:
                 c.keep(list(range(committed)) + [committed + i for i in path])

@@ -234,3 +234,16 @@ def test_auto_off_keeps_the_configured_cap():
     policy = AutoPolicy(TreeConfig(max_nodes=20), auto=False)
     spec = feed(policy, 10, accept=lambda n: 0, draft=0.1, v0=0.1)
     assert all(spec) and policy.plan().max_nodes == 20
+
+
+def test_auto_generation_includes_the_policy_warm_up():
+    acc = cm.Acceptance(
+        (0.8,), tuple(cm.calibrated_tree_tokens((0.8, 0.1, 0.05, 0.05), n) for n in range(1, 33))
+    )
+    t = timing(c=0.02, h=0.02, d=0.01, layers=8, layer_mb=100, bw_mb=200.0)
+    budget = (10 + 300) * MB
+    steady = cm.predict(t, acc, "tree", budget_bytes=budget)
+    long = cm.auto_generation(t, acc, 10_000, budget_bytes=budget)
+    short = cm.auto_generation(t, acc, 16, budget_bytes=budget)
+    assert long.tokens_per_second == pytest.approx(steady.tokens_per_second, rel=0.01)
+    assert short.tokens_per_second < long.tokens_per_second
