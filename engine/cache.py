@@ -42,24 +42,23 @@ class KVCache:
         self.offset -= n
         return n
 
-    def keep(self, indices: Sequence[int]) -> None:
-        """Keep only the entries at `indices` (ascending slot numbers), moved to the front.
+    def keep(self, prefix: int, tail: Sequence[int]) -> None:
+        """Keep entries 0..prefix-1 and then the entries at slots `tail` (ascending), moved up.
 
-        The common prefix 0..p-1 stays where it is; only the tail is gathered. This is how a
-        verified tree collapses to its accepted path with no recomputation.
+        The prefix is not touched; only the tail is gathered. This is how a verified tree
+        collapses to its accepted path with no recomputation (cost independent of context).
         """
-        indices = list(indices)
-        prefix = 0
-        while prefix < len(indices) and indices[prefix] == prefix:
+        tail = list(tail)
+        while tail and tail[0] == prefix:  # already in place
             prefix += 1
-        tail = indices[prefix:]
+            tail.pop(0)
         if tail:
             idx = mx.array(tail)
             k_tail = self.keys[..., idx, :]
             v_tail = self.values[..., idx, :]
             self.keys[..., prefix : prefix + len(tail), :] = k_tail
             self.values[..., prefix : prefix + len(tail), :] = v_tail
-        self.offset = len(indices)
+        self.offset = prefix + len(tail)
 
     @property
     def nbytes(self) -> int:

@@ -168,7 +168,7 @@ class DraftModel:
         slot = {node: committed + i for i, node in enumerate(self.slot_nodes)}
         seen = [n for n in path if n in slot]  # a prefix of the path
         for c in self.cache:
-            c.keep(list(range(committed)) + [slot[n] for n in seen] + list(extra_slots))
+            c.keep(committed, [slot[n] for n in seen] + list(extra_slots))
         self.pending = [tree.tokens[n] for n in path[len(seen) :]]
         self.slot_nodes = []
 

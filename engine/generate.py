@@ -129,7 +129,7 @@ def _generate(target, draft, prompt_ids, config, should_stop):
                                              proposal.proposal_probs, rng)
             t_verified = time.perf_counter()
             for c in cache:
-                c.keep(list(range(committed)) + [committed + i for i in path])
+                c.keep(committed, [committed + i for i in path])
             drafter.commit(tree, path, bonus, committed)
             done = True
         finally:

@@ -76,7 +76,7 @@ def three_calls(model, seed=0, tree_mask=True):
     out.append(model(mx.array([tree.tokens]), cache=cache, positions=tree.positions(C),
                      mask=mask))
     for c in cache:
-        c.keep(list(range(C)) + [C])
+        c.keep(C, [C])
     out.append(model(mx.array([[42]]), cache=cache))
     return out
 

@@ -190,3 +190,26 @@ def test_sampled_tree_matches_target_alone_distribution(loaded_pair):
         tt = [x[position] if len(x) > position else -1 for x in tree]
         p = two_sample_chi2_pvalue(at, tt)
         assert p > 1e-3, (position, p)
+
+
+def test_cache_compaction_equals_a_fresh_prefill(loaded_pair):
+    """After keep(accepted path), the KV cache equals prefilling the accepted text (1e-4)."""
+    model = loaded_pair["target"].model
+    rng = np.random.default_rng(5)
+    prompt = [int(t) for t in rng.integers(0, 250, 7)]
+    tree = random_tree(rng, prompt[-1], 20, 250)
+    C = len(prompt) - 1
+    cache = make_cache(len(model.layers))
+    model(mx.array([prompt[:-1]]), cache=cache)
+    model(mx.array([tree.tokens]), cache=cache, positions=tree.positions(C),
+          mask=tree.attention_mask(C))
+    path = tree.path(max(range(len(tree)), key=lambda i: tree.depth[i]))
+    for c in cache:
+        c.keep(C, [C + i for i in path])
+    fresh = make_cache(len(model.layers))
+    model(mx.array([prompt[:-1] + [tree.tokens[i] for i in path]]), cache=fresh)
+    for a, b in zip(cache, fresh):
+        assert a.offset == b.offset == C + len(path)
+        n = a.offset
+        assert mx.abs(a.keys[..., :n, :] - b.keys[..., :n, :]).max().item() < 1e-4
+        assert mx.abs(a.values[..., :n, :] - b.values[..., :n, :]).max().item() < 1e-4
