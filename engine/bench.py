@@ -46,7 +46,7 @@ class BenchSpec:
     @classmethod
     def full_run(cls, prompts: int | None = None, max_tokens: int | None = None) -> BenchSpec:
         p = prompts or 20
-        return cls(p, max(1, p // 2), max(1, p // 2), max_tokens or 24, (1, 2, 3, 4), 3, 4, 2, 24)
+        return cls(p, max(1, p // 2), max(1, p // 2), max_tokens or 24, (1, 2, 3, 4), 3, 4, 3, 24)
 
 
 @dataclass
@@ -181,14 +181,28 @@ def prompt_count(spec: BenchSpec, cfg: Config) -> int:
     return spec.prompts if cfg.sampling == "greedy" else spec.sampled_prompts
 
 
-def predict(cfg: Config, cals: dict, budget: int | None, tokens: int) -> cm.Prediction:
+def predict(
+    cfg: Config, cals: dict, budget: int | None, tokens: int, mlx_pass: float | None = None
+) -> cm.Prediction:
     """The cost model's tokens/s for one configuration; tree (auto) over a `tokens`-long
-    generation, warm-up included (costmodel.auto_generation)."""
+    generation, warm-up included (costmodel.auto_generation). mlx-lm rows: compute and draft
+    levels scaled so that a 1-token pass takes `mlx_pass` seconds (measured relative to Canopy's
+    pass during calibration)."""
     cal = cals[(cfg.sampling, "bad" if cfg.draft == "bad" else "good")]
     timing = cal.timing
     if cfg.engine == "mlx-lm":  # its own loop: no Canopy per-step overheads
+        f = 1.0
+        if mlx_pass is not None:
+            f = mlx_pass / cm.pass_seconds(timing, 1, None, 0.0).seconds
         timing = replace(
-            timing, step_overhead=0.0, node_overhead=0.0, chain_overhead=0.0, chain_draft_scale=1.0
+            timing,
+            step_overhead=0.0,
+            node_overhead=0.0,
+            chain_overhead=0.0,
+            chain_draft_scale=1.0,
+            layer_compute=timing.layer_compute.scaled(f),
+            head_compute=timing.head_compute.scaled(f),
+            draft_forward=timing.draft_forward.scaled(f),
         )
     if cfg.mode == "tree":
         return cm.auto_generation(
@@ -236,6 +250,17 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
     cals[("greedy", "bad")] = calibrate(
         bad_session, calib, timing, SamplingConfig(), spec.calibration_tokens, probe=probe
     )
+    # mlx-lm runs its own forward (async evaluation, no tree positions): its level relative to
+    # Canopy's 1-token pass, measured on a calibration prompt next to a probe
+    target_bytes = resident.target.nbytes()
+    mlx_cfg = Config("mlx-lm", "ar", "resident", "greedy", draft="none")
+    ratios = []
+    for ids in calib:
+        sample = run_mlx_lm(
+            mlx_target, mlx_tok, None, ids, mlx_cfg, spec.calibration_tokens, 0, target_bytes
+        )
+        ratios.append(sample.seconds / max(1, sample.tokens - 1) / probe.measure().target)
+    mlx_ratio = float(sorted(ratios)[len(ratios) // 2])
     calibration_seconds = time.perf_counter() - t0
 
     budgets = {b: budget_bytes(timing, b) for b in BUDGETS}
@@ -243,7 +268,6 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
     sessions = {("resident", "good"): resident, ("resident", "bad"): bad_session}
     for b, target in streamed.items():
         sessions[(b, "good")], sessions[(b, "bad")] = Session(target, draft), Session(target, bad)
-    target_bytes = resident.target.nbytes()
 
     def run(cfg: Config, i: int):
         if cfg.engine == "mlx-lm":
@@ -295,7 +319,9 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
     rows = []
     for cfg in configs:
         row = results[cfg.key].summary()
-        pred = predict(cfg, adjusted, budgets[cfg.budget], spec.max_tokens)
+        pred = predict(
+            cfg, adjusted, budgets[cfg.budget], spec.max_tokens, mlx_ratio * run_probe.target
+        )
         row["predicted_at_calibration"] = predict(
             cfg, cals, budgets[cfg.budget], spec.max_tokens
         ).tokens_per_second
@@ -325,6 +351,7 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
         "prompt_categories": categories,
         "calibration": {f"{s} / {d} draft": c.to_dict() for (s, d), c in cals.items()},
         "drift": drift,
+        "mlx_lm_pass_ratio": mlx_ratio,
         "calibration_seconds": calibration_seconds,
         "measure_seconds": measure_seconds,
         "mlx_lm_sweep": sweep,

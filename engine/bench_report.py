@@ -107,21 +107,29 @@ def markdown(result: dict) -> str:
         )
     best, d = result["mlx_lm_best_k"], result["drift"]
     mp = d["median_probe"]
-    lines += [
-        "",
-        f"Cost model: MAPE {result['mape_percent']:.1f}% over the {len(rows)} configurations. "
-        f"mlx-lm num_draft_tokens sweep (first {spec['sweep_prompts']} prompts): "
-        + ", ".join(f"{k}: {v:.2f} tok/s" for k, v in result["mlx_lm_sweep"].items())
-        + f"; best k = {best['greedy']} (greedy), {best['t=0.7']} (t=0.7). Calibration took "
-        f"{result['calibration_seconds']:.0f} s, measuring {result['measure_seconds']:.0f} s, "
-        f"total {result.get('total_seconds', 0):.0f} s.",
-        "",
-        "Calibration (curve shapes from micro-benchmarks; their level anchored to quick probes "
-        "— a draft forward, a resident and a streamed 1-token pass — taken between runs: during "
-        "calibration for the overheads, before every prompt for the predictions; median probe "
-        f"draft {mp['draft'] * 1e3:.0f} ms, target {mp['target'] * 1e3:.0f} ms, storage "
-        f"{d['bandwidth'] / 1e9:.2f} GB/s in situ, {d['probes']} probes):",
-    ] + calibration_lines(result)
+    lines += (
+        [
+            "",
+            f"Cost model: MAPE {result['mape_percent']:.1f}% over the {len(rows)} configurations. "
+            f"mlx-lm num_draft_tokens sweep (first {spec['sweep_prompts']} prompts): "
+            + ", ".join(f"{k}: {v:.2f} tok/s" for k, v in result["mlx_lm_sweep"].items())
+            + f"; best k = {best['greedy']} (greedy), {best['t=0.7']} (t=0.7). Calibration took "
+            f"{result['calibration_seconds']:.0f} s, measuring {result['measure_seconds']:.0f} s, "
+            f"total {result.get('total_seconds', 0):.0f} s.",
+            "",
+            "Calibration (curve shapes from micro-benchmarks, their level anchored to quick probes "
+            "(a draft forward, a resident and a streamed 1-token pass) taken between runs: during "
+            "calibration for the overheads, before every prompt for the predictions; median probe "
+            f"draft {mp['draft'] * 1e3:.0f} ms, target {mp['target'] * 1e3:.0f} ms, storage "
+            f"{d['bandwidth'] / 1e9:.2f} GB/s in situ, {d['probes']} probes):",
+        ]
+        + calibration_lines(result)
+        + [
+            f"- mlx-lm's own 1-token pass takes {result.get('mlx_lm_pass_ratio', 1.0):.2f}× "
+            "Canopy's (measured on a calibration prompt): its rows are predicted at that level, "
+            "without Canopy's per-step overheads."
+        ]
+    )
     if result.get("devices"):
         lines += ["", result["devices"]]
     return "\n".join(lines) + "\n"
