@@ -77,7 +77,7 @@ def resolve_pair(args) -> tuple[str, str | None]:
     """The target/draft folders asked for, defaulting to the demo pair."""
     target, draft = args.target, args.draft
     if target is None:
-        from engine import demo
+        from engine.formats import demo
 
         target = demo.models_home() / demo.TARGET_NAME
         draft = draft or demo.models_home() / demo.DRAFT_NAME
@@ -140,7 +140,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from engine import demo
+    from engine.formats import demo
 
     if args.models_cmd == "demo":
         target, draft = demo.build_demo_pair(
@@ -148,7 +148,7 @@ def cmd_models(args) -> int:
         )
         print(f"target: {target}\ndraft:  {draft}")
     elif args.models_cmd == "import-gguf":
-        from engine.gguf import import_gguf
+        from engine.formats.gguf import import_gguf
 
         dtype = None if args.dtype == "keep" else args.dtype
         print(import_gguf(args.file, args.out_dir, dtype=dtype, overwrite=args.overwrite))
@@ -165,7 +165,7 @@ def cmd_app(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from engine.bench import run_bench_cli
+    from engine.bench.run import run_bench_cli
 
     return run_bench_cli(args)
 

@@ -185,7 +185,7 @@ class MainWindow(QMainWindow):
 
     def build_demo_pair(self) -> None:
         try:
-            from engine.demo import build_demo_pair
+            from engine.formats.demo import build_demo_pair
         except ImportError:
             self.banner.show_error("The demo-pair builder is not part of this build. Choose "
                                    "your own target and draft folders instead.")

@@ -94,7 +94,7 @@ def save_settings(qs: QSettings, settings: AppSettings) -> None:
 def demo_paths() -> tuple[Path, Path] | None:
     """Where the demo pair lives, if the demo builder is part of this build."""
     try:
-        from engine import demo
+        from engine.formats import demo
     except ImportError:
         return None
     home = demo.models_home()
@@ -104,7 +104,7 @@ def demo_paths() -> tuple[Path, Path] | None:
 def known_models() -> list[tuple[str, str]]:
     """(label, path) of models in the models folder and the Hugging Face cache."""
     try:
-        from engine.demo import list_models
+        from engine.formats.demo import list_models
     except ImportError:
         return []
     try:
@@ -115,8 +115,8 @@ def known_models() -> list[tuple[str, str]]:
 
 def check_pair_message(target: str, draft: str) -> tuple[bool, str]:
     """(ok, message) of the draft/target compatibility check; reads configs and tokenizers."""
-    from engine.compat import check_pair
     from engine.errors import CanopyError
+    from engine.formats.compat import check_pair
 
     if not target:
         return False, "Pick a target model."
@@ -133,8 +133,8 @@ def budget_plan(target: str, budget_mb: int) -> str:
     if budget_mb <= 0:
         return "Whole target resident (no streaming)."
     from engine.errors import CanopyError
-    from engine.layerstore import plan_pinned
-    from engine.weights import index_model
+    from engine.streaming.layerstore import plan_pinned
+    from engine.streaming.weights import index_model
 
     try:
         index = index_model(Path(target))

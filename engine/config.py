@@ -27,7 +27,7 @@ class TreeConfig:
     added per expanded node; `expand_width` frontier nodes are expanded per draft forward.
     With `adaptive`, `auto` also lets the cost model choose the node cap per step and fall back
     to `ar` (root-only trees, occasional probes) while speculation would be slower
-    (engine.adaptive); `adaptive=False` keeps threshold and cap fixed.
+    (engine.costmodel.policy); `adaptive=False` keeps threshold and cap fixed.
     """
 
     max_nodes: int = 48

@@ -1,8 +1,8 @@
 """The one contract between the engine and everything else (GUI, CLI, benchmark, tests).
 
-The decode loop (`engine.generate.generate`) yields these frozen events in this order:
+The decode loop (`engine.decoding.generate.generate`) yields these frozen events in this order:
 `PrefillDone`, then one `StepEvent` per target pass, then exactly one of `Finished` / `Failed`.
-Loading (`engine.loader`) reports `LoadProgress`.
+Loading (`engine.formats.loader`) reports `LoadProgress`.
 """
 
 from __future__ import annotations

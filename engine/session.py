@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .compat import check_pair
 from .config import GenerationConfig
 from .errors import ContextLengthError
 from .events import Event, LoadProgress
-from .loader import LoadedModel, load_model
+from .formats.compat import check_pair
+from .formats.loader import LoadedModel, load_model
 
 Progress = Callable[[LoadProgress], None]
 
@@ -44,7 +44,7 @@ class Session:
         if budget_bytes is None:
             target = load_model(target_dir)
         else:
-            from .streaming import load_streamed_model
+            from .streaming.streamed_model import load_streamed_model
 
             target = load_streamed_model(target_dir, budget_bytes, **stream_options)
         draft = None
@@ -98,7 +98,7 @@ class Session:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[Event]:
         """Yield PrefillDone, StepEvents, then Finished or Failed (see engine.events)."""
-        from .generate import generate
+        from .decoding.generate import generate
 
         self.check_length(prompt_ids, config.max_tokens)
         yield from generate(self.target, self.draft, prompt_ids, config, should_stop)

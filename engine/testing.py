@@ -143,7 +143,7 @@ def make_tiny_model(
     if like is not None:
         like = Path(like)
         config = json.loads((like / "config.json").read_text())
-        from .loader import read_weights, weight_files
+        from .formats.loader import read_weights, weight_files
 
         base = {k: np.array(v) for k, v in read_weights(weight_files(like)).items()}
         rng = np.random.default_rng(seed)

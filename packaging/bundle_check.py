@@ -185,7 +185,7 @@ def _app():
     import app.cli  # noqa: F401
     import app.selftest  # noqa: F401
     import engine.session  # noqa: F401
-    from engine.demo import models_home
+    from engine.formats.demo import models_home
 
     return {"gui_module": importlib.util.find_spec("app.gui") is not None,
             "models_home": str(models_home())}

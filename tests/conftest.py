@@ -46,7 +46,7 @@ def tiny_pair(tmp_path_factory, tiny_dir):
 
 @pytest.fixture(scope="session")
 def loaded_pair(tiny_pair):
-    from engine.loader import load_model
+    from engine.formats.loader import load_model
 
     return {k: load_model(v) for k, v in tiny_pair.items()}
 
@@ -55,7 +55,7 @@ def loaded_pair(tiny_pair):
 def demo_pair(tmp_path_factory):
     """The real demo pair: `$CANOPY_HOME/models` when set (CI builds it with `canopy models
     demo` first, so this reuses it), else built once into a temporary folder."""
-    from engine import demo
+    from engine.formats import demo
 
     home = demo.models_home() if os.environ.get("CANOPY_HOME") else (
         tmp_path_factory.mktemp("canopy") / "models")

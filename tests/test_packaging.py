@@ -204,7 +204,7 @@ def test_no_arguments_opens_the_app(bundle, env, tmp_path):
 
 
 def _broken_demo_pair(env: dict) -> None:
-    from engine import demo
+    from engine.formats import demo
 
     models = Path(env["CANOPY_HOME"]) / "models"
     for name in (demo.TARGET_NAME, demo.DRAFT_NAME):  # half-written folders

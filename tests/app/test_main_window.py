@@ -108,14 +108,14 @@ def test_internal_errors_are_one_readable_line(qtbot, make_window):
 
 
 def test_first_run_builds_demo_pair(qtbot, make_window, monkeypatch, tmp_path):
-    import engine.demo
+    import engine.formats.demo
 
     def fake_build(home=None, *, progress=None, **kw):
         for i in range(3):
             progress(LoadProgress("building", i, 3))
         return tmp_path / "t", tmp_path / "d"
 
-    monkeypatch.setattr(engine.demo, "build_demo_pair", fake_build)
+    monkeypatch.setattr(engine.formats.demo, "build_demo_pair", fake_build)
     loader = FakeLoader()
     window = make_window(loader)
     window.show()

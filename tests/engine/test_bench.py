@@ -70,7 +70,7 @@ def test_quick_bench_writes_markdown_and_png(quick_run):
 
 
 def test_device_predictions_table():
-    from engine.devices import DEVICES, device_table_markdown, predictions
+    from engine.costmodel.devices import DEVICES, device_table_markdown, predictions
 
     rows = predictions()
     assert {r["device"].name for r in rows} == {d.name for d in DEVICES}

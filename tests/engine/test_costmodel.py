@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine import costmodel as cm
-from engine.adaptive import AutoPolicy
 from engine.config import TreeConfig
-from engine.drafters import Proposal, StepResult
-from engine.tree import TokenTree
+from engine.costmodel import formulas as cm
+from engine.costmodel.policy import AutoPolicy
+from engine.decoding.drafters import Proposal, StepResult
+from engine.decoding.tree import TokenTree
 
 MB = 2**20
 

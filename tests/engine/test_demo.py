@@ -13,10 +13,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine import demo
-from engine.cache import make_cache
 from engine.errors import ModelError
-from engine.loader import load_model
+from engine.formats import demo
+from engine.formats.loader import load_model
+from engine.models.cache import make_cache
 from engine.testing import make_tiny_model
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from engine.errors import ModelError
-from engine.gguf import import_gguf, scan_gguf
-from engine.loader import load_model, read_weights, weight_files
+from engine.formats.gguf import import_gguf, scan_gguf
+from engine.formats.loader import load_model, read_weights, weight_files
 from engine.testing import make_tiny_model
 
 gguf = pytest.importorskip("gguf")
@@ -170,9 +170,9 @@ def test_quantized_gguf(tiny, tmp_path, qtype):
 
 
 def test_large_models_are_sharded(tiny, tmp_path, monkeypatch):
-    import engine.gguf
+    import engine.formats.gguf
 
-    monkeypatch.setattr(engine.gguf, "SHARD_BYTES", 40_000)
+    monkeypatch.setattr(engine.formats.gguf, "SHARD_BYTES", 40_000)
     write_gguf(tiny, tmp_path / "m.gguf")
     out = import_gguf(tmp_path / "m.gguf", tmp_path / "out")
     assert len(list(out.glob("model-*-of-*.safetensors"))) > 2

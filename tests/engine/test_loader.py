@@ -11,7 +11,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from engine.errors import ModelError
-from engine.loader import load_model
+from engine.formats.loader import load_model
 from engine.testing import make_tiny_model
 
 

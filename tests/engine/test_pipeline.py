@@ -7,7 +7,7 @@ import pytest
 from engine.config import GenerationConfig
 from engine.events import Finished
 from engine.session import Session
-from engine.streaming import load_streamed_model
+from engine.streaming.streamed_model import load_streamed_model
 from engine.testing import make_tiny_model
 
 

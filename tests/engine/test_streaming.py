@@ -10,14 +10,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine import weights as W
-from engine.cache import make_cache
+from engine.decoding.tree import TokenTree
 from engine.errors import StreamingError
-from engine.layerstore import plan_pinned
-from engine.loader import load_model
-from engine.streaming import load_streamed_model
+from engine.formats.loader import load_model
+from engine.models.cache import make_cache
+from engine.streaming import weights as W
+from engine.streaming.layerstore import plan_pinned
+from engine.streaming.streamed_model import load_streamed_model
 from engine.testing import make_tiny_model
-from engine.tree import TokenTree
 
 LAYERS = 6
 FRACTIONS = {"100%": 1.0, "50%": 0.5, "25%": 0.25, "one-layer": 0.0}

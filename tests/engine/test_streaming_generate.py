@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import weights as W
 from engine.config import GenerationConfig
 from engine.events import Failed, Finished, StepEvent
 from engine.session import Session
+from engine.streaming import weights as W
 from engine.testing import make_tiny_model
 
 FRACTIONS = {"100%": 1.0, "50%": 0.5, "25%": 0.25, "one-layer": 0.0}

@@ -6,11 +6,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine.cache import make_cache
 from engine.config import GenerationConfig, SamplingConfig, TreeConfig
+from engine.decoding.generate import generate
+from engine.decoding.tree import TokenTree
 from engine.events import Failed, Finished, PrefillDone, StepEvent
-from engine.generate import generate
-from engine.tree import TokenTree
+from engine.models.cache import make_cache
 
 
 def run(target, draft, ids, **kw):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from engine.verify import accept_greedy, accept_sampled
+from engine.decoding.verify import accept_greedy, accept_sampled
 
 V = 6
 N = 20_000

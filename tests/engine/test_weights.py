@@ -12,10 +12,10 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from engine import weights as W
 from engine.errors import StreamingError
+from engine.streaming import weights as W
+from engine.streaming.weights import build_index, index_model, layer_of, plan_reads, read_tensors
 from engine.testing import make_tiny_model
-from engine.weights import build_index, index_model, layer_of, plan_reads, read_tensors
 
 
 @pytest.fixture(scope="module", params=[1, 3], ids=["single", "sharded"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from .events import Stats, StepEvent
+from ..events import Stats, StepEvent
 
 
 class StatsRecorder:

@@ -31,7 +31,7 @@ soon as compute took the previous pass's last one, `slack` = c + h + overheads +
 Waits = sum(taken_j - t_j); T_pass = t_end + h(n). IO time per pass = sum r_j; bytes read per
 token = sum bytes_j / E(N).
 
-Pipeline (draft work while the target waits for a layer, engine.pipeline): at a wait, compute
+Pipeline (draft work while the target waits for a layer, decoding/pipeline.py): at a wait, compute
 runs whole draft forwards d(1) (up to `max_depth` per pass) extending the most probable path
 until the layer is there, so each wait is rounded up to whole forwards (4'):
 
@@ -44,7 +44,7 @@ guessed bonus (probability P_reuse), hiding that much of its draft time:
     T_pass = P_ext T_pass(4') + (1 - P_ext) T_pass(4)
     T_step -= P_ext P_reuse min(calls d(1), T_draft)                                   (5)
 
-Tokens per pass (acceptance, measured on calibration prompts, engine.calibrate):
+Tokens per pass (acceptance, measured on calibration prompts, engine.costmodel.calibrate):
     ar: 1;   chain(k): 1 + sum_{d=1..k} prod_{j<=d} alpha_j   (alpha_j = P(depth j | depth j-1))
     tree(N): E(N) = 1 + mean over calibration steps of the accepted nodes among a tree's first N
       nodes. Best-first trees are prefixes of bigger ones (nodes join in path-probability order,
@@ -249,7 +249,7 @@ def layout(timing: Timing, budget_bytes: int | None) -> tuple[int, list[int]]:
     n = timing.num_layers
     if budget_bytes is None or budget_bytes >= timing.target_bytes:
         return n, []
-    from .layerstore import plan_pinned
+    from ..streaming.layerstore import plan_pinned
 
     pinned = plan_pinned(timing.base_bytes, list(timing.layer_bytes), budget_bytes, timing.prefetch)
     return len(pinned), [i for i in range(n) if i >= len(pinned)]
@@ -393,7 +393,7 @@ def auto_generation(
     expand_width: int = 4,
     pipeline: bool = False,
 ) -> Prediction:
-    """Tree (auto) over a whole generation of `tokens`, with the policy's warm-up (engine.adaptive):
+    """Tree (auto) over a whole generation of `tokens`, with the warm-up of policy.AutoPolicy:
     a first tree of one forward (N = 1 + w), one ar step, then the steady-state choice.
 
         T = T_first + T_ar + (tokens - E_first - 1) / E* T*,   tokens/s = tokens / T

@@ -6,7 +6,7 @@ mlx-lm's own load of the same folders); calibrate the cost model (timing, then a
 calibration prompts that are never measured); sweep mlx-lm's num_draft_tokens on the first
 prompts and keep the best; then, prompt by prompt, run every configuration, so that drift of a
 shared machine hits all of them alike. Outputs JSON, a Markdown table and a PNG plot
-(engine.bench_report).
+(engine.bench.report).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import costmodel as cm
-from .bench_runs import BUDGETS, FRACTIONS, Aggregate, Config, run_canopy, run_mlx_lm
-from .calibrate import DriftProbe, anchored, calibrate, measure_timing, median_probe
-from .config import SamplingConfig
+from ..config import SamplingConfig
+from ..costmodel import formulas as cm
+from ..costmodel.calibrate import DriftProbe, anchored, calibrate, measure_timing, median_probe
+from .runs import BUDGETS, FRACTIONS, Aggregate, Config, run_canopy, run_mlx_lm
 
-PROMPTS_FILE = Path(__file__).resolve().parent.parent / "resources" / "bench_prompts.json"
+PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "bench_prompts.json"
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def environment() -> dict:
 
 def prepare_pair(args, spec: BenchSpec, tmp: Path) -> Pair:
     """Tiny models (--quick), the given folders, or the demo pair; plus a bad draft."""
-    from .testing import make_tiny_model
+    from ..testing import make_tiny_model
 
     if spec.quick:
         dims = {"num_layers": 6, "hidden_size": 128, "intermediate_size": 512}
@@ -114,12 +114,12 @@ def prepare_pair(args, spec: BenchSpec, tmp: Path) -> Pair:
     if args.target:
         target, draft = Path(args.target), Path(args.draft) if args.draft else None
         if draft is None:
-            from .errors import CanopyError
+            from ..errors import CanopyError
 
             raise CanopyError("canopy bench needs --draft with --target.")
         what = f"{target.name} target, {draft.name} draft"
     else:
-        from .demo import build_demo_pair
+        from ..formats.demo import build_demo_pair
 
         target, draft = build_demo_pair(progress=lambda e: say(f"{e.what}: {e.done}/{e.total}"))
         what = "demo pair: SmolLM2-135M-Instruct target, its 4-bit requantization as draft"
@@ -130,13 +130,13 @@ def prepare_pair(args, spec: BenchSpec, tmp: Path) -> Pair:
 
 def make_bad_draft(target: Path, out: Path) -> Path:
     try:
-        from .demo import make_draft
+        from ..formats.demo import make_draft
 
         return make_draft(target, out, bits=2, group_size=32)
     except ImportError:  # no demo module: an unrelated random model with the same shapes
         import shutil
 
-        from .testing import random_weights, save_weights
+        from ..testing import random_weights, save_weights
 
         config = json.loads((target / "config.json").read_text())
         out.mkdir(parents=True, exist_ok=True)
@@ -214,9 +214,9 @@ def predict(
 def run_bench(pair: Pair, spec: BenchSpec) -> dict:
     import mlx_lm
 
-    from .loader import load_model
-    from .session import Session
-    from .streaming import load_streamed_model
+    from ..formats.loader import load_model
+    from ..session import Session
+    from ..streaming.streamed_model import load_streamed_model
 
     env = environment()
     texts = json.loads(PROMPTS_FILE.read_text())
@@ -395,10 +395,10 @@ def bad_draft_check(results: dict[str, Aggregate], configs: list[Config]) -> lis
 
 def run_bench_cli(args) -> int:
     """Entry point of `canopy bench` (app/cli.py)."""
-    from .bench_report import write_outputs
+    from .report import write_outputs
 
     if getattr(args, "devices", False):
-        from .devices import device_table_markdown
+        from ..costmodel.devices import device_table_markdown
 
         print(device_table_markdown())
         return 0

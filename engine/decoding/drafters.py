@@ -16,8 +16,8 @@ from typing import Protocol
 import mlx.core as mx
 import numpy as np
 
-from .cache import KVCache, make_cache
-from .config import SamplingConfig, TreeConfig
+from ..config import SamplingConfig, TreeConfig
+from ..models.cache import KVCache, make_cache
 from .pipeline import Extension, extend_once, extension_slots, reusable
 from .sampling import sample, target_distribution
 from .tree import TokenTree
@@ -227,12 +227,12 @@ class TreeDrafter(ModelDrafter):
     forward with the tree mask. Likely branches grow deep, unlikely ones never start; drafting
     stops when the best candidate's path probability falls below the (learned) threshold or the
     node/depth caps are reached. With a streamed target, `work_while_waiting` drafts past the
-    most probable leaf while the target's layers load (engine.pipeline).
+    most probable leaf while the target's layers load (engine.decoding.pipeline).
     """
 
     def __init__(self, draft: DraftModel, config: TreeConfig, policy=None):
         self.draft, self.config = draft, config
-        self.policy = policy  # engine.adaptive.AutoPolicy, or None: fixed threshold and cap
+        self.policy = policy  # engine.costmodel.policy.AutoPolicy, or None: fixed threshold and cap
         self.extension: Extension | None = None  # draft work during the current verification
         self.carry: Extension | None = None  # ... that the accepted path made reusable
         self.wait_tokens = 0  # draft tokens produced while the target waited for IO

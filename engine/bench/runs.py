@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .config import GenerationConfig, SamplingConfig
-from .events import Failed, Finished, StepEvent
+from ..config import GenerationConfig, SamplingConfig
+from ..events import Failed, Finished, StepEvent
 
 BUDGETS = ("resident", "50%", "25%")
 FRACTIONS = {"resident": None, "50%": 0.5, "25%": 0.25}

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 import mlx.core as mx
 import numpy as np
 
-from .adaptive import AutoPolicy
-from .cache import make_cache
-from .config import GenerationConfig
+from ..config import GenerationConfig
+from ..costmodel.policy import AutoPolicy
+from ..errors import CanopyError
+from ..events import Event, Failed, Finished, PrefillDone, StepEvent
+from ..models.cache import make_cache
+from ..runtime import failure_message
 from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
-from .errors import CanopyError
-from .events import Event, Failed, Finished, PrefillDone, StepEvent
-from .runtime import failure_message
 from .sampling import target_distribution
 from .stats import StatsRecorder
 from .verify import accept_greedy, accept_sampled

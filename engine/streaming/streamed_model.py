@@ -17,10 +17,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .cache import cache_state
+from ..formats.loader import LoadedModel, check_weights, load_tokenizer, read_config
+from ..models import family
+from ..models.cache import cache_state
 from .layerstore import IOStats, LayerStore, plan_pinned
-from .loader import LoadedModel, check_weights, load_tokenizer, read_config
-from .models import family
 from .weights import WeightIndex, index_model, read_tensors
 
 __all__ = ["IOStats", "LayerStore", "StreamedModel", "StreamedLoadedModel", "load_streamed_model"]

@@ -187,7 +187,7 @@ def _clean(x):
 
 
 def write_outputs(result: dict, out: Path) -> dict[str, Path]:
-    from .devices import device_table_markdown
+    from ..costmodel.devices import device_table_markdown
 
     result.setdefault("devices", device_table_markdown())
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench.png"}

@@ -9,8 +9,8 @@ timing of one forward follows from a roofline with efficiencies:
                                 + launch                                                  (7)
     streamed layer read: r = bytes / (eta_ssd * SSD)
 
-and the acceptance from a calibrated draft (engine.costmodel.calibrated_tree_tokens) whose top-4
-candidates have the probabilities of PROFILE. `python -m engine.devices` (or `canopy bench
+and the acceptance from a calibrated draft (formulas.calibrated_tree_tokens) whose top-4
+candidates have the probabilities of PROFILE. `python -m engine.costmodel.devices` (or `canopy bench
 --devices`) prints the table.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import costmodel as cm
+from . import formulas as cm
 
 GB = 1e9
 ETA_MEM, ETA_GPU, ETA_SSD = 0.75, 0.5, 0.8  # fraction of the published peak actually reached

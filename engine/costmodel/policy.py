@@ -11,7 +11,7 @@ Measured online from verification results (forgotten exponentially per target st
 - the calibration A(pi): the fraction of nodes with draft path probability ~pi that the target
   accepted (log10 bins), shrunk toward kappa * pi (kappa: accepted / sum of path probabilities).
 
-Each step, with the cost model's formulas (engine.costmodel (1)-(3)):
+Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
 - the node budget: R* = argmax_R sum_s E_s(R) / sum_s T(R), T(R) = d(s) + R d(w) + v(N) + o,
   N = 1 + w (R + 1); the drafter grows a best-first tree of at most N nodes;
 - the threshold: a node whose path probability pi gives A(pi) per second of its verify cost
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import costmodel as cm
+from . import formulas as cm
 
 LOG_MIN, LOG_MAX, BINS = -5.0, 0.0, 20
 DECAY = 0.97  # per target step: recent steps dominate
@@ -222,7 +222,7 @@ class AutoPolicy:
         return Plan(False, 1, self.threshold)
 
     def observe(self, result) -> None:
-        """Learn from one verified step (engine.drafters.StepResult)."""
+        """Learn from one verified step (engine.decoding.drafters.StepResult)."""
         self.steps += 1
         tree = result.proposal.tree
         n = len(tree)

@@ -26,7 +26,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .errors import StreamingError
+from ..errors import StreamingError
 
 DTYPES: dict[str, tuple[mx.Dtype, int]] = {
     "F64": (mx.float64, 8),
@@ -184,7 +184,7 @@ def build_index(files: Iterable[Path], weight_map: dict[str, str] | None = None)
 
 def index_model(path: Path) -> WeightIndex:
     """Index a model folder (single file or sharded with model.safetensors.index.json)."""
-    from .loader import weight_files
+    from ..formats.loader import weight_files
 
     path = Path(path)
     files = weight_files(path)  # raises ModelError for a missing file or a corrupt index.json

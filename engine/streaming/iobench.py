@@ -1,8 +1,8 @@
-"""Layer-read micro-benchmark: `python -m engine.iobench [--mb 256] [--dir /tmp]`.
+"""Layer-read micro-benchmark: `python -m engine.streaming.iobench [--mb 256] [--dir /tmp]`.
 
 Writes a synthetic safetensors "model" (layers of fp32 tensors), then reads it layer by layer
 with three readers, cold (page cache dropped after every layer, as streaming does) and warm:
-- canopy: `engine.weights.read_tensors` (coalesced reads straight into one MLX buffer),
+- canopy: `engine.streaming.weights.read_tensors` (coalesced reads straight into one MLX buffer),
 - numpy+copy: read into a numpy buffer, then `mx.array(...)` per tensor (one more copy),
 - mx.load: MLX's own lazy loader, evaluating one layer's arrays.
 Also measures fixed costs per layer: a read of nine tiny tensors, and a streamed 1-token pass
@@ -74,9 +74,9 @@ READERS = {
 
 def streamed_overhead(tmp: Path, layers: int = 8, n: int = 30) -> tuple[float, float]:
     """(resident, streamed) seconds per layer of a 1-token pass, tiny layers, page cache warm."""
-    from .loader import load_model
-    from .streaming import load_streamed_model
-    from .testing import make_tiny_model
+    from ..formats.loader import load_model
+    from ..testing import make_tiny_model
+    from .streamed_model import load_streamed_model
 
     d = make_tiny_model(tmp / "tiny-model", num_layers=layers)
     index = build_index(sorted(d.glob("*.safetensors")))

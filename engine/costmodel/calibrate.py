@@ -1,4 +1,4 @@
-"""Calibrating the cost model on the actual machine and pair (engine.costmodel).
+"""Calibrating the cost model on the actual machine and pair (engine.costmodel.formulas).
 
 Timing takes a few seconds: a draft forward over m tokens, target layers and head over n tokens
 (a few layers of the target, evaluated lazily, so a target larger than memory works too), and a
@@ -16,12 +16,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from . import costmodel as cm
-from .cache import make_cache
-from .config import GenerationConfig, SamplingConfig, TreeConfig
-from .drafters import DraftModel, top_k
-from .events import PrefillDone, StepEvent
-from .tree import TokenTree
+from ..config import GenerationConfig, SamplingConfig, TreeConfig
+from ..decoding.drafters import DraftModel, top_k
+from ..decoding.tree import TokenTree
+from ..events import PrefillDone, StepEvent
+from ..models.cache import make_cache
+from . import formulas as cm
 
 TARGET_COUNTS = (1, 2, 4, 8, 16, 32, 48, 64)
 DRAFT_COUNTS = (1, 2, 4, 8, 16, 32)
@@ -101,7 +101,7 @@ def measure_target(
     Loads the target lazily and evaluates only the layers it times (a few), so this works for a
     target that does not fit in memory.
     """
-    from .loader import load_model
+    from ..formats.loader import load_model
 
     model = load_model(target_dir, lazy=True).model
     r = min(layers, len(model.layers))
@@ -129,7 +129,7 @@ def measure_target(
 
 def measure_bandwidth(target_dir: str | Path, layers: int = 4, reps: int = 2) -> float:
     """Bytes/s reading whole target layers cold (page cache dropped), as the layer store does."""
-    from .weights import drop_page_cache, index_model, read_tensors
+    from ..streaming.weights import drop_page_cache, index_model, read_tensors
 
     index = index_model(Path(target_dir))
     picks = [i for i in range(len(index.layers)) if index.layers[i]][-layers:]
@@ -148,7 +148,7 @@ def measure_bandwidth(target_dir: str | Path, layers: int = 4, reps: int = 2) ->
 
 def measure_streamed_pass(target_dir: str | Path, budget: int, passes: int = 4) -> float:
     """Median seconds of a 1-token pass of the target streamed under `budget`, back to back."""
-    from .streaming import load_streamed_model
+    from ..streaming.streamed_model import load_streamed_model
 
     loaded = load_streamed_model(target_dir, budget)
     try:
@@ -189,7 +189,7 @@ class DriftProbe:
     model predicts with the machine's speed during the run, not only at calibration time."""
 
     def __init__(self, target_model, draft_model, target_dir: str | Path, budget: int):
-        from .streaming import load_streamed_model
+        from ..streaming.streamed_model import load_streamed_model
 
         self.budget = budget
         self.target = target_model
@@ -252,7 +252,7 @@ def anchored(
 
 def layer_bytes(target_dir: str | Path) -> tuple[tuple[int, ...], int]:
     """(bytes per layer, bytes of everything else) as stored."""
-    from .weights import index_model
+    from ..streaming.weights import index_model
 
     index = index_model(Path(target_dir))
     per = tuple(index.layer_bytes(i) for i in range(len(index.layers)))

@@ -16,8 +16,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .errors import ModelError
-from .models import FAMILIES, family
+from ..errors import ModelError
+from ..models import FAMILIES, family
 
 SUPPORTED = ", ".join(sorted(FAMILIES))
 

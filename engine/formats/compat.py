@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import IncompatibleModelsError
+from ..errors import IncompatibleModelsError
 from .loader import read_config
 
 

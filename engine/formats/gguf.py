@@ -26,8 +26,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .errors import ModelError
-from .events import LoadProgress
+from ..errors import ModelError
+from ..events import LoadProgress
 from .gguf_tokenizer import build_tokenizer
 
 GGML_TYPES = {

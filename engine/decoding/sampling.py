@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from .config import SamplingConfig
+from ..config import SamplingConfig
 
 
 def target_distribution(logits: mx.array, sampling: SamplingConfig) -> mx.array:

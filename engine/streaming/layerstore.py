@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from .errors import StreamingError
-from .runtime import release_thread_streams
+from ..errors import StreamingError
+from ..runtime import release_thread_streams
 from .weights import ReadCancelled, WeightIndex, plan_reads, read_tensors
 
 WAIT_POLL = 0.05  # seconds between checks that the IO thread is still alive
