@@ -34,19 +34,24 @@ def project_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
 
 
 def mlx_wheel_min_macos() -> str | None:
-    """The macOS version the installed mlx wheel was built for (its platform tag), if any.
+    """The newest macOS floor among the installed mlx and mlx-metal wheels' platform tags.
 
-    A wheel tagged macosx_26_0 carries an mlx.metallib that fails on older macOS ("language
-    version ... not supported on this OS"), so the app must not claim to run there.
+    A wheel tagged macosx_26_0 carries an mlx.metallib (in mlx-metal since 0.31) that fails on
+    older macOS ("language version ... not supported on this OS"), so the app must not claim
+    to run there.
     """
-    try:
-        wheel = metadata.distribution("mlx").read_text("WHEEL") or ""
-    except metadata.PackageNotFoundError:
+    floors = []
+    for dist in ("mlx", "mlx-metal"):
+        try:
+            wheel = metadata.distribution(dist).read_text("WHEEL") or ""
+        except metadata.PackageNotFoundError:
+            continue
+        versions = [(int(a), int(b)) for a, b in re.findall(r"macosx_(\d+)_(\d+)_", wheel)]
+        if versions:
+            floors.append(min(versions))
+    if not floors:
         return None
-    versions = [(int(a), int(b)) for a, b in re.findall(r"macosx_(\d+)_(\d+)_", wheel)]
-    if not versions:
-        return None
-    major, minor = min(versions)
+    major, minor = max(floors)
     return f"{major}.{minor}"
 
 

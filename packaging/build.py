@@ -36,6 +36,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import appinfo  # noqa: E402
 import make_icon  # noqa: E402
+import mlx_layout  # noqa: E402
 
 MACOS = sys.platform == "darwin"
 
@@ -73,20 +74,54 @@ def pyinstaller(work: Path, dist: Path, *, clean: bool, env: dict) -> None:
 # --- macOS ----------------------------------------------------------------------------------
 
 
-def colocate_metallib(app: Path) -> list[str]:
-    """Make sure every libmlx.dylib in the app has mlx.metallib beside it (a relative symlink
-    to the real file if PyInstaller placed a second copy of the library elsewhere)."""
-    libs = [p for p in app.rglob("libmlx.dylib")]
-    metallibs = [p for p in app.rglob("mlx.metallib") if not p.is_symlink()]
-    if not libs or not metallibs:
-        raise SystemExit(f"{app}: libmlx.dylib or mlx.metallib missing from the bundle")
-    fixed = []
-    for lib in libs:
-        beside = lib.parent / "mlx.metallib"
-        if not beside.exists():
-            beside.symlink_to(os.path.relpath(metallibs[0], lib.parent))
-            fixed.append(str(beside))
-    return fixed
+def installed_version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_mlx_pin(found: dict | None = None, floor: str | None = None) -> None:
+    """Refuse a macOS build with any mlx other than the pinned, macOS-14-tagged wheels: the
+    bundle layout is checked against that version's metallib search (mlx_layout.py).
+    `found` ({distribution: version}) and `floor` default to this environment's."""
+    pin = mlx_layout.MLX_PIN
+    if found is None:
+        found = {d: installed_version(d) for d in ("mlx", "mlx-metal")}
+        floor = appinfo.mlx_wheel_min_macos()
+    wrong = {d: v for d, v in found.items() if v != pin}
+    if wrong:
+        have = ", ".join(f"{d} {v or 'not installed'}" for d, v in wrong.items())
+        raise SystemExit(
+            f"Canopy.app is built and checked with mlx {pin} (mlx-metal {pin}); this "
+            f"environment has {have}. Install the pinned wheels: "
+            "python packaging/build.py --install-pinned-mlx")
+    want = mlx_layout.MAC_WHEEL_PLATFORM.split("_")[1] + ".0"
+    if floor != want:
+        raise SystemExit(
+            f"the installed mlx wheel is tagged for macOS {floor}, not {want}: its metallib may "
+            "not load on older macOS. Install the pinned wheels: "
+            "python packaging/build.py --install-pinned-mlx")
+
+
+def install_pinned_mlx(wheels: Path) -> None:
+    """Download the pinned macosx_14_0_arm64 wheels of mlx, mlx-metal and mlx-lm and install
+    them into this environment (pip would otherwise pick the newest macOS tag it accepts)."""
+    pins = [f"mlx=={mlx_layout.MLX_PIN}", f"mlx-metal=={mlx_layout.MLX_PIN}"]
+    py = f"{sys.version_info.major}{sys.version_info.minor}"
+    run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+         "--platform", mlx_layout.MAC_WHEEL_PLATFORM, "--python-version", py, "-d", wheels, *pins])
+    names = [w for w in wheels.glob("*.whl") if w.name.startswith(("mlx-", "mlx_metal-"))]
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall", *names])
+    run([sys.executable, "-m", "pip", "install", f"mlx-lm=={mlx_layout.MLX_LM_PIN}"])
+
+
+def check_app_layout(app: Path) -> None:
+    problems = mlx_layout.check_darwin_layout(mlx_layout.listing_of(app / "Contents"))
+    if problems:
+        raise SystemExit("Canopy.app would not find mlx.metallib:\n  " + "\n  ".join(problems))
 
 
 def codesign(app: Path, identity: str, entitlements: Path | None) -> None:
@@ -116,9 +151,7 @@ def make_dmg(app: Path, dmg: Path) -> None:
 
 def build_macos(args, dist: Path, version: str) -> dict:
     app = dist / f"{appinfo.APP_NAME}.app"
-    fixed = colocate_metallib(app)
-    if fixed:
-        print(f"linked mlx.metallib beside: {fixed}")
+    check_app_layout(app)
     real = args.identity != "-"
     codesign(app, args.identity, args.entitlements if real else None)
     info = {"app": str(app), "signature": "ad-hoc" if not real else args.identity}
@@ -179,7 +212,15 @@ def main(argv=None) -> int:
     p.add_argument("--entitlements", type=Path, default=HERE / "entitlements.plist")
     p.add_argument("--notary-profile", default=None,
                    help="notarytool keychain profile: notarize and staple (macOS)")
+    p.add_argument("--install-pinned-mlx", action="store_true",
+                   help=f"macOS: install mlx/mlx-metal {mlx_layout.MLX_PIN} "
+                   f"({mlx_layout.MAC_WHEEL_PLATFORM} wheels) and exit")
     args = p.parse_args(argv)
+    if args.install_pinned_mlx:
+        if not MACOS:
+            raise SystemExit("--install-pinned-mlx is for the macOS build (Linux uses mlx[cpu])")
+        install_pinned_mlx(args.work.resolve() / "wheels")
+        return 0
 
     version = appinfo.project_version()
     dist, work = args.dist.resolve(), args.work.resolve()
@@ -189,6 +230,7 @@ def main(argv=None) -> int:
     if MACOS:
         if platform.machine() != "arm64":
             raise SystemExit("Canopy.app needs Apple Silicon (MLX has no Intel macOS wheels)")
+        check_mlx_pin()
         icns = make_icon.make_icns(make_icon.ICON_PNG, work / "Canopy.icns")
         env["CANOPY_ICNS"] = str(icns)
         if args.identity != "-":
@@ -205,6 +247,7 @@ def main(argv=None) -> int:
 
     bundle = dist / (f"{appinfo.APP_NAME}.app" if MACOS else appinfo.APP_NAME)
     info.update(version=version, platform=appinfo.platform_tag(),
+                mlx=installed_version("mlx"),
                 executable=str(bundle_executable(dist)),
                 pyinstaller_seconds=round(build_seconds, 1), total_seconds=round(total_seconds, 1),
                 bundle_bytes=tree_size(bundle))

@@ -1,10 +1,11 @@
 """`Canopy --bundle-check`: what a (frozen) bundle carries, as one JSON object; exit 1 if broken.
 
 Checks that each piece the app needs at run time imports and works from inside the bundle:
-MLX (its compiled core and libraries; on macOS a Metal device and `mlx.metallib` beside every
-`libmlx.dylib`), mlx-lm's model modules, tokenizers' native library, transformers' tokenizer
-classes, Qt with its platform and image-format plugins, pyqtgraph, `resources/`, a CA bundle
-for HTTPS, and (Linux) whether OpenBLAS is preloaded. Runs unfrozen too.
+MLX (its version, the libmlx it loaded, the metallib its search finds and whether a Metal
+device is available; on macOS the .app's layout, packaging/mlx_layout.py), mlx-lm's model
+modules, tokenizers' native library, transformers' tokenizer classes, Qt with its platform and
+image-format plugins, pyqtgraph, `resources/`, a CA bundle for HTTPS, and (Linux) whether
+OpenBLAS is preloaded. Runs unfrozen too.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def _mlx():
     import mlx.optimizers  # noqa: F401
     import mlx.utils  # noqa: F401
 
+    lib = _loaded_libmlx()
     out = {"version": mx.__version__, "default_device": str(mx.default_device()),
-           "core": mx.__file__ if hasattr(mx, "__file__") else None}
+           "core": mx.__file__ if hasattr(mx, "__file__") else None, "libmlx": lib,
+           "metal_available": bool(mx.metal.is_available()), "metallib_path": None}
     if sys.platform == "darwin":
-        out["metal_available"] = mx.metal.is_available()
+        out["metallib_path"] = _metallib_mlx_finds(lib)
         if not out["metal_available"]:
             raise RuntimeError("no Metal device (MLX needs Apple Silicon)")
         with mx.stream(mx.gpu):
@@ -44,29 +47,56 @@ def _mlx():
     return out
 
 
-def _metallib():
-    """Every libmlx.dylib in the bundle must have mlx.metallib beside it (MLX looks there)."""
-    root = bundle_root()
-    if root is None:
-        import mlx
+def _loaded_libmlx() -> str | None:
+    """The path of the libmlx the process loaded, as the loader opened it (what MLX's
+    `dladdr` sees: symlinks not resolved)."""
+    if sys.platform == "darwin":
+        import ctypes
 
-        roots = [Path(mlx.__file__).parent]
-    else:
-        roots = [root]
-        contents = root.parent  # Canopy.app/Contents/Frameworks -> Contents
-        if contents.name == "Contents":
-            roots = [contents / "Frameworks", contents / "Resources"]
-    found = {}
-    for r in roots:
-        for lib in r.rglob("libmlx.dylib"):
-            colocated = lib.parent / "mlx.metallib"
-            found[str(lib)] = colocated.is_file() and colocated.stat().st_size > 0
-    if not found:
-        raise RuntimeError("no libmlx.dylib in the bundle")
-    if not all(found.values()):
-        missing = [k for k, ok in found.items() if not ok]
-        raise RuntimeError(f"mlx.metallib missing beside {missing}")
-    return found
+        dyld = ctypes.CDLL(None)
+        dyld._dyld_get_image_name.restype = ctypes.c_char_p
+        for i in range(dyld._dyld_image_count()):
+            name = dyld._dyld_get_image_name(i).decode()
+            if os.path.basename(name) == "libmlx.dylib":
+                return name
+        return None
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        for line in maps.read_text().splitlines():
+            path = line.split(maxsplit=5)[-1]
+            if os.path.basename(path).startswith("libmlx.so"):
+                return path
+    return None
+
+
+def _metallib_mlx_finds(lib: str | None) -> str | None:
+    """The metallib MLX's search (packaging/mlx_layout.py) finds next to the loaded libmlx."""
+    if lib is None:
+        return None
+    folder = Path(lib).parent
+    for candidate in (folder / "mlx.metallib", folder / "Resources" / "mlx.metallib",
+                      folder / "Resources" / "default.metallib"):
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _metallib():
+    """macOS: MLX will find mlx.metallib (packaging/mlx_layout.py: the whole .app's layout
+    when frozen, else the metallib beside the loaded libmlx)."""
+    root = bundle_root()
+    contents = root.parent if root is not None else None
+    if contents is not None and contents.name == "Contents":
+        import mlx_layout
+
+        problems = mlx_layout.check_darwin_layout(mlx_layout.listing_of(contents))
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        return {"layout": "one libmlx.dylib, mlx.metallib beside it"}
+    found = _metallib_mlx_finds(_loaded_libmlx())
+    if found is None:
+        raise RuntimeError("MLX's search finds no mlx.metallib beside the loaded libmlx")
+    return {"metallib": found}
 
 
 def _mlx_lm():

@@ -134,8 +134,10 @@ def test_bundle_carries_what_the_app_needs(bundle, env):
     assert report["tokenizers"]["native"]
     assert report["mlx_lm"]["model_modules"] > 20
     assert report["app"]["gui_module"] is True
+    assert set(report["mlx"]) >= {"version", "libmlx", "metallib_path", "metal_available"}
+    assert report["mlx"]["libmlx"] and bundle.parent.as_posix() in report["mlx"]["libmlx"]
     if MACOS:
-        assert all(report["metallib"].values())
+        assert report["mlx"]["metal_available"] and report["mlx"]["metallib_path"]
     else:  # the system's OpenBLAS is preloaded at run time, never bundled
         assert not list(bundle.parent.rglob("libopenblas*"))
 
