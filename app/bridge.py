@@ -1,15 +1,15 @@
 """The one place where engine events become Qt signals.
 
 All MLX work runs on `engine.runtime.EngineThread` (MLX streams belong to the thread that made
-them). Its callback only appends `(job_id, event, time)` to a queue; a GUI-thread timer drains the
-queue at most 30 times per second and emits one documented signal per event, then one
-`sig_frame` so views repaint once per frame however fast the engine runs.
+them). Its callbacks only append `(job_id, event, time)` (and, when a job is over, `(job_id, JOB_END,
+time)`) to a queue; a GUI-thread timer drains the queue at most 30 times per second and emits
+one documented signal per event, then one `sig_frame` so views repaint once per frame however
+fast the engine runs.
 """
 
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,8 +20,9 @@ from engine.events import Failed, Finished, LoadProgress, PrefillDone, StepEvent
 
 FRAME_MS = 33  # <= 30 repaints per second
 
-# loader(target, draft, *, budget_bytes, progress) -> session (runs on the engine thread)
+# loader(target, draft, *, budget_bytes, progress[, stream]) -> session (on the engine thread)
 Loader = Callable[..., object]
+JOB_END = object()  # queued by the engine thread after a job's last event
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,6 @@ class Loaded:
 
 
 @dataclass(frozen=True)
-class _JobEnd:
-    """Private marker, queued as its own job after each job: everything before it has arrived."""
-
-
-@dataclass(frozen=True)
 class _TaskDone:
     result: object
 
@@ -48,10 +44,18 @@ class _LoadCancelled(BaseException):
     which wrap `Exception`s into person-readable errors let it through."""
 
 
-def default_loader(target, draft, *, budget_bytes=None, progress=None):
+def default_loader(target, draft, *, budget_bytes=None, progress=None, stream=None):
     from engine.session import Session
 
-    return Session.load(target, draft, budget_bytes=budget_bytes, progress=progress)
+    return Session.load(target, draft, budget_bytes=budget_bytes, progress=progress,
+                        stream=stream)
+
+
+def _close(session) -> None:
+    """Release a session's IO thread and streamed layers (fakes may have no close)."""
+    close = getattr(session, "close", None)
+    if close is not None:
+        close()
 
 
 class EngineBridge(QObject):
@@ -60,6 +64,8 @@ class EngineBridge(QObject):
     Args:
         loader: builds a session on the engine thread (default `Session.load`). Tests pass a
             scripted fake whose `chat(messages, config, should_stop, system)` yields events.
+        stream: how a streamed target reads its layers (engine.config.StreamConfig), passed
+            to the loader as `stream=` when given.
     """
 
     sig_busy_changed = Signal(bool)
@@ -90,13 +96,15 @@ class EngineBridge(QObject):
     sig_frame = Signal()
     """Once per drained frame (<= 30/s) that carried events: views repaint now."""
 
-    def __init__(self, loader: Loader | None = None, parent: QObject | None = None):
+    def __init__(self, loader: Loader | None = None, parent: QObject | None = None,
+                 stream=None):
         super().__init__(parent)
         from engine.runtime import EngineThread
 
         self._loader = loader or default_loader
+        self._stream = stream
         self._queue: queue.Queue = queue.Queue()
-        self._engine = EngineThread(self._on_engine_event)
+        self._engine = EngineThread(self._on_engine_event, self._on_job_end)
         self._session = None  # touched only inside jobs, i.e. on the engine thread
         self._kinds: dict[int, str] = {}  # job id -> "load" | "generate" | "task"
         self._ended: set[int] = set()  # jobs whose terminal signal was emitted
@@ -131,16 +139,20 @@ class EngineBridge(QObject):
         self.budget_bytes = budget_bytes
         self._layer_probe = None
 
-        def job(should_stop, job_id):
-            self._session = None
+        def job(should_stop):
+            # The old session's IO thread and prefetched layers must go before the new budget.
+            old, self._session = self._session, None
+            _close(old)
 
             def progress(event: LoadProgress):
                 if should_stop():
                     raise _LoadCancelled()
-                self._on_engine_event(job_id, event)
+                self._engine.report(event)
 
+            extra = {} if self._stream is None else {"stream": self._stream}
             try:
-                session = self._loader(target, draft, budget_bytes=budget_bytes, progress=progress)
+                session = self._loader(target, draft, budget_bytes=budget_bytes,
+                                       progress=progress, **extra)
             except _LoadCancelled:
                 return
             except ImportError as exc:
@@ -150,6 +162,7 @@ class EngineBridge(QObject):
                 )
                 return
             if should_stop():
+                _close(session)
                 return
             self._session = session
             model = getattr(getattr(session, "target", None), "model", None)
@@ -162,7 +175,7 @@ class EngineBridge(QObject):
     def chat(self, messages: list[dict], config, system: str | None = None) -> int:
         """Generate an answer to `messages` with a GenerationConfig; returns the job id."""
 
-        def job(should_stop, job_id) -> Iterator[object]:
+        def job(should_stop) -> Iterator[object]:
             if self._session is None:
                 yield Failed("No model is loaded. Pick a target (and draft) and press Load.")
                 return
@@ -179,11 +192,11 @@ class EngineBridge(QObject):
         `report(LoadProgress)` becomes sig_load_progress; the return value, sig_task_finished.
         """
 
-        def job(should_stop, job_id):
+        def job(should_stop):
             def report(event):
                 if should_stop():
                     raise _LoadCancelled()
-                self._on_engine_event(job_id, event)
+                self._engine.report(event)
 
             try:
                 result = fn(report)
@@ -209,24 +222,20 @@ class EngineBridge(QObject):
         self.stop()
         self._timer.stop()
         self._engine.shutdown(timeout)
+        # Closing only stops and joins the IO thread (no MLX work): safe from this thread.
+        old, self._session = self._session, None
+        _close(old)
 
     # ---- engine thread side ----
     def _on_engine_event(self, job_id: int, event: object) -> None:
         self._queue.put((job_id, event, time.perf_counter()))
 
+    def _on_job_end(self, job_id: int) -> None:
+        self._queue.put((job_id, JOB_END, time.perf_counter()))
+
     def _submit(self, kind: str, job) -> int:
-        # The job needs its own id (for progress events) before the engine thread may run it.
-        gate, box = threading.Event(), []
-
-        def gated(should_stop):
-            gate.wait()
-            yield from job(should_stop, box[0])
-
-        job_id = self._engine.submit(gated)
-        box.append(job_id)
-        gate.set()
-        # A job cancelled before it starts yields nothing; this marker job tells us it is over.
-        self._engine.submit(lambda _stop, j=job_id: iter([(_JobEnd(), j)]))
+        # Registered before the GUI thread drains again, so every event finds its kind.
+        job_id = self._engine.submit(job)
         self._kinds[job_id] = kind
         self._started[job_id] = time.perf_counter()
         if len(self._kinds) == 1:
@@ -243,8 +252,8 @@ class EngineBridge(QObject):
                 job_id, event, t = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(event, tuple) and isinstance(event[0], _JobEnd):
-                self._end_job(event[1])
+            if event is JOB_END:
+                self._end_job(job_id)
                 continue
             if job_id in self._ended:
                 continue

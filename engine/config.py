@@ -54,3 +54,22 @@ class GenerationConfig:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+
+
+DEFAULT_PREFETCH = 2  # streamed layers the IO thread may hold ready ahead of compute
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How a streamed target (one loaded under a memory budget) reads its layers.
+
+    prefetch: streamed layers the IO thread may hold ready ahead of compute (>= 1).
+    bypass_cache: evict what is read from the OS page cache, so passes really read storage.
+    """
+
+    prefetch: int = DEFAULT_PREFETCH
+    bypass_cache: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.prefetch, int) or self.prefetch < 1:
+            raise ValueError(f"prefetch must be a whole number of layers >= 1, not {self.prefetch!r}")

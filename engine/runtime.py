@@ -40,11 +40,18 @@ class EngineThread:
 
     Args:
         on_event: called as `on_event(job_id, event)` on the engine thread for every event a
-            job yields; a job that raises yields a final `Failed` event instead.
+            job yields or `report`s; a job that raises yields a final `Failed` event instead.
+        on_job_end: called as `on_job_end(job_id)` on the engine thread once every job is over
+            (finished, failed, stopped, or cancelled before it started), after its last event.
     """
 
-    def __init__(self, on_event: Callable[[int, object], None]):
+    def __init__(
+        self,
+        on_event: Callable[[int, object], None],
+        on_job_end: Callable[[int], None] | None = None,
+    ):
         self._on_event = on_event
+        self._on_job_end = on_job_end or (lambda job_id: None)
         self._jobs: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
         self._cancelled: set[int] = set()
@@ -54,9 +61,18 @@ class EngineThread:
         self._thread.start()
 
     def submit(self, job: Job) -> int:
+        """Queue `job(should_stop)`; returns its id (the id its events and its end carry)."""
         job_id = next(self._ids)
         self._jobs.put((job_id, job))
         return job_id
+
+    def report(self, event: object) -> None:
+        """From inside a running job (engine thread): deliver `event` under the job's id, e.g.
+        progress from a callback that cannot yield."""
+        job_id = self._current
+        if job_id is None or threading.current_thread() is not self._thread:
+            raise RuntimeError("EngineThread.report is for the running job, on the engine thread")
+        self._on_event(job_id, event)
 
     def cancel(self, job_id: int | None = None) -> None:
         """Ask a job (default: the running one) to stop at its next step."""
@@ -92,5 +108,6 @@ class EngineThread:
                     with self._lock:
                         self._current = None
                         self._cancelled.discard(job_id)
+                    self._on_job_end(job_id)
         finally:
             release_thread_streams()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .config import GenerationConfig
+from .config import GenerationConfig, StreamConfig
 from .errors import ContextLengthError
 from .events import Event, LoadProgress
 from .formats.compat import check_pair
@@ -29,15 +29,18 @@ class Session:
         draft_dir: str | Path | None = None,
         *,
         budget_bytes: int | None = None,
+        stream: StreamConfig | None = None,
         progress: Progress | None = None,
         **stream_options,
     ) -> Session:
         """Load the pair; raises CanopyError subclasses with person-readable messages.
 
         budget_bytes: ceiling on target weight bytes resident (None: load the target whole).
-        stream_options: passed to `load_streamed_model` (prefetch, bypass_cache, hook_policy).
+        stream: how a streamed target reads its layers (default `StreamConfig()`).
+        stream_options: further keywords for `load_streamed_model` (reader, hook_policy).
         """
         report = progress or (lambda e: None)
+        stream = stream or StreamConfig()
         if draft_dir is not None:
             check_pair(target_dir, draft_dir)
         report(LoadProgress("target", 0, 2 if draft_dir else 1))
@@ -46,20 +49,32 @@ class Session:
         else:
             from .streaming.streamed_model import load_streamed_model
 
-            target = load_streamed_model(target_dir, budget_bytes, **stream_options)
+            target = load_streamed_model(
+                target_dir, budget_bytes, prefetch=stream.prefetch,
+                bypass_cache=stream.bypass_cache, **stream_options)
         draft = None
-        if draft_dir is not None:
-            report(LoadProgress("draft", 1, 2))
-            draft = load_model(draft_dir)
-        total = 2 if draft_dir else 1
-        report(LoadProgress("ready", total, total))
+        try:
+            if draft_dir is not None:
+                report(LoadProgress("draft", 1, 2))
+                draft = load_model(draft_dir)
+            total = 2 if draft_dir else 1
+            report(LoadProgress("ready", total, total))
+        except BaseException:  # incl. a cancelled load: the IO thread must not outlive us
+            _close_target(target)
+            raise
         return cls(target, draft)
 
     def close(self) -> None:
-        """Stop a streamed target's IO thread (a resident pair needs nothing)."""
-        close = getattr(self.target, "close", None)
-        if close is not None:
-            close()
+        """Stop a streamed target's IO thread and drop its layers (a resident pair needs
+        nothing); the session cannot generate afterwards."""
+        _close_target(self.target)
+
+    def stop_read_ahead(self) -> None:
+        """Stop a streamed target's IO thread and drop prefetched layers; the next pass
+        restarts it. Called when a generation is cancelled."""
+        stop = getattr(getattr(self.target, "model", None), "stop", None)
+        if stop is not None:
+            stop()
 
     @property
     def tokenizer(self):
@@ -101,7 +116,11 @@ class Session:
         from .decoding.generate import generate
 
         self.check_length(prompt_ids, config.max_tokens)
-        yield from generate(self.target, self.draft, prompt_ids, config, should_stop)
+        try:
+            yield from generate(self.target, self.draft, prompt_ids, config, should_stop)
+        finally:
+            if should_stop is not None and should_stop():
+                self.stop_read_ahead()  # cancelled: no reads for a pass that will not come
 
     def chat(
         self,
@@ -111,3 +130,9 @@ class Session:
         system: str | None = None,
     ) -> Iterator[Event]:
         yield from self.generate(self.encode_chat(messages, system), config, should_stop)
+
+
+def _close_target(target) -> None:
+    close = getattr(target, "close", None)
+    if close is not None:
+        close()
