@@ -130,3 +130,34 @@ def test_cancel_loading(qtbot):
         assert not bridge.has_session
     finally:
         bridge.shutdown()
+
+
+def _io_threads():
+    import threading
+
+    return {t for t in threading.enumerate() if t.name == "canopy-io" and t.is_alive()}
+
+
+def test_reload_closes_the_old_streamed_session(qtbot, tiny_pair):
+    """Bug 4: a reload used to drop the old session without close(): its IO thread and
+    prefetched layers lived on outside the new budget."""
+    from engine.config import StreamConfig
+    from engine.streaming import weights as W
+
+    index = W.index_model(tiny_pair["target"])
+    budget = sum(t.length for t in index.other) + index.layer_bytes(0) + 1
+    before = _io_threads()
+    bridge = EngineBridge(stream=StreamConfig(prefetch=1))
+    try:
+        with qtbot.waitSignal(bridge.sig_load_finished, timeout=60000):
+            bridge.load(str(tiny_pair["target"]), str(tiny_pair["noisy"]), budget)
+        first = _io_threads() - before
+        assert len(first) == 1
+        with qtbot.waitSignal(bridge.sig_load_finished, timeout=60000):
+            bridge.load(str(tiny_pair["target"]), str(tiny_pair["noisy"]), budget)
+        qtbot.waitUntil(lambda: not bridge.busy, timeout=5000)
+        assert not (first & _io_threads())  # the old store's reader is gone
+        assert len(_io_threads() - before) == 1  # only the new one runs
+    finally:
+        bridge.shutdown()
+    assert not (_io_threads() - before)  # shutdown closes the last session too
