@@ -1,10 +1,10 @@
 """The one place where engine events become Qt signals.
 
 All MLX work runs on `engine.runtime.EngineThread` (MLX streams belong to the thread that made
-them). Its callbacks only append `(job_id, event, time)` (and, when a job is over, `(job_id, JOB_END,
-time)`) to a queue; a GUI-thread timer drains the queue at most 30 times per second and emits
-one documented signal per event, then one `sig_frame` so views repaint once per frame however
-fast the engine runs.
+them). Its callbacks only append `(job_id, event, time)` (and, when a job is over,
+`(job_id, JOB_END, time)`) to a queue; a GUI-thread timer drains the queue at most 30 times per
+second and emits one documented signal per event, then one `sig_frame` so views repaint once
+per frame however fast the engine runs.
 """
 
 from __future__ import annotations

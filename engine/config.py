@@ -72,4 +72,6 @@ class StreamConfig:
 
     def __post_init__(self):
         if not isinstance(self.prefetch, int) or self.prefetch < 1:
-            raise ValueError(f"prefetch must be a whole number of layers >= 1, not {self.prefetch!r}")
+            raise ValueError(
+                f"prefetch must be a whole number of layers >= 1, not {self.prefetch!r}"
+            )

@@ -65,6 +65,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from ..config import DEFAULT_PREFETCH
+
 MODES = ("ar", "chain", "tree")
 
 
@@ -111,7 +113,7 @@ class Timing:
     chain_overhead: float | None = None  # o_step of chain / tree steps (None: step_overhead):
     tree_overhead: float | None = None  # sampling, masks and bookkeeping differ by mode
     chain_draft_scale: float = 1.0  # chain draft seconds / d-curve prediction, measured in situ
-    prefetch: int = 2  # layers the IO thread may hold ready ahead of compute
+    prefetch: int = DEFAULT_PREFETCH  # layers the IO thread may hold ready ahead of compute
     cold_read_bandwidth: float = 0.0  # a layer read alone (B is measured under load)
 
     def overhead(self, mode: str) -> float:

@@ -9,6 +9,7 @@ quantized.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,21 +145,48 @@ def check_weights(expected: dict, found: dict, where: Path) -> None:
             )
 
 
-def build_model(config: dict, weights: dict[str, mx.array], where: Path) -> nn.Module:
+def quantize_like_checkpoint(model: nn.Module, config: dict, names: Mapping[str, object]) -> None:
+    """Quantize `model` the way the checkpoint is (config key `quantization`), in place.
+
+    A module is quantized when the checkpoint has its `.scales`; mlx-lm style per-module
+    overrides (e.g. "model.layers.0.mlp.down_proj": {"bits": 8, "group_size": 32}) win over the
+    global bits/group size, and `false` keeps a module in float.
+    """
+    q = config.get("quantization")
+    if q is None:
+        return
+
+    def predicate(p: str, m: nn.Module) -> bool | dict:
+        if not (hasattr(m, "to_quantized") and f"{p}.scales" in names):
+            return False
+        override = q.get(p)
+        if override is False:
+            return False
+        return dict(override) if isinstance(override, dict) else True
+
+    nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=predicate)
+
+
+def build_shell(config: dict, names: Mapping[str, object], where: Path):
+    """The one loading path for resident and streamed models: build the model shell (random
+    init, left lazy), quantize it like the checkpoint, check every tensor's shape.
+
+    Args:
+        names: the checkpoint's tensors by name (arrays, or anything with `.shape`).
+    Returns:
+        (shell, sanitized names, expected parameters by name).
+    """
     fam = family(config["model_type"])
     model = fam.Model(fam.ModelArgs.from_dict(config))
-    weights = model.sanitize(weights)
-    if (q := config.get("quantization")) is not None:
-
-        def quantized(p: str, m: nn.Module) -> bool | dict:
-            if not (hasattr(m, "to_quantized") and f"{p}.scales" in weights):
-                return False
-            # mlx-lm style per-module overrides, e.g. "model.embed_tokens": {"bits": 8, ...}
-            return dict(q[p]) if isinstance(q.get(p), dict) else True
-
-        nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=quantized)
+    names = model.sanitize(dict(names))
+    quantize_like_checkpoint(model, config, names)
     expected = dict(tree_flatten(model.parameters()))
-    check_weights(expected, weights, where)
+    check_weights(expected, names, where)
+    return model, names, expected
+
+
+def build_model(config: dict, weights: dict[str, mx.array], where: Path) -> nn.Module:
+    model, weights, expected = build_shell(config, weights, where)
     model.load_weights([(k, weights[k]) for k in expected])
     return model
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from ..config import DEFAULT_PREFETCH
 from ..errors import StreamingError
 from ..runtime import release_thread_streams
 from .weights import ReadCancelled, WeightIndex, plan_reads, read_tensors
@@ -83,7 +84,7 @@ class LayerStore:
         streamed: list[int],
         base_bytes: int,
         budget: int,
-        prefetch: int = 2,
+        prefetch: int = DEFAULT_PREFETCH,
         bypass_cache: bool = True,
         reader: Callable[..., dict[str, mx.array]] = read_tensors,
         hook_policy: str = "fit",

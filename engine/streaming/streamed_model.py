@@ -17,8 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..formats.loader import LoadedModel, check_weights, load_tokenizer, read_config
-from ..models import family
+from ..config import DEFAULT_PREFETCH
+from ..formats.loader import LoadedModel, build_shell, load_tokenizer, read_config
 from ..models.cache import cache_state
 from .layerstore import IOStats, LayerStore, plan_pinned
 from .weights import WeightIndex, index_model, read_tensors
@@ -124,7 +124,7 @@ def load_streamed_model(
     path: str | Path,
     budget_bytes: int,
     *,
-    prefetch: int = 2,
+    prefetch: int = DEFAULT_PREFETCH,
     bypass_cache: bool = True,
     reader: Callable[..., dict[str, mx.array]] = read_tensors,
     hook_policy: str = "fit",
@@ -143,14 +143,8 @@ def load_streamed_model(
     config = read_config(path)
     tokenizer = load_tokenizer(path)
     index = index_model(path)
-    fam = family(config["model_type"])
-    shell = fam.Model(fam.ModelArgs.from_dict(config))  # random init stays lazy: never evaluated
-    names = shell.sanitize(dict(index.tensors))
-    if (q := config.get("quantization")) is not None:
-        nn.quantize(shell, group_size=q["group_size"], bits=q["bits"], class_predicate=lambda p, m:
-                    hasattr(m, "to_quantized") and f"{p}.scales" in names)
-    expected = dict(tree_flatten(shell.parameters()))
-    check_weights(expected, names, path)
+    # the same shell, quantization and shape check as a resident load; random init stays lazy
+    shell, names, expected = build_shell(config, index.tensors, path)
     n = len(shell.layers)
     prefix = [f"{name.rsplit('layers.', 1)[0]}layers." for name in expected if ".layers." in name]
     lp = prefix[0] if prefix else "model.layers."
