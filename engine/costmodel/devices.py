@@ -209,6 +209,3 @@ def device_table_markdown() -> str:
     ]
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    print(device_table_markdown())

@@ -1,7 +1,10 @@
-"""Layer-read micro-benchmark: `python -m engine.streaming.iobench [--mb 256] [--dir /tmp]`.
+"""Layer-read micro-benchmark (`canopy bench --io`): returns figures, never prints.
 
 Writes a synthetic safetensors "model" (layers of fp32 tensors), then reads it layer by layer
-with three readers, cold (page cache dropped after every layer, as streaming does) and warm:
+with three readers, cold and warm (`cold_read_kind` says what "cold" is on this OS: on Linux the
+page cache is dropped before and after every layer, as streaming does; macOS cannot evict
+cached pages (F_NOCACHE only stops new ones being cached), so there each cold pass reads a fresh
+copy of the file, written through an uncached descriptor and not read before by this process):
 - canopy: `engine.streaming.weights.read_tensors` (coalesced reads straight into one MLX buffer),
 - numpy+copy: read into a numpy buffer, then `mx.array(...)` per tensor (one more copy),
 - mx.load: MLX's own lazy loader, evaluating one layer's arrays.
@@ -11,15 +14,23 @@ of a tiny model against the resident one (page cache warm, so only the machinery
 
 from __future__ import annotations
 
-import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from .weights import build_index, drop_page_cache, plan_reads, read_tensors
+from .weights import (
+    build_index,
+    drop_page_cache,
+    evict_fd,
+    page_cache_evictable,
+    plan_reads,
+    read_tensors,
+    set_uncached,
+)
 
 NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "n1", "n2")
 
@@ -44,10 +55,12 @@ def _numpy_copy(group, bypass: bool):
     for run in plan_reads(group):
         buf = np.empty(run.length, np.uint8)
         with open(run.file, "rb", buffering=0) as f:
+            if bypass:
+                set_uncached(f.fileno())
             f.seek(run.offset)
             f.readinto(memoryview(buf))
             if bypass:
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                evict_fd(f.fileno())
         for t in run.tensors:
             a = t.offset - run.offset
             out[t.name] = mx.array(np.frombuffer(buf, np.float32, t.length // 4, a))
@@ -98,18 +111,39 @@ def streamed_overhead(tmp: Path, layers: int = 8, n: int = 30) -> tuple[float, f
     return out[0], out[1]
 
 
+def cold_read_kind() -> str:
+    """What a "cold" figure measures on this OS: "evicted" (page cache dropped, Linux) or
+    "fresh-file" (a copy this process wrote uncached and never read, macOS)."""
+    return "evicted" if page_cache_evictable() else "fresh-file"
+
+
+def fresh_copy(path: Path, out: Path) -> Path:
+    """A copy of `path` written through an uncached descriptor (macOS: its pages are not kept
+    in the page cache), for a cold read where the cache cannot be dropped."""
+    with open(path, "rb") as src, open(out, "wb", buffering=0) as dst:
+        set_uncached(dst.fileno())
+        shutil.copyfileobj(src, dst, 8 * 2**20)
+        os.fsync(dst.fileno())
+    return out
+
+
 def bandwidth(path: Path, reader, bypass: bool) -> float:
-    """GB/s over one pass of all layers (cold: the file is evicted first and after each layer)."""
+    """GB/s over one pass of all layers (cold: see `cold_read_kind`; warm: cached first)."""
+    fresh = None
+    if bypass and not drop_page_cache(path):
+        path = fresh = fresh_copy(path, path.with_suffix(".fresh.safetensors"))
     index = build_index([path])
-    if bypass:
-        drop_page_cache(path)
-    else:
+    if not bypass:
         for g in index.layers:  # warm the page cache
             reader(g, False)
-    t0 = time.perf_counter()
-    for g in index.layers:
-        reader(g, bypass)
-    return index.nbytes / (time.perf_counter() - t0) / 1e9
+    try:
+        t0 = time.perf_counter()
+        for g in index.layers:
+            reader(g, bypass)
+        return index.nbytes / (time.perf_counter() - t0) / 1e9
+    finally:
+        if fresh is not None:
+            fresh.unlink()
 
 
 def per_layer_overhead(tmp: Path, n: int = 200) -> float:
@@ -123,40 +157,32 @@ def per_layer_overhead(tmp: Path, n: int = 200) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mb", type=int, default=256)
-    p.add_argument("--layers", type=int, default=16)
-    p.add_argument("--dir", default="/tmp")
-    p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args(argv)
-    tmp = Path(args.dir) / "canopy-iobench"
-    tmp.mkdir(exist_ok=True)
+def run_iobench(tmp: Path, mb: int = 256, layers: int = 16, repeat: int = 3) -> dict:
+    """Every figure of the benchmark (files written under `tmp`, removed afterwards).
+
+    Returns {"cold_read_kind", "layouts": {layout: {"reads_per_layer", "gbps": {reader:
+    {"cold"|"warm": [GB/s per repeat]}}}}, "read_fixed_seconds_per_layer",
+    "pass_seconds_per_layer": {"resident", "streamed"}}.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    out: dict = {"cold_read_kind": cold_read_kind(), "mb": mb, "layers": layers, "layouts": {}}
     try:
         for layout in ("sorted", "mlx"):
             path = tmp / f"{layout}.safetensors"
-            make_file(path, args.mb, args.layers, sorted_layout=layout == "sorted")
-            runs = sum(len(plan_reads(g)) for g in build_index([path]).layers) / args.layers
-            print(f"{layout} layout, {args.mb} MB, {args.layers} layers, {runs:.0f} reads/layer")
-            results: dict[tuple[str, bool], list[float]] = {}
-            for _ in range(args.repeat):  # interleaved, so drift in a shared machine hits all
+            make_file(path, mb, layers, sorted_layout=layout == "sorted")
+            runs = sum(len(plan_reads(g)) for g in build_index([path]).layers) / layers
+            gbps: dict[str, dict[str, list[float]]] = {}
+            for _ in range(repeat):  # interleaved, so drift in a shared machine hits all
                 for name, reader in READERS.items():
                     for bypass in (True, False):
-                        results.setdefault((name, bypass), []).append(
+                        gbps.setdefault(name, {}).setdefault(
+                            "cold" if bypass else "warm", []).append(
                             bandwidth(path, reader, bypass))
-            for (name, bypass), r in results.items():
-                print(f"  {name:11s} {'cold' if bypass else 'warm'}: "
-                      f"{np.median(r):5.2f} GB/s (min {min(r):.2f}, max {max(r):.2f})")
-        print(f"read_tensors fixed cost per layer (9 tiny tensors, warm): "
-              f"{per_layer_overhead(tmp) * 1e6:.0f} us")
+            out["layouts"][layout] = {"reads_per_layer": runs, "gbps": gbps}
+        out["read_fixed_seconds_per_layer"] = per_layer_overhead(tmp)
         resident, streamed = streamed_overhead(tmp)
-        print(f"1-token pass per layer, tiny model: resident {resident * 1e6:.0f} us, streamed "
-              f"{streamed * 1e6:.0f} us (overhead {(streamed - resident) * 1e6:.0f} us/layer)")
+        out["pass_seconds_per_layer"] = {"resident": resident, "streamed": streamed}
     finally:
         for f in tmp.glob("*.safetensors"):
             f.unlink()
-        tmp.rmdir()
-
-
-if __name__ == "__main__":
-    main()
+    return out

@@ -225,8 +225,8 @@ def _open(path: Path, stamp: FileStamp | None, bypass_cache: bool) -> int:
                 f"Weight file {path} changed on disk since the model was loaded (size "
                 f"{stamp.size} -> {st.st_size} bytes). Reload the model."
             )
-        if bypass_cache and F_NOCACHE is not None:
-            fcntl.fcntl(fd, F_NOCACHE, 1)
+        if bypass_cache:
+            set_uncached(fd)
     except BaseException:
         os.close(fd)
         raise
@@ -298,21 +298,42 @@ def read_tensors(
                 for t in run.tensors:
                     out[t.name] = _view(buf, t.offset - run.offset, t)
         finally:
-            if bypass_cache and hasattr(os, "posix_fadvise"):
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                except OSError:
-                    pass
+            if bypass_cache:
+                evict_fd(fd)
             os.close(fd)
     mx.eval(list(out.values()))
     return out
 
 
-def drop_page_cache(path: Path) -> None:
-    """Evict `path` from the OS page cache (Linux; a no-op elsewhere). For benchmarks."""
-    if hasattr(os, "posix_fadvise"):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+def page_cache_evictable() -> bool:
+    """Can this OS drop a file's pages from its cache (posix_fadvise, Linux)? macOS cannot:
+    F_NOCACHE only stops *new* pages being cached; pages already cached are served from RAM."""
+    return hasattr(os, "posix_fadvise")
+
+
+def set_uncached(fd: int) -> None:
+    """macOS: reads through `fd` do not fill the page cache (F_NOCACHE); elsewhere a no-op."""
+    if F_NOCACHE is not None:
+        fcntl.fcntl(fd, F_NOCACHE, 1)
+
+
+def evict_fd(fd: int) -> bool:
+    """Drop the file behind `fd` from the page cache where the OS can (True if it did)."""
+    if not page_cache_evictable():
+        return False
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        return False
+    return True
+
+
+def drop_page_cache(path: Path) -> bool:
+    """Evict `path` from the OS page cache (Linux; elsewhere a no-op returning False)."""
+    if not page_cache_evictable():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return evict_fd(fd)
+    finally:
+        os.close(fd)

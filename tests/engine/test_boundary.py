@@ -28,3 +28,16 @@ def test_engine_never_imports_qt_or_app():
         if m.split(".")[0] in FORBIDDEN
     ]
     assert not bad, bad
+
+
+def test_engine_never_parses_arguments_or_prints():
+    """The engine reports through events, return values and callbacks; app/cli.py prints."""
+    bad = []
+    for f in sorted(ENGINE.rglob("*.py")):
+        tree = ast.parse(f.read_text(), filename=str(f))
+        if "argparse" in set(imported_modules(f)):
+            bad.append(f"{f.relative_to(ENGINE.parent)} imports argparse")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                bad.append(f"{f.relative_to(ENGINE.parent)}:{node.lineno} prints")
+    assert not bad, bad
