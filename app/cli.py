@@ -10,57 +10,105 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from app.blas import maybe_reexec_with_openblas
+from engine.config import (
+    BENCH_MAX_TOKENS,
+    BENCH_PROMPTS,
+    MODES,
+    GenerationConfig,
+    SamplingConfig,
+    StreamConfig,
+)
+
+_GEN = GenerationConfig()
+_STREAM = StreamConfig()
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+class SettingsError(Exception):
+    """An invalid setting given on the command line (exit 2)."""
+
+
+def checked(make, *a):
+    """`make(*a)`, with the config's ValueError turned into a SettingsError (exit 2)."""
+    try:
+        return make(*a)
+    except ValueError as e:
+        raise SettingsError(str(e)) from e
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" unless the help already says it or there is no value to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Exit 2 on bad arguments; with --json anywhere in argv, the error is JSON on stdout."""
+
+    def error(self, message: str):
+        if _JSON_MODE[0]:
+            print(json.dumps({"error": f"{self.prog}: {message}"}))
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_JSON_MODE = [False]  # set by main() when the argv it parses has --json
+
+
+def add_pair_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="target model folder (default: the demo pair's target)")
     p.add_argument("--draft", help="draft model folder (default: the demo pair's draft)")
-    p.add_argument(
-        "--budget-mb",
-        type=float,
-        default=None,
-        help="stream the target under this many MB of resident weights",
-    )
+
+
+def add_stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-cache-bypass",
         action="store_true",
         help="let streamed reads use the OS page cache (default: bypass it)",
     )
-    p.add_argument(
-        "--prefetch", type=int, default=2, help="streamed layers the IO thread may read ahead"
-    )
+    p.add_argument("--prefetch", type=int, default=_STREAM.prefetch,
+                   help="streamed layers the IO thread may read ahead")
+
+
+def add_budget_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget-mb", type=float, default=None,
+                   help="stream the target under this many MB of resident weights "
+                        "(default: the whole target resident)")
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--mode", choices=["ar", "chain", "tree"], default="tree")
-    p.add_argument("--tree-nodes", type=int, default=None, help="tree node budget")
-    p.add_argument("--tree-depth", type=int, default=None, help="tree depth cap")
-    p.add_argument("--threshold", type=float, default=None, help="initial fallback threshold")
-    p.add_argument("--no-adaptive", action="store_true", help="keep the threshold fixed")
-    p.add_argument("--chain-length", type=int, default=4, help="draft tokens per step (chain)")
+    tree, sampling = _GEN.tree, _GEN.sampling
+    p.add_argument("--max-tokens", type=int, default=_GEN.max_tokens, help="new tokens at most")
+    p.add_argument("--temperature", type=float, default=sampling.temperature,
+                   help="sampling temperature; 0 is greedy (output equals --mode ar)")
+    p.add_argument("--top-p", type=float, default=sampling.top_p,
+                   help="nucleus sampling: keep the smallest set of tokens with this mass")
+    p.add_argument("--seed", type=int, default=sampling.seed,
+                   help="random seed for sampling (default: random)")
+    p.add_argument("--mode", choices=list(MODES), default=_GEN.mode,
+                   help="ar: target alone; chain: a draft chain per step; tree: a token tree")
+    p.add_argument("--tree-nodes", type=int, default=tree.max_nodes, help="tree node budget")
+    p.add_argument("--tree-depth", type=int, default=tree.max_depth, help="tree depth cap")
+    p.add_argument("--threshold", type=float, default=tree.threshold,
+                   help="initial fallback threshold on the best path probability")
+    p.add_argument("--no-adaptive", action="store_true",
+                   help="keep threshold and node cap fixed (no online adaptation, no auto ar)")
+    p.add_argument("--chain-length", type=int, default=_GEN.chain_length,
+                   help="draft tokens per step (chain)")
     p.add_argument("--no-pipeline", action="store_true",
                    help="streamed target: do not draft while its layers load")
 
 
-def generation_config(args):
-    from dataclasses import replace
-
-    from engine.config import GenerationConfig, SamplingConfig, TreeConfig
-
-    tree = TreeConfig()
-    for field, value in (
-        ("max_nodes", args.tree_nodes),
-        ("max_depth", args.tree_depth),
-        ("threshold", args.threshold),
-    ):
-        if value is not None:
-            tree = replace(tree, **{field: value})
+def generation_config(args) -> GenerationConfig:
+    """The request's config; invalid values raise ValueError (exit 2)."""
+    tree = replace(_GEN.tree, max_nodes=args.tree_nodes, max_depth=args.tree_depth,
+                   threshold=args.threshold)
     if args.no_adaptive:
         tree = replace(tree, adaptive=False)
     return GenerationConfig(
@@ -73,8 +121,23 @@ def generation_config(args):
     )
 
 
-def resolve_pair(args) -> tuple[str, str | None]:
-    """The target/draft folders asked for, defaulting to the demo pair."""
+def stream_config(args) -> StreamConfig:
+    return StreamConfig(prefetch=args.prefetch, bypass_cache=not args.no_cache_bypass)
+
+
+def budget_bytes(args) -> int | None:
+    if args.budget_mb is None:
+        return None
+    if not args.budget_mb > 0:
+        raise ValueError(f"--budget-mb must be more than 0, not {args.budget_mb:g}")
+    return int(args.budget_mb * 2**20)
+
+
+def resolve_pair(args, mode: str = "tree") -> tuple[str, str | None]:
+    """The target/draft folders asked for, defaulting to the demo pair; both checked (config,
+    weights, tokenizer files present) before anything loads."""
+    from engine.errors import ModelError
+
     target, draft = args.target, args.draft
     if target is None:
         from engine.formats import demo
@@ -82,61 +145,79 @@ def resolve_pair(args) -> tuple[str, str | None]:
         target = demo.models_home() / demo.TARGET_NAME
         draft = draft or demo.models_home() / demo.DRAFT_NAME
         if not os.path.isdir(target):
-            from engine.errors import ModelError
-
             raise ModelError(
                 "No model given and the demo pair is not built yet. Run "
                 "`canopy models demo` first, or pass --target DIR."
             )
-    if args.mode == "ar" and args.draft is None:
+    if mode == "ar" and args.draft is None:
         draft = None
+    for folder in (target, draft):
+        if folder is not None:
+            check_model_folder(Path(folder).expanduser())
+    if mode != "ar" and draft is None:
+        raise ModelError(f"--mode {mode} needs a draft model: pass --draft DIR (or --mode ar).")
     return str(target), (str(draft) if draft else None)
 
 
-def stream_options(args) -> dict:
-    if args.budget_mb is None:
-        return {}
-    return {"bypass_cache": not args.no_cache_bypass, "prefetch": args.prefetch}
+def check_model_folder(path: Path) -> None:
+    """Config, weight files and tokenizer files present (nothing is loaded)."""
+    from engine.formats.loader import load_tokenizer, read_config, weight_files
+
+    read_config(path)
+    weight_files(path)
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
+        load_tokenizer(path)  # raises the one clear "no tokenizer" error
 
 
 def cmd_generate(args) -> int:
     from engine.events import Failed, Finished, StepEvent
     from engine.session import Session
 
-    config = generation_config(args)
-    target, draft = resolve_pair(args)
-    budget = int(args.budget_mb * 2**20) if args.budget_mb is not None else None
-    session = Session.load(target, draft, budget_bytes=budget, **stream_options(args))
-    if args.chat:
-        ids = session.encode_chat([{"role": "user", "content": args.prompt}], system=args.system)
-    else:
-        ids = session.encode(args.prompt)
-    shown = ""
-    for event in session.generate(ids, config):
-        if isinstance(event, StepEvent) and not args.json:
-            shown += event.text
-            print(event.text, end="", flush=True)
-        elif isinstance(event, Failed):
-            print(f"canopy: {event.message}", file=sys.stderr)
-            return 1
-        elif isinstance(event, Finished):
-            if args.json:
-                out = {
-                    "text": event.text,
-                    "token_ids": list(event.token_ids),
-                    "finish_reason": event.reason,
-                    "stats": event.stats.to_dict(),
-                }
-                print(json.dumps(out))
-            else:
-                print(event.text[len(shown) :])
-                s = event.stats
-                print(
-                    f"[{s.generated_tokens} tokens, {s.tokens_per_second:.1f} tok/s, "
-                    f"{s.tokens_per_pass:.2f} tokens/target pass, {event.reason}]",
-                    file=sys.stderr,
-                )
+    config = checked(generation_config, args)  # every setting checked before anything loads
+    stream, budget = checked(stream_config, args), checked(budget_bytes, args)
+    target, draft = resolve_pair(args, config.mode)
+    session = Session.load(target, draft, budget_bytes=budget, stream=stream)
+    try:
+        if args.chat:
+            ids = session.encode_chat([{"role": "user", "content": args.prompt}],
+                                      system=args.system)
+        else:
+            ids = session.encode(args.prompt)
+        shown = ""
+        for event in session.generate(ids, config):
+            if isinstance(event, StepEvent) and not args.json:
+                shown += event.text
+                print(event.text, end="", flush=True)
+            elif isinstance(event, Failed):
+                return fail(args, event.message, 1)
+            elif isinstance(event, Finished):
+                if args.json:
+                    out = {
+                        "text": event.text,
+                        "token_ids": list(event.token_ids),
+                        "finish_reason": event.reason,
+                        "stats": event.stats.to_dict(),
+                    }
+                    print(json.dumps(out))
+                else:
+                    print(event.text[len(shown) :])
+                    s = event.stats
+                    print(
+                        f"[{s.generated_tokens} tokens, {s.tokens_per_second:.1f} tok/s, "
+                        f"{s.tokens_per_pass:.2f} tokens/target pass, {event.reason}]",
+                        file=sys.stderr,
+                    )
+    finally:
+        session.close()
     return 0
+
+
+def fail(args, message: str, code: int) -> int:
+    """One line for a person on stderr; with --json also {"error": ...} on stdout."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    print(f"canopy: {message}", file=sys.stderr)
+    return code
 
 
 def cmd_models(args) -> int:
@@ -161,35 +242,104 @@ def cmd_models(args) -> int:
 def cmd_app(args) -> int:
     from app.gui import run_app
 
+    checked(budget_bytes, args)  # checked here: the app would only show it in a banner
+    args.stream = checked(stream_config, args)
     return run_app(args)
 
 
 def cmd_bench(args) -> int:
-    from engine.bench.run import run_bench_cli
+    """`canopy bench`: the side-by-side benchmark, the Apple Silicon table or the IO bench."""
+    import tempfile
+    import time
 
-    return run_bench_cli(args)
+    if args.devices:
+        from engine.costmodel.devices import device_table_markdown
+
+        print(device_table_markdown())
+        return 0
+    if args.io:
+        return cmd_iobench(args)
+    from engine.bench.pair import prepare_pair
+    from engine.bench.report import write_outputs
+    from engine.bench.run import BenchSpec, run_bench
+
+    stream = checked(stream_config, args)
+    spec = BenchSpec.quick_run() if args.quick else BenchSpec.full_run(args.prompts,
+                                                                        args.max_tokens)
+    if not args.quick and args.target:
+        resolve_pair(args)  # both folders checked before the long run starts
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="canopy-bench-") as tmp:
+        pair = prepare_pair(args.target, args.draft, spec.quick, Path(tmp), report=say)
+        result = run_bench(pair, spec, stream, report=say)
+    result["total_seconds"] = time.perf_counter() - start
+    paths = write_outputs(result, out)
+    print(paths["markdown"].read_text())
+    say(f"wrote {', '.join(str(p) for p in paths.values())} in {result['total_seconds']:.0f} s")
+    return 0
+
+
+def cmd_iobench(args) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from engine.streaming.iobench import run_iobench
+
+    with tempfile.TemporaryDirectory(prefix="canopy-iobench-", dir=args.io_dir) as tmp:
+        r = run_iobench(Path(tmp), mb=args.io_mb, layers=args.io_layers, repeat=args.io_repeat)
+    kind = r["cold_read_kind"]
+    cold = {"evicted": "cold (page cache dropped)",
+            "fresh-file": "cold (fresh file, F_NOCACHE)"}[kind]
+    for layout, res in r["layouts"].items():
+        print(f"{layout} layout, {r['mb']} MB, {r['layers']} layers, "
+              f"{res['reads_per_layer']:.0f} reads/layer")
+        for name, by_kind in res["gbps"].items():
+            for which, values in by_kind.items():
+                label = cold if which == "cold" else "warm"
+                print(f"  {name:11s} {label}: {np.median(values):5.2f} GB/s "
+                      f"(min {min(values):.2f}, max {max(values):.2f})")
+    print(f"read_tensors fixed cost per layer (9 tiny tensors, warm): "
+          f"{r['read_fixed_seconds_per_layer'] * 1e6:.0f} us")
+    p = r["pass_seconds_per_layer"]
+    print(f"1-token pass per layer, tiny model: resident {p['resident'] * 1e6:.0f} us, streamed "
+          f"{p['streamed'] * 1e6:.0f} us (overhead {(p['streamed'] - p['resident']) * 1e6:.0f} "
+          "us/layer)")
+    return 0
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="canopy", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = {"formatter_class": HelpFormatter}
+    parser = Parser(prog="canopy", description=__doc__.splitlines()[0], **fmt)
+    parser.add_argument("--version", action="version", version=f"canopy {canopy_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    g = sub.add_parser("generate", help="generate text from a prompt")
-    add_model_args(g)
+    g = sub.add_parser("generate", help="generate text from a prompt", **fmt)
+    add_pair_args(g)
+    add_budget_arg(g)
+    add_stream_args(g)
     add_generation_args(g)
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt", required=True, help="the prompt text")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     g.add_argument("--system", default=None, help="system prompt (with --chat)")
-    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON object (text, token_ids, stats); errors as {\"error\"}")
     g.set_defaults(func=cmd_generate)
 
-    m = sub.add_parser("models", help="build, import and list models")
-    msub = m.add_subparsers(dest="models_cmd", required=True)
-    d = msub.add_parser("demo", help="build the demo pair (SmolLM2-135M target + 4-bit draft)")
+    m = sub.add_parser("models", help="build, import and list models", **fmt)
+    msub = m.add_subparsers(dest="models_cmd", required=True, parser_class=Parser)
+    d = msub.add_parser("demo", help="build the demo pair (SmolLM2-135M target + 4-bit draft)",
+                        **fmt)
     d.add_argument("--home", default=None, help="models folder (default $CANOPY_HOME/models)")
-    i = msub.add_parser("import-gguf", help="convert a llama GGUF into a model folder")
-    i.add_argument("file")
-    i.add_argument("out_dir")
+    i = msub.add_parser("import-gguf", help="convert a llama GGUF into a model folder", **fmt)
+    i.add_argument("file", help="the .gguf file")
+    i.add_argument("out_dir", help="the model folder to write")
     i.add_argument(
         "--dtype",
         default="float32",
@@ -197,14 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="dequantize to this dtype, or keep the GGUF's quantization",
     )
     i.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
-    ls = msub.add_parser("list", help="list models in the models folder and the HF cache")
-    ls.add_argument("--home", default=None)
+    ls = msub.add_parser("list", help="list models in the models folder and the HF cache", **fmt)
+    ls.add_argument("--home", default=None, help="models folder (default $CANOPY_HOME/models)")
     m.set_defaults(func=cmd_models)
 
-    a = sub.add_parser("app", help="open the desktop app")
-    add_model_args(a)
+    a = sub.add_parser("app", help="open the desktop app", **fmt)
+    add_pair_args(a)
+    add_budget_arg(a)
+    add_stream_args(a)
     a.add_argument("--screenshot", default=None, help="run --prompt, save the window to PNG, exit")
-    a.add_argument("--prompt", default=None)
+    a.add_argument("--prompt", default=None, help="send this prompt once the models are loaded")
     a.add_argument(
         "--self-test",
         action="store_true",
@@ -212,32 +364,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.set_defaults(func=cmd_app)
 
-    b = sub.add_parser("bench", help="side-by-side benchmark against mlx-lm")
+    b = sub.add_parser("bench", help="side-by-side benchmark against mlx-lm (its budgets are "
+                       "resident, 50%% and 25%% of the target)", **fmt)
     b.add_argument("--quick", action="store_true", help="small run (tiny models, few prompts)")
     b.add_argument("--out", default="bench-results", help="output folder")
-    add_model_args(b)
-    b.add_argument("--prompts", type=int, default=None,
-                   help="greedy prompts (default 20; half of them at temperature 0.7)")
-    b.add_argument("--max-tokens", type=int, default=None, help="new tokens per prompt (24)")
+    add_pair_args(b)
+    add_stream_args(b)
+    b.add_argument("--prompts", type=int, default=BENCH_PROMPTS,
+                   help="greedy prompts (half as many at temperature 0.7)")
+    b.add_argument("--max-tokens", type=int, default=BENCH_MAX_TOKENS,
+                   help="new tokens per prompt")
     b.add_argument("--devices", action="store_true",
                    help="print the Apple Silicon prediction table and exit")
+    b.add_argument("--io", action="store_true",
+                   help="run the layer-read micro-benchmark (engine.streaming.iobench) and exit")
+    b.add_argument("--io-mb", type=int, default=256, help="--io: size of the synthetic model")
+    b.add_argument("--io-layers", type=int, default=16, help="--io: layers in it")
+    b.add_argument("--io-repeat", type=int, default=3, help="--io: passes per reader")
+    b.add_argument("--io-dir", default=None, help="--io: folder for its files (default: tmp)")
     b.set_defaults(func=cmd_bench)
     return parser
 
 
+def canopy_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("canopy")
+    except PackageNotFoundError:  # a source checkout that was never pip-installed
+        from pathlib import Path
+
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        try:
+            return tomllib.loads(pyproject.read_text())["project"]["version"]
+        except (OSError, KeyError, ValueError):
+            return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _JSON_MODE[0] = "--json" in argv
     maybe_reexec_with_openblas(argv)
     args = build_parser().parse_args(argv)
     from engine.errors import CanopyError
 
     try:
         return args.func(args)
-    except CanopyError as e:
-        print(f"canopy: {e}", file=sys.stderr)
-        return 2
+    except (CanopyError, SettingsError) as e:  # a person's input: bad model, settings or pair
+        return fail(args, str(e), 2)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # never a traceback on stdout for --json consumers
+        if not getattr(args, "json", False):
+            raise
+        return fail(args, f"Internal error: {type(e).__name__}: {e}", 1)
 
 
 if __name__ == "__main__":

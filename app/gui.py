@@ -1,7 +1,7 @@
 """`canopy app`: build the Qt application and the main window; `--screenshot` mode.
 
 Entry points (wired by app/cli.py):
-    run_app(args) -> int      args: target, draft, budget_mb, screenshot, prompt, self_test
+    run_app(args) -> int      args: target, draft, budget_mb, stream, screenshot, prompt, self_test
     screenshot(png_path, prompt, target=None, draft=None, ...) -> int
 """
 
@@ -52,8 +52,11 @@ def _quiet_offscreen_warnings():
     return qInstallMessageHandler(handler)
 
 
-def create_window(*, history_path: str | Path | None = None, qsettings=None, loader=None):
-    """A MainWindow with its bridge and history store (defaults: the platform locations)."""
+def create_window(*, history_path: str | Path | None = None, qsettings=None, loader=None,
+                  stream=None):
+    """A MainWindow with its bridge and history store (defaults: the platform locations).
+
+    stream: engine.config.StreamConfig for a streamed target (None: the engine's defaults)."""
     from PySide6.QtCore import QSettings
 
     from .bridge import EngineBridge
@@ -62,7 +65,7 @@ def create_window(*, history_path: str | Path | None = None, qsettings=None, loa
 
     store = HistoryStore(history_path or default_history_path())
     qsettings = qsettings if qsettings is not None else QSettings()
-    return MainWindow(EngineBridge(loader), store, qsettings)
+    return MainWindow(EngineBridge(loader, stream=stream), store, qsettings)
 
 
 def run_app(args) -> int:
@@ -72,13 +75,14 @@ def run_app(args) -> int:
 
         return self_test()
     budget_mb = getattr(args, "budget_mb", None)
+    stream = getattr(args, "stream", None)
     if getattr(args, "screenshot", None):
         return screenshot(args.screenshot, args.prompt or DEFAULT_PROMPT,
                           getattr(args, "target", None), getattr(args, "draft", None),
-                          budget_mb=budget_mb)
+                          budget_mb=budget_mb, stream=stream)
     _quiet_offscreen_warnings()
     app = create_app()
-    window = create_window()
+    window = create_window(stream=stream)
     s = window.settings
     if getattr(args, "target", None):
         s.target, s.draft = str(args.target), str(args.draft or "")
@@ -105,7 +109,7 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
                mode: str | None = None, max_tokens: int | None = None,
                mid_png: str | Path | None = None, mid_after_steps: int = 3,
                size: tuple[int, int] = (1600, 1000), timeout: float = 900.0,
-               loader=None) -> int:
+               loader=None, stream=None) -> int:
     """Run `prompt`, wait for the answer, save the main window (tree and panel visible).
 
     The final PNG shows the answer's biggest token tree (the step slider says which step).
@@ -131,7 +135,7 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
     tmp = tempfile.TemporaryDirectory(prefix="canopy-shot-")
     qsettings = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)
     window = create_window(history_path=Path(tmp.name) / "history.sqlite3", qsettings=qsettings,
-                           loader=loader)
+                           loader=loader, stream=stream)
     s = window.settings
     s.target, s.draft = str(target), str(draft or "")
     s.budget_mb = int(budget_mb or 0)

@@ -75,3 +75,7 @@ class StreamConfig:
             raise ValueError(
                 f"prefetch must be a whole number of layers >= 1, not {self.prefetch!r}"
             )
+
+
+BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many sampled, bad-draft)
+BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`

@@ -83,3 +83,50 @@ def test_context_length_check(tiny_pair):
     out = canopy("generate", "--target", tiny_pair["target"], "--mode", "ar",
                  "--prompt", "hello " * 50, "--max-tokens", 5000)
     assert out.returncode == 2 and "context" in out.stderr
+
+
+def test_version():
+    out = canopy("--version")
+    assert out.returncode == 0 and out.stdout.startswith("canopy ")
+
+
+def test_help_shows_defaults_from_the_config():
+    from engine.config import GenerationConfig, StreamConfig
+
+    text = " ".join(canopy("generate", "--help").stdout.split())
+    assert f"(default: {GenerationConfig().tree.max_nodes})" in text
+    assert f"(default: {StreamConfig().prefetch})" in text
+    assert f"(default: {GenerationConfig().max_tokens})" in text
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--mode", "chain"], "needs a draft"),  # found before any model loads
+        (["--max-tokens", "0"], "max_tokens"),
+        (["--prefetch", "0"], "prefetch"),
+        (["--budget-mb", "-5"], "--budget-mb"),
+        (["--mode", "bogus"], "invalid choice"),
+        (["--target", "/nonexistent/model"], "not found"),
+    ],
+)
+def test_json_failures_print_an_error_object_and_exit_2(tiny_pair, args, needle):
+    out = canopy("generate", "--target", tiny_pair["target"], "--prompt", "x", "--json", *args)
+    assert out.returncode == 2, out.stderr
+    assert needle in json.loads(out.stdout)["error"]
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_draft_is_found_before_loading(tiny_pair, tmp_path):
+    import shutil
+
+    target = tmp_path / "t"
+    shutil.copytree(tiny_pair["target"], target)
+    (target / "model.safetensors").write_bytes(b"\0" * 16)  # loading it would fail differently
+    out = canopy("generate", "--target", target, "--mode", "chain", "--prompt", "x")
+    assert out.returncode == 2 and "needs a draft" in out.stderr
+
+
+def test_bench_rejects_a_budget_it_would_ignore():
+    out = canopy("bench", "--quick", "--budget-mb", "10")
+    assert out.returncode == 2 and "--budget-mb" in out.stderr

@@ -12,15 +12,15 @@ shared machine hits all of them alike. Outputs JSON, a Markdown table and a PNG 
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..config import SamplingConfig
+from ..config import BENCH_MAX_TOKENS, BENCH_PROMPTS, SamplingConfig, StreamConfig
 from ..costmodel import formulas as cm
 from ..costmodel.calibrate import DriftProbe, anchored, calibrate, measure_timing, median_probe
+from .environment import env_load, environment
+from .pair import Pair, Report
 from .runs import BUDGETS, FRACTIONS, Aggregate, Config, run_canopy, run_mlx_lm
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "bench_prompts.json"
@@ -45,106 +45,9 @@ class BenchSpec:
 
     @classmethod
     def full_run(cls, prompts: int | None = None, max_tokens: int | None = None) -> BenchSpec:
-        p = prompts or 20
-        return cls(p, max(1, p // 2), max(1, p // 2), max_tokens or 24, (1, 2, 3, 4), 3, 4, 3, 24)
-
-
-@dataclass
-class Pair:
-    target: Path
-    draft: Path
-    bad_draft: Path
-    description: str
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def environment() -> dict:
-    import os
-    import platform
-
-    import mlx.core as mx
-
-    preload = os.environ.get("LD_PRELOAD", "")
-    if sys.platform == "darwin":
-        blas = "Apple Accelerate / Metal (MLX on macOS)"
-    elif "openblas" in preload.lower():
-        lib = next(p for p in preload.split(":") if "openblas" in p.lower())
-        blas = f"OpenBLAS ({lib}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')})"
-    else:
-        blas = "MLX CPU wheel's reference BLAS (no OpenBLAS preloaded)"
-    try:
-        from importlib.metadata import version
-
-        mlx_lm_version = version("mlx-lm")
-    except Exception:
-        mlx_lm_version = "?"
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "mlx": mx.__version__,
-        "mlx_lm": mlx_lm_version,
-        "blas": blas,
-        "device": str(mx.default_device()),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def prepare_pair(args, spec: BenchSpec, tmp: Path) -> Pair:
-    """Tiny models (--quick), the given folders, or the demo pair; plus a bad draft."""
-    from ..testing import make_tiny_model
-
-    if spec.quick:
-        dims = {"num_layers": 6, "hidden_size": 128, "intermediate_size": 512}
-        target = make_tiny_model(tmp / "target", seed=1, **dims)
-        draft = make_tiny_model(tmp / "draft", like=target, noise=0.1, seed=3)
-        bad = make_tiny_model(tmp / "bad-draft", seed=7, **dims)
-        return Pair(
-            target,
-            draft,
-            bad,
-            "tiny random models (engine.testing): target, target + "
-            "noise 0.1 as draft, an unrelated model as bad draft",
-        )
-    if args.target:
-        target, draft = Path(args.target), Path(args.draft) if args.draft else None
-        if draft is None:
-            from ..errors import CanopyError
-
-            raise CanopyError("canopy bench needs --draft with --target.")
-        what = f"{target.name} target, {draft.name} draft"
-    else:
-        from ..formats.demo import build_demo_pair
-
-        target, draft = build_demo_pair(progress=lambda e: say(f"{e.what}: {e.done}/{e.total}"))
-        what = "demo pair: SmolLM2-135M-Instruct target, its 4-bit requantization as draft"
-    say("building a bad draft (2-bit requantization of the target)")
-    bad = make_bad_draft(target, tmp / "bad-draft")
-    return Pair(target, draft, bad, what + "; bad draft: the target requantized to 2 bits")
-
-
-def make_bad_draft(target: Path, out: Path) -> Path:
-    try:
-        from ..formats.demo import make_draft
-
-        return make_draft(target, out, bits=2, group_size=32)
-    except ImportError:  # no demo module: an unrelated random model with the same shapes
-        import shutil
-
-        from ..testing import random_weights, save_weights
-
-        config = json.loads((target / "config.json").read_text())
-        out.mkdir(parents=True, exist_ok=True)
-        for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-            if (target / f).exists():
-                shutil.copy2(target / f, out / f)
-        save_weights(out, random_weights(config, seed=7))
-        return out
+        p = prompts or BENCH_PROMPTS
+        return cls(p, max(1, p // 2), max(1, p // 2), max_tokens or BENCH_MAX_TOKENS,
+                   (1, 2, 3, 4), 3, 4, 3, 24)
 
 
 def budget_bytes(timing: cm.Timing, budget: str) -> int | None:
@@ -211,82 +114,113 @@ def predict(
     return cm.predict(timing, cal.acceptance, cfg.mode, budget_bytes=budget, k=cfg.k)
 
 
-def run_bench(pair: Pair, spec: BenchSpec) -> dict:
+@dataclass
+class Loaded:
+    """Everything a run measures with: Canopy sessions by (budget, draft) and mlx-lm's models."""
+
+    resident: object  # Session: resident target + good draft
+    bad: object  # Session: resident target + bad draft
+    mlx_target: object
+    mlx_tokenizer: object
+    mlx_draft: object
+    sessions: dict = field(default_factory=dict)  # (budget, "good" | "bad") -> Session
+    streamed: dict = field(default_factory=dict)  # budget -> streamed target
+
+    def close(self) -> None:
+        for target in self.streamed.values():
+            target.close()
+
+
+@dataclass
+class Calibration:
+    timing: cm.Timing
+    probe: object  # DriftProbe
+    probe_budget: int
+    cals: dict  # (sampling, "good" | "bad") -> calibrate() result
+    mlx_ratio: float  # mlx-lm's 1-token pass relative to Canopy's
+    seconds: float
+
+
+def load_pair(pair: Pair, report: Report) -> Loaded:
     import mlx_lm
 
     from ..formats.loader import load_model
     from ..session import Session
-    from ..streaming.streamed_model import load_streamed_model
 
-    env = environment()
-    texts = json.loads(PROMPTS_FILE.read_text())
-    say(f"loading {pair.target} and {pair.draft} (Canopy and mlx-lm)")
+    report(f"loading {pair.target} and {pair.draft} (Canopy and mlx-lm)")
     draft, bad = load_model(pair.draft), load_model(pair.bad_draft)
     resident = Session(load_model(pair.target), draft)
     mlx_target, mlx_tok = mlx_lm.load(str(pair.target))
     mlx_draft, _ = mlx_lm.load(str(pair.draft))
+    return Loaded(resident, Session(resident.target, bad), mlx_target, mlx_tok, mlx_draft,
+                  sessions={("resident", "good"): resident})
 
-    def encode(text: str) -> list[int]:
-        return resident.encode_chat([{"role": "user", "content": text}])
 
-    prompts = [encode(p["text"]) for p in texts["prompts"]]
-    categories = [p["category"] for p in texts["prompts"]]
-    calib = [encode(t) for t in texts["calibration"][: spec.calibration_prompts]]
-
+def calibrate_models(pair: Pair, spec: BenchSpec, m: Loaded, calib: list[list[int]],
+                     report: Report) -> Calibration:
+    """Timing, drift probe, acceptance per sampling and draft, and mlx-lm's pass level."""
     t0 = time.perf_counter()
-    say("calibrating the cost model: timing")
-    timing = measure_timing(pair.target, draft.model, in_situ=False)
+    report("calibrating the cost model: timing")
+    draft_model = m.resident.draft.model
+    timing = measure_timing(pair.target, draft_model, in_situ=False)
     probe_budget = timing.base_bytes + (timing.prefetch + 1) * max(timing.layer_bytes)
-    probe = DriftProbe(resident.target.model, draft.model, pair.target, probe_budget)
+    probe = DriftProbe(m.resident.target.model, draft_model, pair.target, probe_budget)
     timing = anchored(timing, probe.measure(), probe_budget)
     cals = {}
     for sampling, temp in (("greedy", 0.0), ("t=0.7", 0.7)):
-        say(f"calibrating the cost model: acceptance and overheads, {sampling}")
+        report(f"calibrating the cost model: acceptance and overheads, {sampling}")
         cals[(sampling, "good")] = calibrate(
-            resident, calib, timing, SamplingConfig(temp), spec.calibration_tokens, probe=probe
+            m.resident, calib, timing, SamplingConfig(temp), spec.calibration_tokens, probe=probe
         )
-    bad_session = Session(resident.target, bad)
-    say("calibrating the cost model: the bad draft")
+    report("calibrating the cost model: the bad draft")
     cals[("greedy", "bad")] = calibrate(
-        bad_session, calib, timing, SamplingConfig(), spec.calibration_tokens, probe=probe
+        m.bad, calib, timing, SamplingConfig(), spec.calibration_tokens, probe=probe
     )
     # mlx-lm runs its own forward (async evaluation, no tree positions): its level relative to
     # Canopy's 1-token pass, measured on a calibration prompt next to a probe
-    target_bytes = resident.target.nbytes()
+    target_bytes = m.resident.target.nbytes()
     mlx_cfg = Config("mlx-lm", "ar", "resident", "greedy", draft="none")
     ratios = []
     for ids in calib:
-        sample = run_mlx_lm(
-            mlx_target, mlx_tok, None, ids, mlx_cfg, spec.calibration_tokens, 0, target_bytes
-        )
+        sample = run_mlx_lm(m.mlx_target, m.mlx_tokenizer, None, ids, mlx_cfg,
+                            spec.calibration_tokens, 0, target_bytes)
         ratios.append(sample.seconds / max(1, sample.tokens - 1) / probe.measure().target)
     mlx_ratio = float(sorted(ratios)[len(ratios) // 2])
-    calibration_seconds = time.perf_counter() - t0
+    return Calibration(timing, probe, probe_budget, cals, mlx_ratio, time.perf_counter() - t0)
 
-    budgets = {b: budget_bytes(timing, b) for b in BUDGETS}
-    streamed = {b: load_streamed_model(pair.target, budgets[b]) for b in BUDGETS if budgets[b]}
-    sessions = {("resident", "good"): resident, ("resident", "bad"): bad_session}
-    for b, target in streamed.items():
-        sessions[(b, "good")], sessions[(b, "bad")] = Session(target, draft), Session(target, bad)
 
-    def run(cfg: Config, i: int):
-        if cfg.engine == "mlx-lm":
-            return run_mlx_lm(
-                mlx_target, mlx_tok, mlx_draft, prompts[i], cfg, spec.max_tokens, i, target_bytes
-            )
-        session = sessions[(cfg.budget, "bad" if cfg.draft == "bad" else "good")]
-        return run_canopy(session, prompts[i], cfg, spec.max_tokens, i)
+def load_streamed(pair: Pair, m: Loaded, budgets: dict, stream: StreamConfig) -> None:
+    """The target streamed under each budget, paired with the good and the bad draft."""
+    from ..session import Session
+    from ..streaming.streamed_model import load_streamed_model
 
+    m.sessions[("resident", "bad")] = m.bad
+    for b, nbytes in budgets.items():
+        if nbytes is None:
+            continue
+        target = load_streamed_model(pair.target, nbytes, prefetch=stream.prefetch,
+                                     bypass_cache=stream.bypass_cache)
+        m.streamed[b] = target
+        m.sessions[(b, "good")] = Session(target, m.resident.draft)
+        m.sessions[(b, "bad")] = Session(target, m.bad.draft)
+
+
+def sweep_mlx_lm(spec: BenchSpec, run, report: Report) -> tuple[dict, dict]:
+    """mlx-lm's num_draft_tokens on the first prompts: tokens/s per k, and the best k."""
     sweep, best_k = {}, {}
     for sampling in ("greedy", "t=0.7"):
         for k in spec.sweep_ks:
             cfg = Config("mlx-lm", "chain", "resident", sampling, k=k)
             agg = Aggregate(cfg, [run(cfg, i) for i in range(spec.sweep_prompts)])
             sweep[f"{sampling} k={k}"] = agg.tokens_per_second
-            say(f"mlx-lm sweep {sampling} k={k}: {agg.tokens_per_second:.2f} tok/s")
+            report(f"mlx-lm sweep {sampling} k={k}: {agg.tokens_per_second:.2f} tok/s")
         best_k[sampling] = max(spec.sweep_ks, key=lambda k: sweep[f"{sampling} k={k}"])
+    return sweep, best_k
 
-    configs = build_configs(spec, best_k)
+
+def measure_configs(spec: BenchSpec, configs: list[Config], run, probe,
+                    report: Report) -> tuple[dict, list, float]:
+    """Prompt by prompt, every configuration (drift hits all alike); a probe between prompts."""
     results = {c.key: Aggregate(c, []) for c in configs}
     t1 = time.perf_counter()
     probes = []
@@ -296,34 +230,23 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
             if i < prompt_count(spec, cfg):
                 sample = run(cfg, i)
                 results[cfg.key].samples.append(sample)
-                say(
-                    f"[{i + 1}/{spec.prompts}] {cfg.key}: {sample.rate:.2f} tok/s, "
-                    f"{sample.tokens} tokens"
-                )
-    measure_seconds = time.perf_counter() - t1
+                report(f"[{i + 1}/{spec.prompts}] {cfg.key}: {sample.rate:.2f} tok/s, "
+                       f"{sample.tokens} tokens")
+    seconds = time.perf_counter() - t1
     probes.append(probe.measure())
-    for target in [*streamed.values(), probe]:
-        target.close()
-    run_probe = median_probe(probes)
-    adjusted = {
-        k: replace(c, timing=anchored(c.timing, run_probe, probe_budget, reference=c.probe))
-        for k, c in cals.items()
-    }
-    drift = {
-        "probes": len(probes),
-        "median_probe": run_probe.__dict__,
-        "bandwidth": adjusted[("greedy", "good")].timing.read_bandwidth,
-        "all_probes": [p.__dict__ for p in probes],
-    }
+    return results, probes, seconds
 
+
+def prediction_rows(spec: BenchSpec, configs: list[Config], results: dict, cal: Calibration,
+                    adjusted: dict, budgets: dict, target_bytes: int, run_probe) -> list[dict]:
+    """Measured summary per configuration with the cost model's prediction and its error."""
     rows = []
     for cfg in configs:
         row = results[cfg.key].summary()
-        pred = predict(
-            cfg, adjusted, budgets[cfg.budget], spec.max_tokens, mlx_ratio * run_probe.target
-        )
+        pred = predict(cfg, adjusted, budgets[cfg.budget], spec.max_tokens,
+                       cal.mlx_ratio * run_probe.target)
         row["predicted_at_calibration"] = predict(
-            cfg, cals, budgets[cfg.budget], spec.max_tokens
+            cfg, cal.cals, budgets[cfg.budget], spec.max_tokens
         ).tokens_per_second
         row["budget_bytes"] = budgets[cfg.budget] or target_bytes
         row["predicted"] = pred.to_dict()
@@ -341,18 +264,65 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
     for r in rows:
         base = baseline.get(r["sampling"])
         r["ratio_to_mlx_lm"] = r["tokens_per_second"] / base if base else None
+    return rows
+
+
+def run_bench(pair: Pair, spec: BenchSpec, stream: StreamConfig | None = None,
+              report: Report = lambda text: None) -> dict:
+    """One whole benchmark run (see the module docstring); returns the JSON-ready result."""
+    env = environment()
+    texts = json.loads(PROMPTS_FILE.read_text())
+    m = load_pair(pair, report)
+
+    def encode(text: str) -> list[int]:
+        return m.resident.encode_chat([{"role": "user", "content": text}])
+
+    prompts = [encode(p["text"]) for p in texts["prompts"]]
+    calib = [encode(t) for t in texts["calibration"][: spec.calibration_prompts]]
+    cal = calibrate_models(pair, spec, m, calib, report)
+    target_bytes = m.resident.target.nbytes()
+    budgets = {b: budget_bytes(cal.timing, b) for b in BUDGETS}
+    load_streamed(pair, m, budgets, stream or StreamConfig())
+
+    def run(cfg: Config, i: int):
+        if cfg.engine == "mlx-lm":
+            return run_mlx_lm(m.mlx_target, m.mlx_tokenizer, m.mlx_draft, prompts[i], cfg,
+                              spec.max_tokens, i, target_bytes)
+        session = m.sessions[(cfg.budget, "bad" if cfg.draft == "bad" else "good")]
+        return run_canopy(session, prompts[i], cfg, spec.max_tokens, i)
+
+    try:
+        sweep, best_k = sweep_mlx_lm(spec, run, report)
+        configs = build_configs(spec, best_k)
+        results, probes, measure_seconds = measure_configs(spec, configs, run, cal.probe, report)
+    finally:
+        m.close()
+        cal.probe.close()
+    run_probe = median_probe(probes)
+    adjusted = {
+        k: replace(c, timing=anchored(c.timing, run_probe, cal.probe_budget, reference=c.probe))
+        for k, c in cal.cals.items()
+    }
+    rows = prediction_rows(spec, configs, results, cal, adjusted, budgets, target_bytes,
+                           run_probe)
     env["load_average_end"] = env_load()
     return {
         "environment": env,
         "pair": {k: str(v) for k, v in asdict(pair).items()},
         "spec": asdict(spec),
+        "stream": asdict(stream or StreamConfig()),
         "budgets_bytes": budgets,
         "target_bytes": target_bytes,
-        "prompt_categories": categories,
-        "calibration": {f"{s} / {d} draft": c.to_dict() for (s, d), c in cals.items()},
-        "drift": drift,
-        "mlx_lm_pass_ratio": mlx_ratio,
-        "calibration_seconds": calibration_seconds,
+        "prompt_categories": [p["category"] for p in texts["prompts"]],
+        "calibration": {f"{s} / {d} draft": c.to_dict() for (s, d), c in cal.cals.items()},
+        "drift": {
+            "probes": len(probes),
+            "median_probe": run_probe.__dict__,
+            "bandwidth": adjusted[("greedy", "good")].timing.read_bandwidth,
+            "all_probes": [p.__dict__ for p in probes],
+        },
+        "mlx_lm_pass_ratio": cal.mlx_ratio,
+        "calibration_seconds": cal.seconds,
         "measure_seconds": measure_seconds,
         "mlx_lm_sweep": sweep,
         "mlx_lm_best_k": best_k,
@@ -362,12 +332,6 @@ def run_bench(pair: Pair, spec: BenchSpec) -> dict:
             [(r["predicted_tokens_per_second"], r["tokens_per_second"]) for r in rows]
         ),
     }
-
-
-def env_load():
-    import os
-
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def bad_draft_check(results: dict[str, Aggregate], configs: list[Config]) -> list[dict]:
@@ -391,30 +355,3 @@ def bad_draft_check(results: dict[str, Aggregate], configs: list[Config]) -> lis
             }
         )
     return out
-
-
-def run_bench_cli(args) -> int:
-    """Entry point of `canopy bench` (app/cli.py)."""
-    from .report import write_outputs
-
-    if getattr(args, "devices", False):
-        from ..costmodel.devices import device_table_markdown
-
-        print(device_table_markdown())
-        return 0
-    spec = (
-        BenchSpec.quick_run()
-        if args.quick
-        else BenchSpec.full_run(getattr(args, "prompts", None), getattr(args, "max_tokens", None))
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="canopy-bench-") as tmp:
-        pair = prepare_pair(args, spec, Path(tmp))
-        result = run_bench(pair, spec)
-    result["total_seconds"] = time.perf_counter() - start
-    paths = write_outputs(result, out)
-    print(paths["markdown"].read_text())
-    say(f"wrote {', '.join(str(p) for p in paths.values())} in {result['total_seconds']:.0f} s")
-    return 0

@@ -1,0 +1,72 @@
+"""The models a benchmark compares: target, draft and a deliberately bad draft."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+Report = Callable[[str], None]  # progress lines for a person (the CLI prints them to stderr)
+
+
+@dataclass
+class Pair:
+    target: Path
+    draft: Path
+    bad_draft: Path
+    description: str
+
+
+def prepare_pair(target: str | Path | None, draft: str | Path | None, quick: bool, tmp: Path,
+                 report: Report = lambda text: None) -> Pair:
+    """Tiny models (--quick), the given folders, or the demo pair; plus a bad draft."""
+    from ..testing import make_tiny_model
+
+    if quick:
+        dims = {"num_layers": 6, "hidden_size": 128, "intermediate_size": 512}
+        target = make_tiny_model(tmp / "target", seed=1, **dims)
+        draft = make_tiny_model(tmp / "draft", like=target, noise=0.1, seed=3)
+        bad = make_tiny_model(tmp / "bad-draft", seed=7, **dims)
+        return Pair(
+            target,
+            draft,
+            bad,
+            "tiny random models (engine.testing): target, target + "
+            "noise 0.1 as draft, an unrelated model as bad draft",
+        )
+    if target:
+        if draft is None:
+            from ..errors import CanopyError
+
+            raise CanopyError("canopy bench needs --draft with --target.")
+        target, draft = Path(target), Path(draft)
+        what = f"{target.name} target, {draft.name} draft"
+    else:
+        from ..formats.demo import build_demo_pair
+
+        target, draft = build_demo_pair(
+            progress=lambda e: report(f"{e.what}: {e.done}/{e.total}"))
+        what = "demo pair: SmolLM2-135M-Instruct target, its 4-bit requantization as draft"
+    report("building a bad draft (2-bit requantization of the target)")
+    bad = make_bad_draft(target, tmp / "bad-draft")
+    return Pair(target, draft, bad, what + "; bad draft: the target requantized to 2 bits")
+
+
+def make_bad_draft(target: Path, out: Path) -> Path:
+    try:
+        from ..formats.demo import make_draft
+
+        return make_draft(target, out, bits=2, group_size=32)
+    except ImportError:  # no demo module: an unrelated random model with the same shapes
+        import shutil
+
+        from ..testing import random_weights, save_weights
+
+        config = json.loads((target / "config.json").read_text())
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+            if (target / f).exists():
+                shutil.copy2(target / f, out / f)
+        save_weights(out, random_weights(config, seed=7))
+        return out
