@@ -29,9 +29,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import MODES, GenerationConfig, SamplingConfig, TreeConfig
+from engine.config import MODES, GenerationConfig, SamplingConfig, StreamConfig, TreeConfig
 
 MB = 2**20
+_GEN = GenerationConfig()  # every default below is the engine's (engine/config.py)
 
 
 @dataclass
@@ -39,16 +40,16 @@ class AppSettings:
     target: str = ""
     draft: str = ""
     budget_mb: int = 0  # 0: the whole target stays resident
-    mode: str = "tree"
-    tree_max_nodes: int = 48
-    tree_max_depth: int = 12
-    tree_threshold: float = 0.02
-    tree_adaptive: bool = True
-    chain_length: int = 4
-    temperature: float = 0.0
-    top_p: float = 1.0
+    mode: str = _GEN.mode
+    tree_max_nodes: int = _GEN.tree.max_nodes
+    tree_max_depth: int = _GEN.tree.max_depth
+    tree_threshold: float = _GEN.tree.threshold
+    tree_adaptive: bool = _GEN.tree.adaptive
+    chain_length: int = _GEN.chain_length
+    temperature: float = _GEN.sampling.temperature
+    top_p: float = _GEN.sampling.top_p
     seed: int = -1  # -1: random
-    max_tokens: int = 256
+    max_tokens: int = _GEN.max_tokens
     tint_tokens: bool = True
     system_prompt: str = ""
 
@@ -58,7 +59,7 @@ class AppSettings:
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(
-            mode=self.mode if self.mode in MODES else "tree",
+            mode=self.mode if self.mode in MODES else _GEN.mode,
             max_tokens=max(1, self.max_tokens),
             sampling=SamplingConfig(self.temperature, self.top_p,
                                     None if self.seed < 0 else self.seed),
@@ -128,7 +129,7 @@ def check_pair_message(target: str, draft: str) -> tuple[bool, str]:
         return False, str(exc)
 
 
-def budget_plan(target: str, budget_mb: int) -> str:
+def budget_plan(target: str, budget_mb: int, stream: StreamConfig | None = None) -> str:
     """What a budget means for this target: layers pinned vs streamed per pass."""
     if budget_mb <= 0:
         return "Whole target resident (no streaming)."
@@ -140,7 +141,8 @@ def budget_plan(target: str, budget_mb: int) -> str:
         index = index_model(Path(target))
         layers = [index.layer_bytes(i) for i in range(len(index.layers))]
         base = sum(t.length for t in index.other)
-        pinned = plan_pinned(base, layers, budget_mb * MB, prefetch=2)
+        prefetch = (stream or StreamConfig()).prefetch
+        pinned = plan_pinned(base, layers, budget_mb * MB, prefetch=prefetch)
     except CanopyError as exc:
         return str(exc)
     except (OSError, ValueError) as exc:
