@@ -17,6 +17,9 @@ from app.blas import maybe_reexec_with_openblas
 from engine.config import (
     BENCH_MAX_TOKENS,
     BENCH_PROMPTS,
+    IOBENCH_LAYERS,
+    IOBENCH_MB,
+    IOBENCH_REPEAT,
     MODES,
     GenerationConfig,
     SamplingConfig,
@@ -248,70 +251,9 @@ def cmd_app(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """`canopy bench`: the side-by-side benchmark, the Apple Silicon table or the IO bench."""
-    import tempfile
-    import time
+    from app.bench_cli import run_bench_command
 
-    if args.devices:
-        from engine.costmodel.devices import device_table_markdown
-
-        print(device_table_markdown())
-        return 0
-    if args.io:
-        return cmd_iobench(args)
-    from engine.bench.pair import prepare_pair
-    from engine.bench.report import write_outputs
-    from engine.bench.run import BenchSpec, run_bench
-
-    stream = checked(stream_config, args)
-    spec = BenchSpec.quick_run() if args.quick else BenchSpec.full_run(args.prompts,
-                                                                        args.max_tokens)
-    if not args.quick and args.target:
-        resolve_pair(args)  # both folders checked before the long run starts
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="canopy-bench-") as tmp:
-        pair = prepare_pair(args.target, args.draft, spec.quick, Path(tmp), report=say)
-        result = run_bench(pair, spec, stream, report=say)
-    result["total_seconds"] = time.perf_counter() - start
-    paths = write_outputs(result, out)
-    print(paths["markdown"].read_text())
-    say(f"wrote {', '.join(str(p) for p in paths.values())} in {result['total_seconds']:.0f} s")
-    return 0
-
-
-def cmd_iobench(args) -> int:
-    import tempfile
-
-    import numpy as np
-
-    from engine.streaming.iobench import run_iobench
-
-    with tempfile.TemporaryDirectory(prefix="canopy-iobench-", dir=args.io_dir) as tmp:
-        r = run_iobench(Path(tmp), mb=args.io_mb, layers=args.io_layers, repeat=args.io_repeat)
-    kind = r["cold_read_kind"]
-    cold = {"evicted": "cold (page cache dropped)",
-            "fresh-file": "cold (fresh file, F_NOCACHE)"}[kind]
-    for layout, res in r["layouts"].items():
-        print(f"{layout} layout, {r['mb']} MB, {r['layers']} layers, "
-              f"{res['reads_per_layer']:.0f} reads/layer")
-        for name, by_kind in res["gbps"].items():
-            for which, values in by_kind.items():
-                label = cold if which == "cold" else "warm"
-                print(f"  {name:11s} {label}: {np.median(values):5.2f} GB/s "
-                      f"(min {min(values):.2f}, max {max(values):.2f})")
-    print(f"read_tensors fixed cost per layer (9 tiny tensors, warm): "
-          f"{r['read_fixed_seconds_per_layer'] * 1e6:.0f} us")
-    p = r["pass_seconds_per_layer"]
-    print(f"1-token pass per layer, tiny model: resident {p['resident'] * 1e6:.0f} us, streamed "
-          f"{p['streamed'] * 1e6:.0f} us (overhead {(p['streamed'] - p['resident']) * 1e6:.0f} "
-          "us/layer)")
-    return 0
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    return run_bench_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the Apple Silicon prediction table and exit")
     b.add_argument("--io", action="store_true",
                    help="run the layer-read micro-benchmark (engine.streaming.iobench) and exit")
-    b.add_argument("--io-mb", type=int, default=256, help="--io: size of the synthetic model")
-    b.add_argument("--io-layers", type=int, default=16, help="--io: layers in it")
-    b.add_argument("--io-repeat", type=int, default=3, help="--io: passes per reader")
+    b.add_argument("--io-mb", type=int, default=IOBENCH_MB,
+                   help="--io: MB of the synthetic model")
+    b.add_argument("--io-layers", type=int, default=IOBENCH_LAYERS, help="--io: layers in it")
+    b.add_argument("--io-repeat", type=int, default=IOBENCH_REPEAT, help="--io: passes per reader")
     b.add_argument("--io-dir", default=None, help="--io: folder for its files (default: tmp)")
     b.set_defaults(func=cmd_bench)
     return parser

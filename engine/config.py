@@ -79,3 +79,4 @@ class StreamConfig:
 
 BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many sampled, bad-draft)
 BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
+IOBENCH_MB, IOBENCH_LAYERS, IOBENCH_REPEAT = 256, 16, 3  # `canopy bench --io`: file, layers, passes

@@ -130,3 +130,11 @@ def test_missing_draft_is_found_before_loading(tiny_pair, tmp_path):
 def test_bench_rejects_a_budget_it_would_ignore():
     out = canopy("bench", "--quick", "--budget-mb", "10")
     assert out.returncode == 2 and "--budget-mb" in out.stderr
+
+
+def test_bench_io_says_what_cold_means(tmp_path):
+    out = canopy("bench", "--io", "--io-mb", 2, "--io-layers", 2, "--io-repeat", 1,
+                 "--io-dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "cold (page cache dropped)" in out.stdout or "cold (fresh file" in out.stdout
+    assert "warm:" in out.stdout and not list(tmp_path.iterdir())

@@ -22,6 +22,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..config import IOBENCH_LAYERS, IOBENCH_MB, IOBENCH_REPEAT
 from .weights import (
     build_index,
     drop_page_cache,
@@ -157,7 +158,8 @@ def per_layer_overhead(tmp: Path, n: int = 200) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def run_iobench(tmp: Path, mb: int = 256, layers: int = 16, repeat: int = 3) -> dict:
+def run_iobench(tmp: Path, mb: int = IOBENCH_MB, layers: int = IOBENCH_LAYERS,
+                repeat: int = IOBENCH_REPEAT) -> dict:
     """Every figure of the benchmark (files written under `tmp`, removed afterwards).
 
     Returns {"cold_read_kind", "layouts": {layout: {"reads_per_layer", "gbps": {reader:

@@ -1,0 +1,79 @@
+"""`canopy bench`: the side-by-side benchmark, the Apple Silicon table, the IO micro-benchmark.
+
+The engine (engine/bench, engine/streaming/iobench) measures and returns figures; this module
+parses nothing itself (app/cli.py does) and prints the results.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from app.cli import checked, resolve_pair, stream_config
+
+
+def run_bench_command(args) -> int:
+    """`canopy bench`: the side-by-side benchmark, the Apple Silicon table or the IO bench."""
+    import tempfile
+    import time
+
+    if args.devices:
+        from engine.costmodel.devices import device_table_markdown
+
+        print(device_table_markdown())
+        return 0
+    if args.io:
+        return run_iobench_command(args)
+    from engine.bench.pair import prepare_pair
+    from engine.bench.report import write_outputs
+    from engine.bench.run import BenchSpec, run_bench
+
+    stream = checked(stream_config, args)
+    spec = BenchSpec.quick_run() if args.quick else BenchSpec.full_run(args.prompts,
+                                                                        args.max_tokens)
+    if not args.quick and args.target:
+        resolve_pair(args)  # both folders checked before the long run starts
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="canopy-bench-") as tmp:
+        pair = prepare_pair(args.target, args.draft, spec.quick, Path(tmp), report=say)
+        result = run_bench(pair, spec, stream, report=say)
+    result["total_seconds"] = time.perf_counter() - start
+    paths = write_outputs(result, out)
+    print(paths["markdown"].read_text())
+    say(f"wrote {', '.join(str(p) for p in paths.values())} in {result['total_seconds']:.0f} s")
+    return 0
+
+
+def run_iobench_command(args) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from engine.streaming.iobench import run_iobench
+
+    with tempfile.TemporaryDirectory(prefix="canopy-iobench-", dir=args.io_dir) as tmp:
+        r = run_iobench(Path(tmp), mb=args.io_mb, layers=args.io_layers, repeat=args.io_repeat)
+    kind = r["cold_read_kind"]
+    cold = {"evicted": "cold (page cache dropped)",
+            "fresh-file": "cold (fresh file, F_NOCACHE)"}[kind]
+    for layout, res in r["layouts"].items():
+        print(f"{layout} layout, {r['mb']} MB, {r['layers']} layers, "
+              f"{res['reads_per_layer']:.0f} reads/layer")
+        for name, by_kind in res["gbps"].items():
+            for which, values in by_kind.items():
+                label = cold if which == "cold" else "warm"
+                print(f"  {name:11s} {label}: {np.median(values):5.2f} GB/s "
+                      f"(min {min(values):.2f}, max {max(values):.2f})")
+    print(f"read_tensors fixed cost per layer (9 tiny tensors, warm): "
+          f"{r['read_fixed_seconds_per_layer'] * 1e6:.0f} us")
+    p = r["pass_seconds_per_layer"]
+    print(f"1-token pass per layer, tiny model: resident {p['resident'] * 1e6:.0f} us, streamed "
+          f"{p['streamed'] * 1e6:.0f} us (overhead {(p['streamed'] - p['resident']) * 1e6:.0f} "
+          "us/layer)")
+    return 0
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
