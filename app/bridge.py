@@ -139,11 +139,11 @@ class EngineBridge(QObject):
         self.budget_bytes = budget_bytes
         self._layer_probe = None
 
-        def job(should_stop):
-            # The old session's IO thread and prefetched layers must go before the new budget.
-            old, self._session = self._session, None
-            _close(old)
+        # The old session's IO thread and prefetched layers go before the new budget applies,
+        # even if this load is cancelled before it starts (so: a job of its own, never cancelled).
+        self._engine.submit(self._close_session)
 
+        def job(should_stop):
             def progress(event: LoadProgress):
                 if should_stop():
                     raise _LoadCancelled()
@@ -230,6 +230,11 @@ class EngineBridge(QObject):
     def _on_engine_event(self, job_id: int, event: object) -> None:
         self._queue.put((job_id, event, time.perf_counter()))
 
+    def _close_session(self, _should_stop) -> Iterator[object]:
+        old, self._session = self._session, None
+        _close(old)
+        return iter(())
+
     def _on_job_end(self, job_id: int) -> None:
         self._queue.put((job_id, JOB_END, time.perf_counter()))
 
@@ -301,7 +306,9 @@ class EngineBridge(QObject):
             self.sig_task_finished.emit(job_id, event.result)
 
     def _end_job(self, job_id: int) -> None:
-        kind = self._kinds.pop(job_id, None)
+        if job_id not in self._kinds:  # an internal job (closing a session)
+            return
+        kind = self._kinds.pop(job_id)
         self._started.pop(job_id, None)
         if job_id not in self._ended:  # stopped before its terminal event
             if kind == "generate":

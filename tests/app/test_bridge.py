@@ -161,3 +161,30 @@ def test_reload_closes_the_old_streamed_session(qtbot, tiny_pair):
     finally:
         bridge.shutdown()
     assert not (_io_threads() - before)  # shutdown closes the last session too
+
+
+def test_load_cancelled_before_it_starts_still_closes_the_old_session(qtbot):
+    import threading
+
+    from tests.app.fake_engine import FakeLoader, FakeSession
+
+    class ClosableSession(FakeSession):
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+    loader = FakeLoader()
+    loader.session = first = ClosableSession()
+    bridge = _loaded(qtbot, loader)
+    try:
+        gate = threading.Event()
+        bridge.run_task(lambda report: gate.wait(5))  # holds the engine thread
+        bridge.load("t2", "d2")
+        with qtbot.waitSignal(bridge.sig_load_aborted, timeout=5000):
+            bridge.stop("load")
+            gate.set()
+        qtbot.waitUntil(lambda: not bridge.busy, timeout=5000)
+        assert first.closed == 1 and len(loader.calls) == 1
+    finally:
+        bridge.shutdown()
