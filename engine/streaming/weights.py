@@ -44,6 +44,7 @@ DTYPES: dict[str, tuple[mx.Dtype, int]] = {
     "BOOL": (mx.bool_, 1),
 }
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors spec's own limit
+ALIGN = 64  # byte alignment of each run inside a layer's buffer
 CHUNK = 32 * 1024 * 1024  # read in chunks so a stop request is honoured within one chunk
 F_NOCACHE: int | None = None  # macOS: fcntl.F_NOCACHE, absent from some Pythons' fcntl
 if sys.platform == "darwin":
@@ -291,12 +292,20 @@ def read_tensors(
             if hasattr(os, "posix_fadvise"):  # queue the whole layer: the disk works ahead of us
                 for run in file_runs:
                     os.posix_fadvise(fd, run.offset, run.length, os.POSIX_FADV_WILLNEED)
+            # One buffer per file and call, not per run: every layer then asks MLX's allocator
+            # for the same size, so its cache reuses freed layers instead of hoarding run sizes.
+            starts, total = [], 0
             for run in file_runs:
-                buf = mx.zeros((run.length,), mx.uint8)
-                mx.eval(buf)
-                _read_exact(fd, memoryview(buf), run.offset, path, should_stop)
+                starts.append(total)
+                total += -(-run.length // ALIGN) * ALIGN
+            buf = mx.zeros((total,), mx.uint8)
+            mx.eval(buf)
+            view = memoryview(buf)
+            for run, start in zip(file_runs, starts, strict=True):
+                _read_exact(fd, view[start : start + run.length], run.offset, path, should_stop)
                 for t in run.tensors:
-                    out[t.name] = _view(buf, t.offset - run.offset, t)
+                    out[t.name] = _view(buf, start + t.offset - run.offset, t)
+            del view
         finally:
             if bypass_cache:
                 evict_fd(fd)
