@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from ..streaming.weights import page_cache_evictable
+
 
 def environment() -> dict:
     import os
@@ -37,6 +39,9 @@ def environment() -> dict:
         "blas": blas,
         "device": str(mx.default_device()),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        # what the calibration's "cold" read bandwidth is: "evicted" (page cache dropped) or,
+        # where the OS cannot evict (macOS), reads of files this process has already read
+        "cold_reads": "evicted" if page_cache_evictable() else "may be cached (cannot evict)",
     }
 
 
