@@ -23,7 +23,7 @@ import os
 import sys
 import traceback
 
-COMMANDS = {"app", "generate", "models", "bench", "-h", "--help"}
+COMMANDS = {"app", "generate", "models", "bench", "-h", "--help", "--version"}
 
 
 def launcher_args(argv: list[str]) -> list[str]:

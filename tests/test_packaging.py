@@ -44,6 +44,7 @@ def test_launcher_defaults_to_app():
     assert entry.launcher_args(["app", "--self-test"]) == ["app", "--self-test"]
     assert entry.launcher_args(["generate", "--prompt", "x"]) == ["generate", "--prompt", "x"]
     assert entry.launcher_args(["--help"]) == ["--help"]
+    assert entry.launcher_args(["--version"]) == ["--version"]
 
 
 def test_app_metadata():
