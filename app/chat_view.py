@@ -24,8 +24,9 @@ from PySide6.QtWidgets import (
 
 from engine.events import StepEvent
 
+from .accessibility import describe
 from .history import Message
-from .markdown import DRAFT, TARGET, TINTS
+from .markdown import LIGHT_COLORS
 from .message_widget import MessageWidget
 
 
@@ -64,26 +65,29 @@ class ChatView(QWidget):
         self.messages: list[MessageWidget] = []
         self._streaming: MessageWidget | None = None
         self._tint = True
+        self._colors = LIGHT_COLORS
 
         self.system_edit = QLineEdit()
         self.system_edit.setPlaceholderText("System prompt (optional)")
+        describe(self.system_edit, "System prompt",
+                 "Instructions for the model, sent before the conversation (optional)")
         self.system_edit.editingFinished.connect(
             lambda: self.sig_system_prompt_changed.emit(self.system_edit.text())
         )
         self.tint_check = QCheckBox("Tint tokens")
         self.tint_check.setChecked(True)
-        self.tint_check.setToolTip("Green: drafted and accepted. Orange: the target's own token.")
+        describe(self.tint_check, "Tint tokens",
+                 "Green: drafted and accepted. Orange: the target's own token.")
         self.tint_check.toggled.connect(self.set_tint)
         self.tint_check.toggled.connect(self.sig_tint_toggled)
-        legend = QLabel(
-            f'<span style="background-color:{TINTS[DRAFT]}">&nbsp;draft&nbsp;</span> '
-            f'<span style="background-color:{TINTS[TARGET]}">&nbsp;target&nbsp;</span>'
-        )
+        self.legend = legend = QLabel("")
+        self._set_legend()
         self.context_bar = QProgressBar()
         self.context_bar.setObjectName("contextBar")
         self.context_bar.setMinimumWidth(170)
         self.context_bar.setMaximumWidth(240)
         self.context_bar.setTextVisible(True)
+        describe(self.context_bar, "Context used", "Tokens of the model's context in use")
         self.set_context(0, 0)
         top = QHBoxLayout()
         top.addWidget(self.tint_check)
@@ -101,6 +105,7 @@ class ChatView(QWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(self._list)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        describe(self.scroll, "Conversation", "The messages of this conversation")
         self.placeholder = QLabel("")
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
@@ -112,6 +117,7 @@ class ChatView(QWidget):
         self.prompt.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.prompt.setFixedHeight(64)
         self.prompt.sig_submit.connect(self._on_send)
+        describe(self.prompt, "Message", "Type a message. Enter sends, Shift+Enter: new line")
         self.send_button = QPushButton("Send")
         self.send_button.setObjectName("sendButton")
         self.send_button.clicked.connect(self._on_send)
@@ -119,8 +125,11 @@ class ChatView(QWidget):
         self.stop_button.setObjectName("stopButton")
         self.stop_button.clicked.connect(self.sig_stop_requested)
         self.stop_button.setVisible(False)
+        describe(self.send_button, "Send", "Send the message (Enter)")
+        describe(self.stop_button, "Stop", "Stop the answer (Esc)")
         self.regenerate_button = QPushButton("Regenerate")
         self.regenerate_button.clicked.connect(self.sig_regenerate_requested)
+        describe(self.regenerate_button, "Regenerate", "Replace the last answer with a new one")
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
@@ -236,6 +245,19 @@ class ChatView(QWidget):
         for w in self.messages:
             w.set_tint(tint)
 
+    def set_colors(self, colors: dict[str, str]) -> None:
+        """Markdown colours (tints, code blocks) for the current appearance, on every message."""
+        self._colors = colors
+        self._set_legend()
+        for w in self.messages:
+            w.set_colors(colors)
+
+    def _set_legend(self) -> None:
+        c = self._colors
+        self.legend.setText(
+            f'<span style="background-color:{c["draft"]}">&nbsp;draft&nbsp;</span> '
+            f'<span style="background-color:{c["target"]}">&nbsp;target&nbsp;</span>')
+
     def set_system_prompt(self, text: str) -> None:
         self.system_edit.setText(text)
 
@@ -245,7 +267,8 @@ class ChatView(QWidget):
 
     # ---- internals ----
     def _add(self, role: str, text: str, sources: bytes = b"") -> MessageWidget:
-        w = MessageWidget(role, text, sources, position=len(self.messages), tint=self._tint)
+        w = MessageWidget(role, text, sources, position=len(self.messages), tint=self._tint,
+                          colors=self._colors)
         w.sig_edit_resend_requested.connect(self.sig_edit_resend_requested)
         w.sig_regenerate_requested.connect(self.sig_regenerate_requested)
         w.sig_steps_requested.connect(self.sig_steps_requested)

@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stream_args(a)
     a.add_argument("--screenshot", default=None, help="run --prompt, save the window to PNG, exit")
     a.add_argument("--prompt", default=None, help="send this prompt once the models are loaded")
+    a.add_argument("--dark", action="store_true", help="dark appearance, whatever the system's")
     a.add_argument(
         "--self-test",
         action="store_true",

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .accessibility import describe
 from .history import Conversation
 
 ID_ROLE = Qt.ItemDataRole.UserRole
@@ -50,6 +51,11 @@ class ConversationList(QWidget):
         buttons = QHBoxLayout()
         for b in (new, rename, delete):
             buttons.addWidget(b)
+        describe(self.search, "Search conversations", "Filter conversations by title and text")
+        describe(self.list, "Conversations", "Your conversations; double-click to rename")
+        describe(new, "New chat", "Start a new conversation")
+        describe(rename, "Rename conversation", "Rename the selected conversation")
+        describe(delete, "Delete conversation", "Delete the selected conversation")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.search)

@@ -1,8 +1,9 @@
 """`canopy app`: build the Qt application and the main window; `--screenshot` mode.
 
 Entry points (wired by app/cli.py):
-    run_app(args) -> int      args: target, draft, budget_mb, stream, screenshot, prompt, self_test
-    screenshot(png_path, prompt, target=None, draft=None, ...) -> int
+    run_app(args) -> int      args: target, draft, budget_mb, stream, screenshot, prompt, self_test,
+                              dark
+    screenshot(png_path, prompt, target=None, draft=None, ..., dark=False) -> int
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ def _ensure_platform(headless: bool) -> None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def create_app(argv: list[str] | None = None):
-    """The QApplication (created once), named so QSettings/QStandardPaths use "Canopy"."""
+def create_app(argv: list[str] | None = None, scheme: str | None = None):
+    """The QApplication (created once), named so QSettings/QStandardPaths use "Canopy".
+
+    `scheme` "dark" or "light" forces that appearance; None follows the system.
+    """
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
+
+    from .theme import stylesheet, theme_for, use_scheme
 
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setOrganizationName("Canopy")
@@ -32,9 +38,9 @@ def create_app(argv: list[str] | None = None):
     icon = RESOURCES / "icon.png"
     if icon.exists():
         app.setWindowIcon(QIcon(str(icon)))
-    style = RESOURCES / "style.qss"
-    if style.exists():
-        app.setStyleSheet(style.read_text())
+    if scheme:
+        use_scheme(app, scheme)
+    app.setStyleSheet(stylesheet(theme_for(app.palette())))  # windows re-apply on changes
     return app
 
 
@@ -79,9 +85,10 @@ def run_app(args) -> int:
     if getattr(args, "screenshot", None):
         return screenshot(args.screenshot, args.prompt or DEFAULT_PROMPT,
                           getattr(args, "target", None), getattr(args, "draft", None),
-                          budget_mb=budget_mb, stream=stream)
+                          budget_mb=budget_mb, stream=stream,
+                          dark=getattr(args, "dark", False))
     _quiet_offscreen_warnings()
-    app = create_app()
+    app = create_app(scheme="dark" if getattr(args, "dark", False) else None)
     window = create_window(stream=stream)
     s = window.settings
     if getattr(args, "target", None):
@@ -109,14 +116,14 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
                mode: str | None = None, max_tokens: int | None = None,
                mid_png: str | Path | None = None, mid_after_steps: int = 3,
                size: tuple[int, int] = (1600, 1000), timeout: float = 900.0,
-               loader=None, stream=None) -> int:
+               loader=None, stream=None, dark: bool = False) -> int:
     """Run `prompt`, wait for the answer, save the main window (tree and panel visible).
 
     The final PNG shows the answer's biggest token tree (the step slider says which step).
     Uses a throw-away settings file and history, so the user's are untouched. With `mid_png`
     a second PNG is saved after `mid_after_steps` steps (mid-answer).
     Returns 0 on success, 1 if loading or generation failed (the PNG shows the error), 2 when
-    no models are available, 3 on timeout.
+    no models are available, 3 on timeout. `dark` renders the dark appearance.
     """
     _ensure_platform(headless=True)
     from PySide6.QtCore import QSettings, QTimer
@@ -131,7 +138,7 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
             return 2
         target, draft = str(paths[0]), str(draft or paths[1])
     previous_handler = _quiet_offscreen_warnings()
-    app = create_app()
+    app = create_app(scheme="dark" if dark else None)
     tmp = tempfile.TemporaryDirectory(prefix="canopy-shot-")
     qsettings = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)
     window = create_window(history_path=Path(tmp.name) / "history.sqlite3", qsettings=qsettings,

@@ -14,14 +14,11 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.events import StepEvent
 
+from .accessibility import describe
 from .steps import DepthAcceptance
+from .theme import LIGHT, Theme
 
-LAYER_COLORS = {
-    "pinned": "#4a6fa5",
-    "resident": "#8cc0e8",
-    "loading": "#f0a030",
-    "streamed": "#dcdcdc",
-}
+LAYER_COLORS = LIGHT.layers  # DARK.layers in dark mode
 WINDOW = 8  # steps in the sliding window of the tokens/s curve
 MB = 2**20
 
@@ -32,6 +29,7 @@ class LayerStrip(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.states: tuple[str, ...] = ()
+        self.colors = dict(LAYER_COLORS)
         self.setMinimumHeight(22)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
@@ -49,36 +47,41 @@ class LayerStrip(QWidget):
         painter = QPainter(self)
         n = len(self.states)
         if not n:
-            painter.setPen(QColor("#888888"))
+            painter.setPen(self.palette().placeholderText().color())
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no target loaded")
             return
         w = self.width() / n
-        painter.setPen(QPen(QColor("white"), 1))
+        painter.setPen(QPen(self.palette().window().color(), 1))
         for i, state in enumerate(self.states):
-            painter.setBrush(QColor(LAYER_COLORS.get(state, "#dcdcdc")))
+            painter.setBrush(QColor(self.colors.get(state, self.colors["streamed"])))
             painter.drawRect(QRectF(i * w, 0, w, self.height() - 1))
 
 
-def _plot(layout: pg.GraphicsLayoutWidget, title: str, row: int, col: int, left: str = ""):
+def _plot(layout: pg.GraphicsLayoutWidget, title: str, row: int, col: int):
     plot = layout.addPlot(row=row, col=col, title=title)
     plot.setMenuEnabled(False)
     # no grid: pyqtgraph's translucent grid made each repaint ~10x slower (54 vs 5.5 ms)
-    plot.titleLabel.setText(title, size="9pt", color="#333333")
+    plot.setMouseEnabled(x=False, y=False)
+    plot.canopy_title = title
+    return plot
+
+
+def _style_plot(plot, theme: Theme, title_pt: float) -> None:
+    plot.titleLabel.setText(plot.canopy_title, size=f"{title_pt:.1f}pt", color=theme.plot_text)
     for name in ("left", "bottom"):
         axis = plot.getAxis(name)
-        axis.setPen(pg.mkPen("#999999"))
-        axis.setTextPen(pg.mkPen("#444444"))
-    if left:
-        plot.setLabel("left", left, color="#444444")
-    plot.setMouseEnabled(x=False, y=False)
-    return plot
+        axis.setPen(pg.mkPen(theme.plot_axis))
+        axis.setTextPen(pg.mkPen(theme.plot_text))
+        if axis.labelText:
+            plot.setLabel(name, axis.labelText, color=theme.plot_text)
 
 
 class LivePanel(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.graphs = pg.GraphicsLayoutWidget()
-        self.graphs.setBackground("w")
+        describe(self.graphs, "Live plots", "Speed, acceptance, IO and memory of the answer "
+                                            "being generated")
         g = self.graphs
         self.speed_plot = _plot(g, "tokens / s", 0, 0)
         self.pass_plot = _plot(g, "tokens per target pass", 0, 1)
@@ -86,28 +89,23 @@ class LivePanel(QWidget):
         self.io_plot = _plot(g, "target IO MB/s", 0, 3)
         self.wait_plot = _plot(g, "IO wait per pass (ms)", 0, 4)
         self.memory_plot = _plot(g, "resident vs budget (MB)", 0, 5)
-        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#2e7dd7", width=2))
-        self.pass_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#2e9d4f")
+        self.speed_curve = self.speed_plot.plot()
+        self.pass_bars = pg.BarGraphItem(x=[], height=[], width=0.8)
         self.pass_plot.addItem(self.pass_bars)
-        self.depth_bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush="#8e5bd8")
+        self.depth_bars = pg.BarGraphItem(x=[], height=[], width=0.7)
         self.depth_plot.addItem(self.depth_bars)
         self.depth_plot.setYRange(0, 1, padding=0.02)
-        self.depth_plot.setLabel("bottom", "depth", color="#444444")
-        self.io_curve = self.io_plot.plot(pen=pg.mkPen("#e07b24", width=2))
-        self.wait_curve = self.wait_plot.plot(pen=pg.mkPen("#c94c4c", width=2))
-        self.memory_curve = self.memory_plot.plot(pen=pg.mkPen("#4a6fa5", width=2))
-        dashed = pg.mkPen("#c94c4c", style=Qt.PenStyle.DashLine)
-        self.budget_line = pg.InfiniteLine(angle=0, pen=dashed)
+        self.depth_plot.setLabel("bottom", "depth")
+        self.io_curve = self.io_plot.plot()
+        self.wait_curve = self.wait_plot.plot()
+        self.memory_curve = self.memory_plot.plot()
+        self.budget_line = pg.InfiniteLine(angle=0)
         self.memory_plot.addItem(self.budget_line)
         self.budget_line.setVisible(False)
-        self.speed_plot.setLabel("bottom", "seconds", color="#444444")
+        self.speed_plot.setLabel("bottom", "seconds")
 
         self.strip = LayerStrip()
-        legend = " ".join(
-            f'<span style="background-color:{c}">&nbsp;&nbsp;&nbsp;</span>&nbsp;{name}'
-            for name, c in LAYER_COLORS.items()
-        )
-        self.strip_label = QLabel(f"target layers: {legend}")
+        self.strip_label = QLabel("")
         self.summary = QLabel("")
         self.summary.setObjectName("liveSummary")
         layout = QVBoxLayout(self)
@@ -119,7 +117,31 @@ class LivePanel(QWidget):
         layout.addWidget(self.summary)
         self.budget_bytes: int | None = None
         self._has_live_layers = False
+        self.set_theme(LIGHT)
         self.reset()
+
+    def set_theme(self, theme: Theme) -> None:
+        """Colour the plots, the layer strip and its legend for the light or dark appearance."""
+        self.theme = theme
+        self.graphs.setBackground(theme.plot_background)
+        title_pt = max(7.0, self.font().pointSizeF() * 0.95)
+        for plot in (self.speed_plot, self.pass_plot, self.depth_plot, self.io_plot,
+                     self.wait_plot, self.memory_plot):
+            _style_plot(plot, theme, title_pt)
+        pens = theme.plot_pens
+        for curve, key in ((self.speed_curve, "speed"), (self.io_curve, "io"),
+                           (self.wait_curve, "wait"), (self.memory_curve, "memory")):
+            curve.setPen(pg.mkPen(pens[key], width=2))
+        self.pass_bars.setOpts(brush=pens["pass"], pen=pg.mkPen(pens["pass"]))
+        self.depth_bars.setOpts(brush=pens["depth"], pen=pg.mkPen(pens["depth"]))
+        self.budget_line.setPen(pg.mkPen(pens["budget"], style=Qt.PenStyle.DashLine))
+        self.strip.colors = dict(theme.layers)
+        self.strip.update()
+        legend = " ".join(
+            f'<span style="background-color:{c}">&nbsp;&nbsp;&nbsp;</span>&nbsp;{name}'
+            for name, c in theme.layers.items()
+        )
+        self.strip_label.setText(f"target layers: {legend}")
 
     def reset(self) -> None:
         """Start a new generation (the budget and the layer strip stay)."""

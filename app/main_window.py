@@ -2,14 +2,17 @@
 
 It wires the views to the engine bridge and the history store: sending, streaming (one repaint
 and one history write per frame), stop, regenerate, edit-and-resend, loading models, first run
-and errors (shown in a banner; the window stays usable).
+and errors (shown in a banner; the window stays usable). The menu bar (app/menus.py), drag and
+drop of models (app/dropzone.py), light/dark appearance (app/theme.py) and the saved window
+layout (app/window_state.py) live in their own modules.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QLabel,
     QMainWindow,
@@ -23,14 +26,22 @@ from PySide6.QtWidgets import (
 
 from engine.events import Finished, StepEvent
 
+from .accessibility import describe
 from .bridge import EngineBridge
 from .chat_view import ChatView
 from .conversation_list import ConversationList
+from .dropzone import ModelImporter
+from .find_bar import FindBar
 from .history import HistoryStore
 from .live_panel import LivePanel
+from .menus import build_menus
 from .panels import ErrorBanner, FirstRunPanel
 from .settings import AppSettings, SettingsDialog, demo_paths, load_settings, save_settings
+from .theme import Theme, stylesheet, theme_for
 from .tree_view import TreePanel
+from .window_state import restore_window_state, save_window_state
+
+ZOOM_STEP = 1.15  # font scale per View › Zoom In step
 
 
 class MainWindow(QMainWindow):
@@ -56,10 +67,13 @@ class MainWindow(QMainWindow):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
+        self.find_bar = FindBar(self.chat)
         right_layout.addWidget(self.banner)
         right_layout.addWidget(self.first_run)
+        right_layout.addWidget(self.find_bar)
         right_layout.addWidget(self.chat, 1)
-        splitter = QSplitter()
+        self.splitter = splitter = QSplitter()
+        splitter.setObjectName("mainSplitter")
         splitter.addWidget(self.conversations)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
@@ -80,23 +94,28 @@ class MainWindow(QMainWindow):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(lambda: self.bridge.stop())
+        describe(self.cancel_button, "Cancel", "Cancel the load or import in progress")
+        describe(self.progress, "Progress", "Progress of the load or import")
         self.statusBar().addWidget(self.model_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
-        toolbar = self.addToolBar("Main")
-        toolbar.setObjectName("mainToolbar")
-        self.models_action = QAction("Models && settings…", self)
-        self.models_action.triggered.connect(self.open_settings)
-        self.reload_action = QAction("Reload model", self)
-        self.reload_action.triggered.connect(self.load_models)
-        toolbar.addAction(self.models_action)
-        toolbar.addAction(self.reload_action)
-        toolbar.addAction(self.tree_dock.toggleViewAction())
-        toolbar.addAction(self.live_dock.toggleViewAction())
+        self.importer = ModelImporter(self)
+        self.actions = build_menus(self)
+        self.models_action, self.reload_action = self.actions.settings, self.actions.reload
+        self.zoom_level = 0
+        self._base_font = QFont(self.chat.font())
+        self.theme: Theme | None = None
         self._connect()
         self.chat.set_tint(self.settings.tint_tokens)
         self.refresh_conversations()
         self.chat.set_ready(False, "Load a model to start chatting.")
+        QWidget.setTabOrder(self.chat.prompt, self.chat.send_button)
+        QWidget.setTabOrder(self.chat.send_button, self.tree.view)
+        QWidget.setTabOrder(self.tree.view, self.tree.slider)
+        self.follow_system_theme()
+        QApplication.styleHints().colorSchemeChanged.connect(
+            lambda _scheme: QTimer.singleShot(0, self.follow_system_theme))
+        restore_window_state(self, qsettings)
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -104,6 +123,41 @@ class MainWindow(QMainWindow):
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
+
+    # ---- appearance ----
+    def follow_system_theme(self) -> None:
+        """Light or dark, as the application palette is now (live on system changes)."""
+        theme = theme_for(QApplication.palette())
+        if self.theme is None or theme.name != self.theme.name:
+            self.apply_theme(theme)
+
+    def apply_theme(self, theme: Theme) -> None:
+        self.theme = theme
+        QApplication.instance().setStyleSheet(stylesheet(theme))
+        self.chat.set_colors(theme.markdown)
+        self.tree.set_theme(theme)
+        self.live.set_theme(theme)
+
+    def changeEvent(self, event):
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange,
+                            QEvent.Type.ThemeChange):
+            QTimer.singleShot(0, self.follow_system_theme)
+        super().changeEvent(event)
+
+    def set_zoom(self, level: int) -> None:
+        """Scale the chat's text by ZOOM_STEP**level from the system font size (View › Zoom)."""
+        self.zoom_level = max(-4, min(8, level))
+        font = QFont(self._base_font)
+        font.setPointSizeF(self._base_font.pointSizeF() * ZOOM_STEP ** self.zoom_level)
+        self.chat.setFont(font)
+
+    def zoom_by(self, steps: int) -> None:
+        """+1 / -1 zoom in or out; 0 back to actual size."""
+        self.set_zoom(self.zoom_level + steps if steps else 0)
+
+    def stop_all(self) -> None:
+        """Model › Stop: the answer, load, import or build in progress."""
+        self.bridge.stop()
 
     def _connect(self) -> None:
         b, c = self.bridge, self.chat
@@ -196,7 +250,8 @@ class MainWindow(QMainWindow):
         self._demo_job = self.bridge.run_task(lambda report: build_demo_pair(progress=report))
 
     def _on_task_finished(self, job_id: int, result) -> None:
-        if job_id != getattr(self, "_demo_job", None):
+        if self.importer.take_result(job_id, result) or job_id != getattr(self, "_demo_job",
+                                                                          None):
             return
         self.first_run.set_building(False)
         self.first_run.hide()
@@ -230,8 +285,8 @@ class MainWindow(QMainWindow):
         self.chat.set_context(0, context_length)
 
     def _on_busy(self, busy: bool) -> None:
-        self.models_action.setEnabled(not busy)
-        self.reload_action.setEnabled(not busy)
+        for action in (self.models_action, self.reload_action, self.actions.load):
+            action.setEnabled(not busy)
         if not busy:
             self.progress.hide()
             self.cancel_button.hide()
@@ -378,13 +433,16 @@ class MainWindow(QMainWindow):
         self.tree.refresh()
 
     def _on_failed(self, context: str, message: str) -> None:
+        if context == "task" and self.importer.take_failure(message):
+            return
         titles = {"load": "Could not load the model", "generate": "Generation failed",
                   "task": "Could not build the demo pair"}
         if not (context == "task" and message == "Cancelled."):
             self.banner.show_error(message, titles.get(context, "Error"))
         if context == "load":
             self._set_loading(False, "No model loaded")
-            self.chat.set_ready(False, "Load a model to start chatting (Models & settings…).")
+            self.chat.set_ready(False, "Load a model to start chatting (Model › Load… or "
+                                       "Settings…).")
             self.first_run.offer(broken=True)  # offer to (re)build the demo pair
         elif context == "task":
             self.first_run.set_building(False)
@@ -412,6 +470,7 @@ class MainWindow(QMainWindow):
                 self.tree.info.setText("Steps are kept for answers generated in this session.")
 
     def closeEvent(self, event):
+        save_window_state(self, self.qsettings)
         self._save_answer()
         self.bridge.shutdown(timeout=5.0)
         super().closeEvent(event)

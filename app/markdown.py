@@ -14,7 +14,11 @@ import re
 from dataclasses import dataclass
 
 NONE, DRAFT, TARGET = 0, 1, 2
-TINTS = {DRAFT: "#d5f0d8", TARGET: "#f9dfc4"}  # background per source
+TINTS = {DRAFT: "#d5f0d8", TARGET: "#f9dfc4"}  # background per source (light appearance)
+# the colours render() paints with; app/theme.py passes a dark set in dark mode
+LIGHT_COLORS = {"draft": TINTS[DRAFT], "target": TINTS[TARGET], "code_bg": "#eeeeee",
+                "block_bg": "#f4f4f4", "block_border": "#dddddd", "muted": "#777777",
+                "quote": "#555555"}
 COPY_SCHEME = "copy"  # anchors "copy:N" copy code block N
 
 _FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+#.-]*)\s*$")
@@ -32,8 +36,10 @@ class Rendered:
 
 
 class _Writer:
-    def __init__(self, text: str, sources, tint: bool):
+    def __init__(self, text: str, sources, tint: bool, colors: dict[str, str]):
         self.text = text
+        self.colors = colors
+        self.tints = {DRAFT: colors["draft"], TARGET: colors["target"]}
         self.sources = sources if (tint and sources is not None) else None
         self.out: list[str] = []
 
@@ -51,7 +57,7 @@ class _Writer:
             while j < end and (self.sources[j] if j < len(self.sources) else NONE) == src:
                 j += 1
             chunk = html.escape(self.text[i:j])
-            color = TINTS.get(src)
+            color = self.tints.get(src)
             self.out.append(f'<span style="background-color:{color}">{chunk}</span>'
                             if color else chunk)
             i = j
@@ -62,7 +68,8 @@ class _Writer:
             self.literal(pos, m.start())
             group = next(g for g in range(1, 5) if m.group(g) is not None)
             tag = {1: "code", 2: "b", 3: "b", 4: "i"}[group]
-            open_tag = '<code style="background-color:#eeeeee">' if tag == "code" else f"<{tag}>"
+            open_tag = (f'<code style="background-color:{self.colors["code_bg"]}">' if tag == "code"
+                        else f"<{tag}>")
             self.out.append(open_tag)
             self.literal(m.start(group), m.end(group))
             self.out.append(f"</{tag}>")
@@ -81,9 +88,14 @@ def _lines(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def render(text: str, sources=None, tint: bool = True) -> Rendered:
-    """HTML for `text`; `sources[i]` (NONE/DRAFT/TARGET) is the origin of character i."""
-    w = _Writer(text, sources, tint)
+def render(text: str, sources=None, tint: bool = True,
+           colors: dict[str, str] | None = None) -> Rendered:
+    """HTML for `text`; `sources[i]` (NONE/DRAFT/TARGET) is the origin of character i.
+
+    `colors` (keys as LIGHT_COLORS) follow the window's appearance; default LIGHT_COLORS.
+    """
+    c = colors or LIGHT_COLORS
+    w = _Writer(text, sources, tint, c)
     blocks: list[str] = []
     lines = _lines(text)
     i, n = 0, len(lines)
@@ -111,8 +123,9 @@ def render(text: str, sources=None, tint: bool = True) -> Rendered:
             label = html.escape(lang) + " · " if lang else ""
             w.raw(
                 '<table width="100%" cellspacing="0" cellpadding="6" '
-                'style="background-color:#f4f4f4; border:1px solid #dddddd; margin:4px 0px">'
-                f'<tr><td align="right" style="color:#777777; font-size:small">{label}'
+                f'style="background-color:{c["block_bg"]}; border:1px solid {c["block_border"]}; '
+                'margin:4px 0px">'
+                f'<tr><td align="right" style="color:{c["muted"]}; font-size:small">{label}'
                 f'<a href="{COPY_SCHEME}:{len(blocks) - 1}">Copy</a></td></tr><tr><td>'
                 '<pre style="margin:0px; font-family:monospace">'
             )
@@ -148,7 +161,7 @@ def render(text: str, sources=None, tint: bool = True) -> Rendered:
         close_list()
         quote = _QUOTE.match(line)
         if quote:
-            w.raw('<blockquote style="color:#555555">')
+            w.raw(f'<blockquote style="color:{c["quote"]}">')
             w.inline(s + quote.end(), e)
             w.raw("</blockquote>")
             i += 1

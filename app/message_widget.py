@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 
 from engine.events import StepEvent
 
-from .markdown import COPY_SCHEME, NONE, TARGET, render
+from .accessibility import describe
+from .markdown import COPY_SCHEME, LIGHT_COLORS, NONE, TARGET, render
 from .steps import step_sources
 
 
@@ -80,13 +81,15 @@ class MessageWidget(QFrame):
     """(position) show this answer's steps in the token tree."""
 
     def __init__(self, role: str, text: str = "", sources: bytes = b"", position: int = 0,
-                 tint: bool = True, parent: QWidget | None = None):
+                 tint: bool = True, parent: QWidget | None = None,
+                 colors: dict[str, str] | None = None):
         super().__init__(parent)
         self.role = role
         self.position = position
         self.text = text
         self.sources = bytearray(sources or bytes([NONE]) * len(text))
         self.tint = tint
+        self.colors = colors or LIGHT_COLORS  # markdown colours of the current appearance
         self.code_blocks: list[str] = []
         self._dirty = True
         self.setObjectName("userMessage" if role == "user" else "assistantMessage")
@@ -109,6 +112,14 @@ class MessageWidget(QFrame):
         self.steps_button.setToolTip("Replay this answer's token trees")
         self.steps_button.setVisible(False)
         self.steps_button.clicked.connect(lambda: self.sig_steps_requested.emit(self.position))
+        who = "your message" if role == "user" else "the answer"
+        describe(self.browser, "Your message" if role == "user" else "Answer",
+                 None if role == "user" else
+                 "Tinted green: drafted and accepted; orange: the target's own tokens")
+        describe(self.copy_button, f"Copy {who}", f"Copy {who} to the clipboard")
+        describe(self.action_button, "Edit message" if role == "user" else "Regenerate answer",
+                 "Edit this message and resend it" if role == "user" else
+                 "Replace this answer with a new one")
 
         header = QHBoxLayout()
         header.addWidget(self.who)
@@ -117,10 +128,13 @@ class MessageWidget(QFrame):
             header.addWidget(b)
         self.editor = QPlainTextEdit()
         self.editor.setVisible(False)
+        describe(self.editor, "Edit message", "Edit the message, then Resend")
         self.resend_button = QPushButton("Resend")
         self.resend_button.clicked.connect(self._on_resend)
         self.cancel_edit_button = QPushButton("Cancel")
         self.cancel_edit_button.clicked.connect(lambda: self.set_editing(False))
+        describe(self.resend_button, "Resend", "Replace this message and everything after it")
+        describe(self.cancel_edit_button, "Cancel editing", "Keep the message as it was")
         edit_row = QHBoxLayout()
         edit_row.addStretch(1)
         edit_row.addWidget(self.cancel_edit_button)
@@ -155,6 +169,13 @@ class MessageWidget(QFrame):
             self._dirty = True
             self.refresh()
 
+    def set_colors(self, colors: dict[str, str]) -> None:
+        """Re-render with the markdown colours of a new appearance (light/dark)."""
+        if colors != self.colors:
+            self.colors = colors
+            self._dirty = True
+            self.refresh()
+
     def set_footer(self, stats: dict, reason: str | None, finished: bool = True) -> None:
         self.footer.setText(footer_text(stats, reason, finished))
 
@@ -170,7 +191,7 @@ class MessageWidget(QFrame):
         self._dirty = False
         shown = self.text if self.text else ("…" if self.role == "assistant" else "")
         rendered = render(shown, bytes(self.sources) if self.text else None,
-                          tint=self.tint and self.role == "assistant")
+                          tint=self.tint and self.role == "assistant", colors=self.colors)
         self.code_blocks = rendered.code_blocks
         self.browser.setHtml(rendered.html)
 

@@ -13,6 +13,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .accessibility import describe
+
 
 class ErrorBanner(QFrame):
     """A readable message at the top of the window; the app stays usable underneath."""
@@ -20,16 +22,13 @@ class ErrorBanner(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("errorBanner")
-        self.setStyleSheet(
-            "#errorBanner { background: #fdecea; border: 1px solid #e0a39c; border-radius: 4px; }"
-            " #errorBanner QLabel { color: #7a1c12; }"
-        )
         self.title = QLabel("<b>Something went wrong</b>")
         self.label = QLabel("")
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         dismiss = QPushButton("Dismiss")
         dismiss.clicked.connect(self.hide)
+        describe(dismiss, "Dismiss error", "Hide this message")
         text = QVBoxLayout()
         text.addWidget(self.title)
         text.addWidget(self.label)
@@ -69,9 +68,6 @@ class FirstRunPanel(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("firstRun")
-        self.setStyleSheet(
-            "#firstRun { background: #eef4fb; border: 1px solid #b9cde6; border-radius: 6px; }"
-        )
         self.title = title = QLabel("<h3>Welcome to Canopy</h3>")
         self.text = text = QLabel(self.FIRST_RUN)
         text.setWordWrap(True)
@@ -82,6 +78,10 @@ class FirstRunPanel(QFrame):
         self.choose_button.clicked.connect(self.sig_choose_requested)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.sig_cancel_requested)
+        describe(self.build_button, "Build the demo pair",
+                 "Download SmolLM2-135M and build a target and draft from it")
+        describe(self.choose_button, "Choose models", "Pick your own target and draft folders")
+        describe(self.cancel_button, "Cancel building", "Stop building the demo pair")
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)

@@ -2,8 +2,9 @@
 
 `layout_tree` is pure (a tidy layout: leaves get consecutive rows, parents sit between their
 children). `TokenTreeView` draws nodes coloured by status (root, accepted path, rejected, the
-target's bonus token), emphasised by draft path probability, with hover tooltips, wheel zoom and
-fit. `TreePanel` adds a step slider that replays every step of a message.
+target's bonus token; also marked by a glyph and border style, not only colour), emphasised by
+draft path probability, with hover tooltips, wheel zoom and fit. `TreePanel` adds a step slider
+that replays every step of a message; Left/Right (or Page Up/Down) in the view move through steps.
 """
 
 from __future__ import annotations
@@ -29,20 +30,25 @@ from PySide6.QtWidgets import (
 
 from engine.events import StepEvent
 
+from .accessibility import describe
 from .steps import bonus_text, depths, path_probs
+from .theme import LIGHT, Theme
 
 NODE_W, NODE_H = 104, 30  # NODE_W: the widest node; short tokens get narrower boxes
 MIN_NODE_W, GAP, ROW_H = 40, 18, 36
-COLORS = {  # status -> (fill, border)
-    "root": ("#4a6fa5", "#2f4f7f"),
-    "accepted": ("#2e9d4f", "#1d6e35"),
-    "rejected": ("#e7b3b3", "#b55a5a"),
-    "bonus": ("#8e5bd8", "#5e35a0"),
-}
-LEGEND = " ".join(
-    f'<span style="background-color:{fill}; color:white">&nbsp;{name}&nbsp;</span>'
-    for name, (fill, _) in COLORS.items()
-)
+COLORS = LIGHT.tree  # status -> (fill, border); DARK.tree in dark mode
+# status glyphs: accepted / rejected / bonus differ by more than colour
+MARKS = {"root": "", "accepted": "✓", "rejected": "✗", "bonus": "★"}
+
+
+def legend_html(colors: dict[str, tuple[str, str]] = COLORS) -> str:
+    return " ".join(
+        f'<span style="background-color:{fill}; color:white">&nbsp;{MARKS[name]} {name}&nbsp;'
+        "</span>" for name, (fill, _) in colors.items()
+    )
+
+
+LEGEND = legend_html()
 
 
 @dataclass(frozen=True)
@@ -110,44 +116,55 @@ def display_text(text: str, limit: int = 10) -> str:
 
 
 def _fonts() -> tuple[QFont, QFont]:
+    """Node fonts relative to the application font, so the system font size applies."""
     label, small = QFont(), QFont()
-    label.setPointSizeF(9.5)
+    base = label.pointSizeF() if label.pointSizeF() > 0 else 9.0
+    label.setPointSizeF(base * 0.95)
     label.setBold(True)
-    small.setPointSizeF(7.5)
+    small.setPointSizeF(base * 0.75)
     return label, small
+
+
+def prob_label(node: NodeInfo) -> str:
+    """The node's second line: its status glyph and draft probability (or its role)."""
+    if node.status in ("root", "bonus"):
+        return f"{MARKS[node.status]} {node.status}".strip()
+    return f"{MARKS[node.status]} {node.prob:.2f}"
 
 
 def node_width(node: NodeInfo) -> float:
     """Wide enough for the token's label and its probability, within [MIN_NODE_W, NODE_W]."""
     label, small = _fonts()
     text = QFontMetricsF(label).horizontalAdvance(display_text(node.text))
-    prob = QFontMetricsF(small).horizontalAdvance("bonus")
+    prob = QFontMetricsF(small).horizontalAdvance(prob_label(node))
     return max(MIN_NODE_W, min(NODE_W, max(text, prob) + 12))
 
 
 class NodeItem(QGraphicsRectItem):
-    def __init__(self, node: NodeInfo, width: float = NODE_W):
+    def __init__(self, node: NodeInfo, width: float = NODE_W, theme: Theme = LIGHT):
         super().__init__(0, 0, width, NODE_H)
         self.node = node
-        fill, border = COLORS[node.status]
+        fill, border = theme.tree[node.status]
         color = QColor(fill)
         # emphasis: likely paths are opaque, unlikely ones fade out
         color.setAlphaF(0.35 + 0.65 * max(0.0, min(1.0, node.path_prob)) ** 0.5)
         self.setBrush(QBrush(color))
-        self.setPen(QPen(QColor(border), 2.0 if node.status != "rejected" else 1.0))
+        pen = QPen(QColor(border), 2.0 if node.status != "rejected" else 1.0)
+        if node.status == "rejected":
+            pen.setStyle(Qt.PenStyle.DashLine)
+        self.setPen(pen)
         self.setAcceptHoverEvents(True)
         dark = node.status != "rejected"
         label = QGraphicsSimpleTextItem(display_text(node.text), self)
         font, small = _fonts()
         font.setBold(node.status in ("accepted", "bonus", "root"))
         label.setFont(font)
-        label.setBrush(QBrush(QColor("white" if dark else "#402020")))
+        label_color, prob_color = ("white", "#eeeeee") if dark else theme.tree_rejected_text
+        label.setBrush(QBrush(QColor(label_color)))
         label.setPos(5, 1)
-        prob = QGraphicsSimpleTextItem(
-            "bonus" if node.status == "bonus" else
-            ("root" if node.status == "root" else f"{node.prob:.2f}"), self)
+        prob = QGraphicsSimpleTextItem(prob_label(node), self)
         prob.setFont(small)
-        prob.setBrush(QBrush(QColor("#eeeeee" if dark else "#6a4040")))
+        prob.setBrush(QBrush(QColor(prob_color)))
         prob.setPos(5, 16)
         self.setToolTip(
             f"<b>{_html(node.text) or '∅'}</b> (token {node.token})<br>"
@@ -175,15 +192,35 @@ def _html(text: str) -> str:
 class TokenTreeView(QGraphicsView):
     """Draws one step's tree. `show_step(None)` clears it."""
 
+    sig_step_key = Signal(int)
+    """(delta) Left/Right (or Page Up/Down) pressed: show the previous/next step."""
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
         self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
-        self.setBackgroundBrush(QBrush(QColor("#fbfbfb")))
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.theme = LIGHT
+        self.setBackgroundBrush(QBrush(QColor(self.theme.tree_background)))
         self.items_by_index: dict[int, NodeItem] = {}
         self.step: StepEvent | None = None
+
+    def set_theme(self, theme: Theme) -> None:
+        """Repaint the current tree in `theme`'s colours (light/dark)."""
+        self.theme = theme
+        self.setBackgroundBrush(QBrush(QColor(theme.tree_background)))
+        if self.step is not None:
+            self.show_step(self.step, fit=False)
+
+    def keyPressEvent(self, event):
+        delta = {Qt.Key.Key_Left: -1, Qt.Key.Key_Right: 1, Qt.Key.Key_PageUp: -1,
+                 Qt.Key.Key_PageDown: 1}.get(event.key())
+        if delta is None:
+            super().keyPressEvent(event)
+        else:
+            self.sig_step_key.emit(delta)
 
     def show_step(self, step: StepEvent | None, fit: bool = True) -> None:
         scene = self.scene()
@@ -200,7 +237,7 @@ class TokenTreeView(QGraphicsView):
             col_w[col] = max(col_w[col], w)
         col_x = [sum(col_w[:c]) + GAP * c for c in range(len(col_w))]
         for node, w, (col, row) in zip(nodes, widths, pos, strict=True):
-            item = NodeItem(node, w)
+            item = NodeItem(node, w, self.theme)
             item.setPos(col_x[col], row * ROW_H)
             self.items_by_index[node.index] = item
         for node in nodes:
@@ -214,7 +251,8 @@ class TokenTreeView(QGraphicsView):
             path.cubicTo(QPointF(mid, start.y()), QPointF(mid, end.y()), end)
             edge = QGraphicsPathItem(path)
             on_path = node.status in ("accepted", "bonus")
-            color = QColor(COLORS[node.status][1] if on_path else "#c9a0a0")
+            color = QColor(self.theme.tree[node.status][1] if on_path else
+                           self.theme.tree_rejected_edge)
             width = 3.0 if on_path else 0.8 + 2.5 * max(0.0, min(1.0, node.path_prob))
             edge.setPen(QPen(color, width))
             edge.setZValue(-1)
@@ -268,13 +306,13 @@ class TreePanel(QWidget):
         self.steps: list[StepEvent] = []
         self._pending = False
         self.view = TokenTreeView()
+        self.view.sig_step_key.connect(self.step_by)
         self.legend = QLabel(LEGEND)
         self.info = QLabel("No steps yet")
         self.info.setObjectName("treeInfo")
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setMinimum(0)
         self.slider.setMaximum(0)
-        self.slider.setToolTip("Replay the steps of this answer")
         self.slider.valueChanged.connect(self._on_slider)
         self.live_check = QCheckBox("Follow live")
         self.live_check.setChecked(True)
@@ -285,6 +323,14 @@ class TreePanel(QWidget):
         zoom_out.clicked.connect(lambda: self.view.zoom(0.8))
         for b in (zoom_in, zoom_out):
             b.setFixedWidth(28)
+        describe(zoom_in, "Zoom in on the tree", "Zoom in (or use the mouse wheel)")
+        describe(zoom_out, "Zoom out of the tree", "Zoom out (or use the mouse wheel)")
+        describe(fit_button, "Fit the tree", "Show the whole tree")
+        describe(self.view, "Token tree",
+                 "The draft's token tree for this step: ✓ accepted, ✗ rejected, ★ the target's "
+                 "bonus token. Left/Right arrows: previous/next step.")
+        describe(self.slider, "Step", "Replay the steps of this answer (Left/Right arrows)")
+        describe(self.live_check, "Follow live", "Show each new step as it arrives")
         top = QHBoxLayout()
         top.addWidget(self.legend)
         top.addStretch(1)
@@ -300,6 +346,15 @@ class TreePanel(QWidget):
         layout.addWidget(self.view, 1)
         layout.addWidget(self.info)
         layout.addLayout(bottom)
+
+    def set_theme(self, theme: Theme) -> None:
+        self.view.set_theme(theme)
+        self.legend.setText(legend_html(theme.tree))
+
+    def step_by(self, delta: int) -> None:
+        """Show the step `delta` away from the one shown (keyboard navigation)."""
+        if self.steps:
+            self.slider.setValue(max(0, min(len(self.steps) - 1, self.slider.value() + delta)))
 
     def set_steps(self, steps: list[StepEvent], show: int = -1) -> None:
         """Replace the message being shown (e.g. replay an earlier answer)."""
