@@ -113,8 +113,8 @@ class MainWindow(QMainWindow):
         QWidget.setTabOrder(self.chat.send_button, self.tree.view)
         QWidget.setTabOrder(self.tree.view, self.tree.slider)
         self.follow_system_theme()
-        QApplication.styleHints().colorSchemeChanged.connect(
-            lambda _scheme: QTimer.singleShot(0, self.follow_system_theme))
+        # a bound method, not a lambda: Qt drops the connection when the window is deleted
+        QApplication.styleHints().colorSchemeChanged.connect(self._on_color_scheme)
         restore_window_state(self, qsettings)
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
@@ -137,6 +137,9 @@ class MainWindow(QMainWindow):
         self.chat.set_colors(theme.markdown)
         self.tree.set_theme(theme)
         self.live.set_theme(theme)
+
+    def _on_color_scheme(self, _scheme) -> None:
+        QTimer.singleShot(0, self.follow_system_theme)  # the palette follows the hint
 
     def changeEvent(self, event):
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange,

@@ -15,6 +15,8 @@ from PySide6.QtWidgets import QApplication, QMainWindow
 Key = QKeySequence.StandardKey
 Role = QAction.MenuRole
 EDIT_METHODS = ("undo", "redo", "cut", "copy", "paste", "selectAll")
+# for platforms whose theme defines no binding (⌘Q and ⌘, on a Mac; Ctrl elsewhere)
+FALLBACK_KEYS = {Key.Quit: "Ctrl+Q", Key.Preferences: "Ctrl+,", Key.Redo: "Ctrl+Shift+Z"}
 
 
 @dataclass
@@ -58,7 +60,11 @@ def edit_focused(method: str) -> bool:
 def _action(window: QMainWindow, text: str, slot=None, shortcut=None, tip: str = "",
             role: QAction.MenuRole = Role.NoRole) -> QAction:
     action = QAction(text, window)
-    if shortcut is not None:
+    if isinstance(shortcut, Key):
+        keys = QKeySequence.keyBindings(shortcut)
+        fallback = FALLBACK_KEYS.get(shortcut)
+        action.setShortcuts(keys or ([QKeySequence(fallback)] if fallback else []))
+    elif shortcut is not None:
         action.setShortcut(QKeySequence(shortcut))
     action.setMenuRole(role)
     action.setToolTip(tip or text.rstrip("…"))

@@ -24,12 +24,13 @@ def make_window(qtbot, tmp_path, monkeypatch):
     create_app()
     windows = []
 
-    def make(loader=None, history=None):
+    def make(loader=None, history=None, size=(1300, 850)):
         qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
         window = create_window(history_path=history or tmp_path / "history.sqlite3",
                                qsettings=qs, loader=loader or FakeLoader())
         qtbot.addWidget(window)
-        window.resize(1300, 850)
+        if size is not None:  # None: keep the size restored from the settings file
+            window.resize(*size)
         windows.append(window)
         return window
 
