@@ -137,7 +137,9 @@ class ChatView(QWidget):
         bottom = QHBoxLayout()
         bottom.addWidget(self.prompt, 1)
         bottom.addLayout(buttons)
-        QShortcut(QKeySequence("Escape"), self, activated=self._on_escape)
+        # only while the chat has focus: Esc also closes the find bar and dialogs
+        QShortcut(QKeySequence("Escape"), self, activated=self._on_escape,
+                  context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)

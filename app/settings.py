@@ -31,6 +31,8 @@ from PySide6.QtWidgets import (
 
 from engine.config import MODES, GenerationConfig, SamplingConfig, StreamConfig, TreeConfig
 
+from .accessibility import describe
+
 MB = 2**20
 _GEN = GenerationConfig()  # every default below is the engine's (engine/config.py)
 
@@ -166,6 +168,9 @@ class ModelPicker(QWidget):
         self.allow_none = allow_none
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
+        role = "draft" if allow_none else "target"
+        describe(self.combo, f"{role.capitalize()} model", f"The {role} model folder")
+        describe(browse, f"Browse for the {role}", f"Choose a {role} model folder on disk")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.combo, 1)
@@ -195,7 +200,7 @@ class ModelPicker(QWidget):
             index = 0
         if index != self.combo.currentIndex():
             self.combo.setCurrentIndex(index)
-        self.combo.setToolTip(path)
+        self.combo.setToolTip(path or "No model chosen")
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Model folder", self.path())
@@ -282,10 +287,33 @@ class SettingsDialog(QDialog):
 
         self._check_timer = QTimer(self, singleShot=True, interval=150)
         self._check_timer.timeout.connect(self.update_checks)
+        self._describe_controls(demo_button, buttons)
         self.target.sig_path_changed.connect(lambda _: self._check_timer.start())
         self.draft.sig_path_changed.connect(lambda _: self._check_timer.start())
         self.budget.valueChanged.connect(lambda _: self._check_timer.start())
         self.set_values(settings)
+
+    def _describe_controls(self, demo_button: QPushButton, buttons: QDialogButtonBox) -> None:
+        """Tooltips (and names where no form label gives one) for assistive technology."""
+        for widget, name, tip in (
+            (demo_button, "Use demo pair", "SmolLM2-135M as target, its 4-bit copy as draft"),
+            (self.budget, "Memory budget", "Target weights kept in memory (0: all); the rest "
+                                           "is streamed from disk every pass"),
+            (self.mode, "Mode", "How the draft proposes tokens: tree, chain, lookahead or none"),
+            (self.tree_nodes, "Tree budget", "Most draft tokens the target checks per pass"),
+            (self.tree_depth, "Tree depth", "Longest draft path per pass"),
+            (self.threshold, "Threshold", "Stop drafting a branch below this path probability"),
+            (self.adaptive, "Adaptive threshold", "Tune the threshold from acceptance"),
+            (self.chain, "Chain length", "Draft tokens per pass in chain mode"),
+            (self.temperature, "Temperature", "0: greedy (identical to the target alone)"),
+            (self.top_p, "Top-p", "Sample from the smallest set with this probability"),
+            (self.seed, "Seed", "Random seed for sampling (random: a new one each time)"),
+            (self.max_tokens, "Max tokens", "Longest answer, in tokens"),
+            (self.ok_button, "Load", "Save the settings and load the models"),
+        ):
+            describe(widget, name, tip)
+        describe(buttons.button(QDialogButtonBox.StandardButton.Cancel), "Cancel",
+                 "Close without changing anything")
 
     def set_values(self, s: AppSettings) -> None:
         self.target.set_path(s.target)

@@ -7,6 +7,7 @@ from PySide6.QtWidgets import QApplication
 
 from app import accessibility
 from app.markdown import LIGHT_COLORS
+from app.settings import SettingsDialog
 from app.theme import DARK, LIGHT, dark_palette, stylesheet, theme_for
 from app.tree_view import NodeItem, TreePanel, tree_nodes
 from tests.app.fake_engine import make_step
@@ -105,6 +106,10 @@ def test_every_control_has_a_name_and_tooltip(qtbot, make_window):
     w.actions.about.trigger()
     assert accessibility.missing(w.about_dialog) == []
     w.about_dialog.close()
+    settings = SettingsDialog(w.settings, w)
+    settings.show()
+    assert accessibility.missing(settings) == []
+    settings.close()
 
 
 def test_tree_is_keyboard_reachable_and_arrow_keys_move_steps(qtbot, make_window):

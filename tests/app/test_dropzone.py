@@ -6,8 +6,9 @@ import time
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel
 
+from app import accessibility
 from app.dropzone import ImportDialog, UseModelDialog, import_destination
 from engine.events import LoadProgress
 from engine.testing import make_tiny_model
@@ -55,6 +56,7 @@ def test_dropping_a_model_folder_offers_target_or_draft(qtbot, make_window, pair
     qtbot.waitUntil(lambda: isinstance(w.importer.dialog, UseModelDialog), timeout=2000)
     dialog = w.importer.dialog
     assert dialog.isVisible() and dialog.draft_button.isEnabled()
+    assert "✔" in dialog.findChild(QLabel).text() and accessibility.missing(dialog) == []
     assert w.chat.prompt.toPlainText() == ""
     with qtbot.waitSignal(w.bridge.sig_load_finished, timeout=5000):
         dialog.draft_button.click()

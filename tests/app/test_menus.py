@@ -5,7 +5,7 @@ import platform
 
 import PySide6
 import pytest
-from PySide6.QtCore import qVersion
+from PySide6.QtCore import Qt, qVersion
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QApplication
 
@@ -100,7 +100,9 @@ def test_new_chat_find_and_export(qtbot, make_window, monkeypatch, tmp_path):
     assert w.find_bar.matches and w.find_bar.count.text().startswith("1 of")
     index, start, end = w.find_bar.matches[0]
     assert w.chat.messages[index].browser.textCursor().selectedText().lower() == "target"
-    w.find_bar.close_bar()
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w.find_bar.edit, timeout=2000)
+    qtbot.keyClick(w.find_bar.edit, Qt.Key.Key_Escape)  # not taken by the chat's Esc (Stop)
     assert not w.find_bar.isVisible()
 
     import app.commands
