@@ -3,16 +3,14 @@
 It wires the views to the engine bridge and the history store: sending, streaming (one repaint
 and one history write per frame), stop, regenerate, edit-and-resend, loading models, first run
 and errors (shown in a banner; the window stays usable). The menu bar (app/menus.py), drag and
-drop of models (app/dropzone.py), light/dark appearance (app/theme.py) and the saved window
-layout (app/window_state.py) live in their own modules.
+drop of models (app/dropzone.py), light/dark appearance and zoom (app/appearance.py) and the
+saved window layout (app/window_state.py) live in their own modules.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QSettings, Qt, QTimer
-from PySide6.QtGui import QFont
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
-    QApplication,
     QDockWidget,
     QLabel,
     QMainWindow,
@@ -27,6 +25,7 @@ from PySide6.QtWidgets import (
 from engine.events import Finished, StepEvent
 
 from .accessibility import describe
+from .appearance import Appearance
 from .bridge import EngineBridge
 from .chat_view import ChatView
 from .conversation_list import ConversationList
@@ -37,11 +36,8 @@ from .live_panel import LivePanel
 from .menus import build_menus
 from .panels import ErrorBanner, FirstRunPanel
 from .settings import AppSettings, SettingsDialog, demo_paths, load_settings, save_settings
-from .theme import Theme, stylesheet, theme_for
 from .tree_view import TreePanel
 from .window_state import restore_window_state, save_window_state
-
-ZOOM_STEP = 1.15  # font scale per View › Zoom In step
 
 
 class MainWindow(QMainWindow):
@@ -102,9 +98,6 @@ class MainWindow(QMainWindow):
         self.importer = ModelImporter(self)
         self.actions = build_menus(self)
         self.models_action, self.reload_action = self.actions.settings, self.actions.reload
-        self.zoom_level = 0
-        self._base_font = QFont(self.chat.font())
-        self.theme: Theme | None = None
         self._connect()
         self.chat.set_tint(self.settings.tint_tokens)
         self.refresh_conversations()
@@ -112,9 +105,7 @@ class MainWindow(QMainWindow):
         QWidget.setTabOrder(self.chat.prompt, self.chat.send_button)
         QWidget.setTabOrder(self.chat.send_button, self.tree.view)
         QWidget.setTabOrder(self.tree.view, self.tree.slider)
-        self.follow_system_theme()
-        # a bound method, not a lambda: Qt drops the connection when the window is deleted
-        QApplication.styleHints().colorSchemeChanged.connect(self._on_color_scheme)
+        self.appearance = Appearance(self)
         restore_window_state(self, qsettings)
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
@@ -123,40 +114,6 @@ class MainWindow(QMainWindow):
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
-
-    # ---- appearance ----
-    def follow_system_theme(self) -> None:
-        """Light or dark, as the application palette is now (live on system changes)."""
-        theme = theme_for(QApplication.palette())
-        if self.theme is None or theme.name != self.theme.name:
-            self.apply_theme(theme)
-
-    def apply_theme(self, theme: Theme) -> None:
-        self.theme = theme
-        QApplication.instance().setStyleSheet(stylesheet(theme))
-        self.chat.set_colors(theme.markdown)
-        self.tree.set_theme(theme)
-        self.live.set_theme(theme)
-
-    def _on_color_scheme(self, _scheme) -> None:
-        QTimer.singleShot(0, self.follow_system_theme)  # the palette follows the hint
-
-    def changeEvent(self, event):
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange,
-                            QEvent.Type.ThemeChange):
-            QTimer.singleShot(0, self.follow_system_theme)
-        super().changeEvent(event)
-
-    def set_zoom(self, level: int) -> None:
-        """Scale the chat's text by ZOOM_STEP**level from the system font size (View › Zoom)."""
-        self.zoom_level = max(-4, min(8, level))
-        font = QFont(self._base_font)
-        font.setPointSizeF(self._base_font.pointSizeF() * ZOOM_STEP ** self.zoom_level)
-        self.chat.setFont(font)
-
-    def zoom_by(self, steps: int) -> None:
-        """+1 / -1 zoom in or out; 0 back to actual size."""
-        self.set_zoom(self.zoom_level + steps if steps else 0)
 
     def stop_all(self) -> None:
         """Model › Stop: the answer, load, import or build in progress."""

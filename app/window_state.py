@@ -12,7 +12,7 @@ def save_window_state(window, qs: QSettings) -> None:
     qs.setValue("window/geometry", window.saveGeometry())
     qs.setValue("window/state", window.saveState())
     qs.setValue("window/splitter", window.splitter.saveState())
-    qs.setValue("window/zoom", window.zoom_level)
+    qs.setValue("window/zoom", window.appearance.zoom_level)
     qs.sync()
 
 
@@ -29,7 +29,7 @@ def restore_window_state(window, qs: QSettings) -> bool:
     if isinstance(splitter, QByteArray):
         window.splitter.restoreState(splitter)
     try:
-        window.set_zoom(int(qs.value("window/zoom", 0)))
+        window.appearance.set_zoom(int(qs.value("window/zoom", 0)))
     except (TypeError, ValueError):
-        window.set_zoom(0)
+        window.appearance.set_zoom(0)
     return True

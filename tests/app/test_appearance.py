@@ -40,7 +40,7 @@ def _answered(qtbot, window):
 def test_palette_change_switches_every_colour_live(qtbot, make_window, dark_system):
     w = _answered(qtbot, make_window())
     w.show()
-    assert w.theme is LIGHT and theme_for(QApplication.palette()) is LIGHT
+    assert w.appearance.theme is LIGHT and theme_for(QApplication.palette()) is LIGHT
     answer = w.chat.messages[-1]
     accepted = next(i for i in w.tree.view.items_by_index.values()
                     if i.node.status == "accepted")
@@ -48,7 +48,7 @@ def test_palette_change_switches_every_colour_live(qtbot, make_window, dark_syst
     assert LIGHT_COLORS["draft"] in answer.browser.toHtml()
 
     dark_system(True)
-    qtbot.waitUntil(lambda: w.theme is DARK, timeout=2000)
+    qtbot.waitUntil(lambda: w.appearance.theme is DARK, timeout=2000)
     assert QApplication.instance().styleSheet() == stylesheet(DARK)
     assert w.tree.view.backgroundBrush().color().name() == DARK.tree_background
     accepted = next(i for i in w.tree.view.items_by_index.values()
@@ -63,7 +63,7 @@ def test_palette_change_switches_every_colour_live(qtbot, make_window, dark_syst
     assert DARK.tree["bonus"][0] in w.tree.legend.text()
 
     dark_system(False)
-    qtbot.waitUntil(lambda: w.theme is LIGHT, timeout=2000)
+    qtbot.waitUntil(lambda: w.appearance.theme is LIGHT, timeout=2000)
     assert w.live.graphs.backgroundBrush().color().name() == LIGHT.plot_background
     assert LIGHT_COLORS["draft"] in answer.browser.toHtml()
 
@@ -76,7 +76,7 @@ def test_window_layout_is_restored(qtbot, make_window):
     w.resize(w.minimumSizeHint().width(), 700)
     w.live_dock.hide()
     w.splitter.setSizes([300, 700])
-    w.set_zoom(2)
+    w.appearance.set_zoom(2)
     qtbot.wait(50)
     sizes = w.splitter.sizes()
     w.close()
@@ -86,7 +86,7 @@ def test_window_layout_is_restored(qtbot, make_window):
     assert again.size() == w.size() and again.height() == 700
     assert again.live_dock.isHidden() and not again.tree_dock.isHidden()
     assert again.splitter.sizes() == sizes
-    assert again.zoom_level == 2
+    assert again.appearance.zoom_level == 2
 
 
 def test_every_control_has_a_name_and_tooltip(qtbot, make_window):

@@ -78,9 +78,9 @@ def test_menu_actions_reach_their_slots(qtbot, make_window, monkeypatch):
     base = w.chat.font().pointSizeF()
     w.actions.zoom_in.trigger()
     w.actions.zoom_in.trigger()
-    assert w.chat.font().pointSizeF() > base and w.zoom_level == 2
+    assert w.chat.font().pointSizeF() > base and w.appearance.zoom_level == 2
     w.actions.zoom_out.trigger()
-    assert w.zoom_level == 1
+    assert w.appearance.zoom_level == 1
     w.actions.zoom_reset.trigger()
     assert w.chat.font().pointSizeF() == pytest.approx(base)
     w.actions.help.trigger()
