@@ -7,6 +7,7 @@ whichever text field has focus.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from PySide6.QtGui import QAction, QKeySequence
@@ -112,11 +113,14 @@ def build_menus(window) -> MenuActions:
                      "Stop the answer, the load or the import in progress"),
         help=_action(w, "Canopy Help", lambda: commands.show_help(w), Key.HelpContents),
     )
-    app_menu = bar.addMenu("&Canopy")  # on macOS the roles move these into the app menu
+    # On macOS Qt moves role actions into the application menu ("Canopy"); a menu of our own
+    # holding only them would stay behind empty, so there they go into File.
+    file_menu = bar.addMenu("&File") if sys.platform == "darwin" else None
+    app_menu = file_menu or bar.addMenu("&Canopy")
     app_menu.addActions([a.about, a.settings])
     app_menu.addSeparator()
     app_menu.addAction(a.quit)
-    file_menu = bar.addMenu("&File")
+    file_menu = file_menu or bar.addMenu("&File")
     file_menu.addActions([a.new_chat, a.export])
     file_menu.addSeparator()
     file_menu.addAction(a.import_model)

@@ -2,6 +2,7 @@
 
 import json
 import platform
+import sys
 
 import PySide6
 import pytest
@@ -37,7 +38,9 @@ def test_menus_roles_and_standard_shortcuts(make_window):
     w = make_window()
     a = w.actions
     titles = [m.text().replace("&", "") for m in w.menuBar().actions()]
-    assert titles == ["Canopy", "File", "Edit", "View", "Model", "Help"]
+    # on macOS the Canopy items live in the application menu that Qt builds from their roles
+    app_menu = [] if sys.platform == "darwin" else ["Canopy"]
+    assert titles == app_menu + ["File", "Edit", "View", "Model", "Help"]
     assert a.about.menuRole() == QAction.MenuRole.AboutRole
     assert a.settings.menuRole() == QAction.MenuRole.PreferencesRole
     assert a.quit.menuRole() == QAction.MenuRole.QuitRole
@@ -161,3 +164,14 @@ def test_about_lists_versions_and_copies_them(qtbot, make_window):
     dialog.copy_button.click()
     assert QGuiApplication.clipboard().text() == text
     dialog.close()
+
+
+def test_mac_menu_layout_leaves_no_empty_app_menu(make_window, monkeypatch):
+    import app.menus
+
+    monkeypatch.setattr(app.menus.sys, "platform", "darwin")
+    w = make_window()
+    menus = {m.text().replace("&", ""): m.menu() for m in w.menuBar().actions()}
+    assert list(menus) == ["File", "Edit", "View", "Model", "Help"]
+    # Qt moves these into the application menu by their roles
+    assert {w.actions.about, w.actions.settings, w.actions.quit} <= set(menus["File"].actions())
