@@ -81,6 +81,14 @@ def info_plist(version: str) -> dict:
         "NSPrincipalClass": "NSApplication",
         "NSRequiresAquaSystemAppearance": False,  # follow the system's dark mode
         "NSHumanReadableCopyright": "MIT License",
+        # .gguf files and model folders dropped on the Dock icon arrive as QFileOpenEvents
+        # (app/dropzone.py); Alternate: Canopy never claims to be their default app
+        "CFBundleDocumentTypes": [
+            {"CFBundleTypeName": "GGUF model", "CFBundleTypeExtensions": ["gguf"],
+             "CFBundleTypeRole": "Viewer", "LSHandlerRank": "Alternate"},
+            {"CFBundleTypeName": "Model folder", "LSItemContentTypes": ["public.folder"],
+             "CFBundleTypeRole": "Viewer", "LSHandlerRank": "Alternate"},
+        ],
     }
 
 

@@ -56,6 +56,10 @@ def test_app_metadata():
     plist = appinfo.info_plist(version)
     assert plist["CFBundleShortVersionString"] == version
     assert plist["NSHighResolutionCapable"] is True
+    assert plist["NSRequiresAquaSystemAppearance"] is False  # dark mode
+    gguf = [t for t in plist["CFBundleDocumentTypes"] if "gguf" in t.get("CFBundleTypeExtensions",
+                                                                          [])]
+    assert gguf and gguf[0]["LSHandlerRank"] == "Alternate"  # Dock-icon drops, never the default
     assert float(plist["LSMinimumSystemVersion"]) >= 14.0
     assert plist["CFBundleIdentifier"].count(".") >= 2
     assert (ROOT / "resources" / "icon.png").is_file()

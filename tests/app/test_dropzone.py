@@ -140,3 +140,13 @@ def test_import_can_be_cancelled(qtbot, make_window, monkeypatch, tmp_path):
         w.cancel_button.click()
     qtbot.waitUntil(lambda: w.model_label.text() == "Import cancelled.", timeout=2000)
     assert w.importer.job is None and not w.banner.isVisible()
+
+
+def test_dock_icon_drop_is_offered(qtbot, make_window, pair):
+    from PySide6.QtGui import QFileOpenEvent
+
+    _, draft = pair
+    w = make_window()
+    QApplication.sendEvent(QApplication.instance(), QFileOpenEvent(str(draft)))
+    qtbot.waitUntil(lambda: isinstance(w.importer.dialog, UseModelDialog), timeout=2000)
+    assert w.importer.dialog.folder == draft
