@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.importer = ModelImporter(self)
         self.actions = build_menus(self)
         self.models_action, self.reload_action = self.actions.settings, self.actions.reload
+        self.actions.stop.setEnabled(False)  # only while something runs
         self._connect()
         self.chat.set_tint(self.settings.tint_tokens)
         self.refresh_conversations()
@@ -247,6 +248,7 @@ class MainWindow(QMainWindow):
     def _on_busy(self, busy: bool) -> None:
         for action in (self.models_action, self.reload_action, self.actions.load):
             action.setEnabled(not busy)
+        self.actions.stop.setEnabled(busy)
         if not busy:
             self.progress.hide()
             self.cancel_button.hide()

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from engine.config import MODES, GenerationConfig, SamplingConfig, StreamConfig, TreeConfig
 
 from .accessibility import describe
+from .theme import theme_for
 
 MB = 2**20
 _GEN = GenerationConfig()  # every default below is the engine's (engine/config.py)
@@ -347,7 +348,8 @@ class SettingsDialog(QDialog):
         """Run the compatibility check and explain the budget (no weights are loaded)."""
         ok, message = check_pair_message(self.target.path(), self.draft.path())
         self.compat.setText(("✔ " if ok else "✖ ") + message)
-        self.compat.setStyleSheet("color: #1d6e35" if ok else "color: #b00020")
+        colors = theme_for(self.palette()).qss  # readable on light and dark windows
+        self.compat.setStyleSheet(f"color: {colors['ok'] if ok else colors['error']}")
         self.ok_button.setEnabled(ok)
         target = self.target.path()
         if target:

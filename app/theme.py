@@ -67,6 +67,7 @@ LIGHT = Theme(
         "stop": "#c94c4c", "info": "#444c56", "input_bg": "#ffffff", "input_border": "#cfd6df",
         "text": "#1d2228", "banner_bg": "#fdecea", "banner_border": "#e0a39c",
         "banner_text": "#7a1c12", "welcome_bg": "#eef4fb", "welcome_border": "#b9cde6",
+        "ok": "#1d6e35", "error": "#b00020",
     },
 )
 
@@ -98,6 +99,7 @@ DARK = Theme(
         "stop": "#c05050", "info": "#b8c0ca", "input_bg": "#17191c", "input_border": "#3b414a",
         "text": "#e4e7eb", "banner_bg": "#4a2523", "banner_border": "#8a4a44",
         "banner_text": "#ffd8d2", "welcome_bg": "#22303f", "welcome_border": "#3d5673",
+        "ok": "#7fd39a", "error": "#ff8a80",
     },
 )
 

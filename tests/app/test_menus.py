@@ -71,8 +71,12 @@ def test_menu_actions_reach_their_slots(qtbot, make_window, monkeypatch):
     assert calls == ["open_settings", "load_models"]
     stops = []
     monkeypatch.setattr(w.bridge, "stop", lambda kind=None: stops.append(kind))
+    assert not w.actions.stop.isEnabled()  # nothing runs
+    w.bridge.sig_busy_changed.emit(True)
+    assert w.actions.stop.isEnabled() and not w.actions.reload.isEnabled()
     w.actions.stop.trigger()
     assert stops == [None]  # stops whatever runs: answer, load, import
+    w.bridge.sig_busy_changed.emit(False)
     assert w.tree_dock.isVisible()
     w.actions.token_tree.trigger()
     assert not w.tree_dock.isVisible()
