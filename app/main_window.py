@@ -97,7 +97,6 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.cancel_button)
         self.importer = ModelImporter(self)
         self.actions = build_menus(self)
-        self.models_action, self.reload_action = self.actions.settings, self.actions.reload
         self.actions.stop.setEnabled(False)  # only while something runs
         self._connect()
         self.chat.set_tint(self.settings.tint_tokens)
@@ -246,7 +245,7 @@ class MainWindow(QMainWindow):
         self.chat.set_context(0, context_length)
 
     def _on_busy(self, busy: bool) -> None:
-        for action in (self.models_action, self.reload_action, self.actions.load):
+        for action in (self.actions.settings, self.actions.reload, self.actions.load):
             action.setEnabled(not busy)
         self.actions.stop.setEnabled(busy)
         if not busy:
