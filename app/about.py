@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 from importlib import metadata
 
 from PySide6.QtCore import Qt, qVersion
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -49,6 +50,14 @@ def chip() -> str:
     return platform.processor() or "unknown"
 
 
+def memory() -> str:
+    """Physical memory (the budget slider's ceiling matters in bug reports)."""
+    try:
+        return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB"
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return "unknown"
+
+
 def about_rows(models: str = "", target: str = "", draft: str = "") -> list[tuple[str, str]]:
     """(label, value) pairs: versions, the device, the loaded models."""
     import PySide6
@@ -70,6 +79,7 @@ def about_rows(models: str = "", target: str = "", draft: str = "") -> list[tupl
         ("Platform", f"macOS {mac}" if mac else platform.platform()),
         ("Machine", platform.machine()),
         ("Chip", chip()),
+        ("Memory", memory()),
         ("Loaded models", models or "none"),
         ("Target", target or "–"),
         ("Draft", draft or "–"),
@@ -93,6 +103,7 @@ class AboutDialog(QDialog):
         title.setWordWrap(True)
         self.details = QPlainTextEdit(self.text)
         self.details.setReadOnly(True)
+        self.details.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.details.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.details.setMinimumSize(520, 230)
         describe(self.details, "Versions", "Versions and device, for bug reports")
