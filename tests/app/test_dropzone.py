@@ -150,3 +150,18 @@ def test_dock_icon_drop_is_offered(qtbot, make_window, pair):
     QApplication.sendEvent(QApplication.instance(), QFileOpenEvent(str(draft)))
     qtbot.waitUntil(lambda: isinstance(w.importer.dialog, UseModelDialog), timeout=2000)
     assert w.importer.dialog.folder == draft
+
+
+def test_a_broken_gguf_is_one_readable_error(qtbot, make_window, tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(range(40)))
+    w = make_window()
+    w.show()
+    assert drop(w, broken)
+    qtbot.waitUntil(lambda: isinstance(w.importer.dialog, ImportDialog), timeout=2000)
+    with qtbot.waitSignal(w.bridge.sig_failed, timeout=10000):
+        w.importer.dialog.import_button.click()
+    assert w.banner.isVisible() and "broken.gguf" in w.banner.message
+    assert "Traceback" not in w.banner.message and w.importer.job is None
+    assert not w.importer.dialog.destination.exists()  # nothing half-written
+    assert not w.first_run.isVisible()  # not mistaken for a failed demo-pair build
