@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QComboBox,
     QLineEdit,
+    QScrollArea,
     QScrollBar,
     QWidget,
 )
@@ -46,7 +47,7 @@ def controls(root: QWidget) -> list[QWidget]:
         if isinstance(w.parent(), (QComboBox, QAbstractSpinBox)):
             continue
         # a scroll area that only holds other widgets (the chat list) is not itself a control
-        if type(w).__name__ == "QScrollArea":
+        if type(w) is QScrollArea:
             continue
         out.append(w)
     return out
