@@ -28,7 +28,7 @@ def show_about(window) -> AboutDialog:
 
 def help_html(window) -> str:
     rows = "".join(f"<tr><td>{name}</td><td>&nbsp;&nbsp;{keys}</td></tr>"
-                   for name, keys in shortcut_summary(window.actions))
+                   for name, keys in shortcut_summary(window.menu_actions))
     return HELP + f"<p><b>Shortcuts</b></p><table>{rows}</table>"
 
 

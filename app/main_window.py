@@ -96,8 +96,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
         self.importer = ModelImporter(self)
-        self.actions = build_menus(self)
-        self.actions.stop.setEnabled(False)  # only while something runs
+        self.menu_actions = build_menus(self)
+        self.menu_actions.stop.setEnabled(False)  # only while something runs
         self._connect()
         self.chat.set_tint(self.settings.tint_tokens)
         self.refresh_conversations()
@@ -245,9 +245,10 @@ class MainWindow(QMainWindow):
         self.chat.set_context(0, context_length)
 
     def _on_busy(self, busy: bool) -> None:
-        for action in (self.actions.settings, self.actions.reload, self.actions.load):
+        a = self.menu_actions
+        for action in (a.settings, a.reload, a.load):
             action.setEnabled(not busy)
-        self.actions.stop.setEnabled(busy)
+        self.menu_actions.stop.setEnabled(busy)
         if not busy:
             self.progress.hide()
             self.cancel_button.hide()

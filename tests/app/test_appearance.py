@@ -103,7 +103,7 @@ def test_every_control_has_a_name_and_tooltip(qtbot, make_window):
     assert {"QPushButton", "QLineEdit", "QPlainTextEdit", "AutoHeightBrowser", "QListWidget",
             "TokenTreeView", "QSlider", "QCheckBox", "GraphicsLayoutWidget"} <= kinds
     assert accessibility.missing(w) == []
-    w.actions.about.trigger()
+    w.menu_actions.about.trigger()
     assert accessibility.missing(w.about_dialog) == []
     w.about_dialog.close()
     settings = SettingsDialog(w.settings, w)

@@ -36,7 +36,7 @@ def _standard(key) -> set[str]:
 
 def test_menus_roles_and_standard_shortcuts(make_window):
     w = make_window()
-    a = w.actions
+    a = w.menu_actions
     titles = [m.text().replace("&", "") for m in w.menuBar().actions()]
     # on macOS the Canopy items live in the application menu that Qt builds from their roles
     app_menu = [] if sys.platform == "darwin" else ["Canopy"]
@@ -66,33 +66,33 @@ def test_menu_actions_reach_their_slots(qtbot, make_window, monkeypatch):
         monkeypatch.setattr(MainWindow, name, lambda self, n=name: calls.append(n))
     w = make_window()
     w.show()
-    w.actions.settings.trigger()
-    w.actions.reload.trigger()
+    w.menu_actions.settings.trigger()
+    w.menu_actions.reload.trigger()
     assert calls == ["open_settings", "load_models"]
     stops = []
     monkeypatch.setattr(w.bridge, "stop", lambda kind=None: stops.append(kind))
-    assert not w.actions.stop.isEnabled()  # nothing runs
+    assert not w.menu_actions.stop.isEnabled()  # nothing runs
     w.bridge.sig_busy_changed.emit(True)
-    assert w.actions.stop.isEnabled() and not w.actions.reload.isEnabled()
-    w.actions.stop.trigger()
+    assert w.menu_actions.stop.isEnabled() and not w.menu_actions.reload.isEnabled()
+    w.menu_actions.stop.trigger()
     assert stops == [None]  # stops whatever runs: answer, load, import
     w.bridge.sig_busy_changed.emit(False)
     assert w.tree_dock.isVisible()
-    w.actions.token_tree.trigger()
+    w.menu_actions.token_tree.trigger()
     assert not w.tree_dock.isVisible()
-    w.actions.live_panel.trigger()
+    w.menu_actions.live_panel.trigger()
     assert not w.live_dock.isVisible()
     base = w.chat.font().pointSizeF()
-    w.actions.zoom_in.trigger()
-    w.actions.zoom_in.trigger()
+    w.menu_actions.zoom_in.trigger()
+    w.menu_actions.zoom_in.trigger()
     assert w.chat.font().pointSizeF() > base and w.appearance.zoom_level == 2
-    w.actions.zoom_out.trigger()
+    w.menu_actions.zoom_out.trigger()
     assert w.appearance.zoom_level == 1
-    w.actions.zoom_reset.trigger()
+    w.menu_actions.zoom_reset.trigger()
     assert w.chat.font().pointSizeF() == pytest.approx(base)
-    w.actions.help.trigger()
+    w.menu_actions.help.trigger()
     assert w.help_box.isVisible()
-    assert w.actions.find.shortcut().toString(QKeySequence.SequenceFormat.NativeText) in \
+    assert w.menu_actions.find.shortcut().toString(QKeySequence.SequenceFormat.NativeText) in \
         w.help_box.text()
     w.help_box.close()
 
@@ -101,7 +101,7 @@ def test_new_chat_find_and_export(qtbot, make_window, monkeypatch, tmp_path):
     w = _loaded(qtbot, make_window())
     w.show()
     _ask(qtbot, w, "tell me about trees")
-    w.actions.find.trigger()
+    w.menu_actions.find.trigger()
     assert w.find_bar.isVisible()
     w.find_bar.edit.setText("target")  # ANSWER: "the target checks the whole tree…"
     assert w.find_bar.matches and w.find_bar.count.text().startswith("1 of")
@@ -117,17 +117,17 @@ def test_new_chat_find_and_export(qtbot, make_window, monkeypatch, tmp_path):
     out = tmp_path / "chat.json"
     monkeypatch.setattr(app.commands.QFileDialog, "getSaveFileName",
                         lambda *a, **k: (str(out), "JSON (*.json)"))
-    w.actions.export.trigger()
+    w.menu_actions.export.trigger()
     data = json.loads(out.read_text())
     assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
     assert data["messages"][1]["content"] == ANSWER
     md = tmp_path / "chat.md"
     monkeypatch.setattr(app.commands.QFileDialog, "getSaveFileName",
                         lambda *a, **k: (str(md), "Markdown (*.md)"))
-    w.actions.export.trigger()
+    w.menu_actions.export.trigger()
     assert md.read_text().startswith("# tell me about trees") and "## Assistant" in md.read_text()
 
-    w.actions.new_chat.trigger()
+    w.menu_actions.new_chat.trigger()
     assert w.conversation_id is None and w.chat.messages == []
 
 
@@ -140,17 +140,17 @@ def test_edit_actions_act_on_the_focused_field(qtbot, make_window):
     field.setFocus()
     qtbot.waitUntil(lambda: QApplication.focusWidget() is field, timeout=2000)
     qtbot.keyClicks(field, "be brief")
-    w.actions.edit["selectAll"].trigger()
-    w.actions.edit["copy"].trigger()
+    w.menu_actions.edit["selectAll"].trigger()
+    w.menu_actions.edit["copy"].trigger()
     assert QGuiApplication.clipboard().text() == "be brief"
-    w.actions.edit["cut"].trigger()
+    w.menu_actions.edit["cut"].trigger()
     assert field.text() == ""
-    w.actions.edit["paste"].trigger()
-    w.actions.edit["paste"].trigger()
+    w.menu_actions.edit["paste"].trigger()
+    w.menu_actions.edit["paste"].trigger()
     assert field.text() == "be briefbe brief"
-    w.actions.edit["undo"].trigger()
+    w.menu_actions.edit["undo"].trigger()
     assert field.text() == "be brief"
-    w.actions.edit["redo"].trigger()
+    w.menu_actions.edit["redo"].trigger()
     assert field.text() == "be briefbe brief"
 
 
@@ -158,7 +158,7 @@ def test_about_lists_versions_and_copies_them(qtbot, make_window):
     import mlx.core as mx
 
     w = _loaded(qtbot, make_window())
-    w.actions.about.trigger()
+    w.menu_actions.about.trigger()
     dialog = w.about_dialog
     text = dialog.details.toPlainText()
     for needed in ("Canopy", "MLX", mx.__version__, "mlx-lm", qVersion(), PySide6.__version__,
@@ -178,4 +178,5 @@ def test_mac_menu_layout_leaves_no_empty_app_menu(make_window, monkeypatch):
     menus = {m.text().replace("&", ""): m.menu() for m in w.menuBar().actions()}
     assert list(menus) == ["File", "Edit", "View", "Model", "Help"]
     # Qt moves these into the application menu by their roles
-    assert {w.actions.about, w.actions.settings, w.actions.quit} <= set(menus["File"].actions())
+    a = w.menu_actions
+    assert {a.about, a.settings, a.quit} <= set(menus["File"].actions())
