@@ -20,7 +20,9 @@ from pathlib import Path
 
 from ..config import SamplingConfig
 from ..costmodel import formulas as cm
-from ..costmodel.calibrate import DriftProbe, anchored, calibrate, measure_timing, median_probe
+from ..costmodel.calibrate import calibrate
+from ..costmodel.drift import DriftProbe, anchored, median_probe
+from ..costmodel.measure import measure_timing
 from .runs import BUDGETS, FRACTIONS, Aggregate, Config, run_canopy, run_mlx_lm
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "bench_prompts.json"

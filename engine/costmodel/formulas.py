@@ -44,7 +44,7 @@ guessed bonus (probability P_reuse), hiding that much of its draft time:
     T_pass = P_ext T_pass(4') + (1 - P_ext) T_pass(4)
     T_step -= P_ext P_reuse min(calls d(1), T_draft)                                   (5)
 
-Tokens per pass (acceptance, measured on calibration prompts, engine.costmodel.calibrate):
+Tokens per pass (acceptance, measured on calibration prompts, engine.costmodel.acceptance):
     ar: 1;   chain(k): 1 + sum_{d=1..k} prod_{j<=d} alpha_j   (alpha_j = P(depth j | depth j-1))
     tree(N): E(N) = 1 + mean over calibration steps of the accepted nodes among a tree's first N
       nodes. Best-first trees are prefixes of bigger ones (nodes join in path-probability order,
