@@ -35,7 +35,7 @@ class Session:
         """Load the pair; raises CanopyError subclasses with person-readable messages.
 
         budget_bytes: ceiling on target weight bytes resident (None: load the target whole).
-        stream_options: passed to `load_streamed_model` (prefetch, bypass_cache, hook_policy).
+        stream_options: passed to `load_streamed_model` (prefetch, bypass_cache).
         """
         report = progress or (lambda e: None)
         if draft_dir is not None:

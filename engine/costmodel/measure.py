@@ -16,7 +16,8 @@ import mlx.core as mx
 import numpy as np
 
 from ..config import SamplingConfig
-from ..decoding.drafters import DraftModel, top_k
+from ..decoding.drafters import DraftModel
+from ..decoding.frontier import top_k
 from ..decoding.tree import TokenTree
 from ..models.cache import make_cache
 from . import formulas as cm

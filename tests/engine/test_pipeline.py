@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import GenerationConfig
+from engine.config import GenerationConfig, TreeConfig
 from engine.events import Finished
 from engine.session import Session
+from engine.streaming import weights as W
 from engine.streaming.streamed_model import load_streamed_model
 from engine.testing import make_tiny_model
 
