@@ -293,7 +293,7 @@ def pass_seconds(
         start = max(io_free, queue_room, budget_room)
         io_free = start + r
         nbytes = timing.layer_bytes[streamed[j]]
-        while t < io_free:
+        while wait_work and t < io_free:
             started = t >= start
             room = rules.room_bytes(budget_bytes, resident + nbytes * started, q, nbytes)
             facts = rules.WaitFacts(streamed[j], nbytes, t - start if started else None, room, bw)

@@ -64,6 +64,7 @@ class Plan:
     probe: bool = False
     rounds: int | None = None  # expansion forwards after the first (None: up to the caps)
     width: int | None = None  # nodes per expansion forward (None: the configured expand width)
+    children: int | None = None  # top-k candidates per expanded node (None: the configured)
 
 
 def _fit(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float, float]:
@@ -153,7 +154,11 @@ class StepPolicy:
         self.o = sorted(self.overheads)[len(self.overheads) // 2] if self.overheads else 0.0
 
     def shape(self, nodes: int) -> rules.TreeShape:
-        return rules.tree_shape(nodes, self.w, self.forwards_cap)
+        return rules.tree_shape(nodes, self.w, self.forwards_cap, self.tree.top_k)
+
+    def _speculate(self, nodes: int, probe: bool = False) -> Plan:
+        s = self.shape(nodes)
+        return Plan(True, s.nodes, self.threshold, probe, s.rounds, s.width, s.children)
 
     def io_bound(self) -> bool:
         """Recent verify passes spent most of their time waiting for layers (streamed)."""
@@ -240,17 +245,15 @@ class StepPolicy:
 
     def _plan(self) -> Plan:
         if not self.auto:
-            shape = self.shape(self.tree.max_nodes)
-            return Plan(True, shape.nodes, self.threshold, rounds=shape.rounds, width=shape.width)
+            return self._speculate(self.tree.max_nodes)
         if self.mode == "tree":
             if self.trees and not self.ar_sampled:  # time one ar step: v(1), o without a draft
                 return Plan(False, 1, self.threshold)
-            shape = self.shape(self.nodes)
-            return Plan(True, shape.nodes, self.threshold, rounds=shape.rounds, width=shape.width)
+            return self._speculate(self.nodes)
         self.since += 1
         if not self.timing_bound and self.since >= self.interval:
             self.since = 0
-            return Plan(True, 1 + 2 * self.w, self.threshold, True, rounds=1, width=self.w)
+            return self._speculate(1 + 2 * self.w, probe=True)
         return Plan(False, 1, self.threshold)
 
     def wait_forwards(self) -> int:

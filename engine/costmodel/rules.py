@@ -66,14 +66,17 @@ class TreeShape:
     nodes: int  # N, root included
     width: int  # nodes expanded per draft forward
     rounds: int  # expansion forwards after the first (the last batch is not expanded)
+    children: int  # candidates taken from each expanded node (top-k)
 
 
-def tree_shape(nodes: int, width: int, max_forwards: int) -> TreeShape:
+def tree_shape(nodes: int, width: int, max_forwards: int, top_k: int = 4) -> TreeShape:
     """The shape of a best-first tree of `nodes`: batches of `width` nodes, widened so that at
-    most `max_forwards` draft forwards (the first included) grow it."""
+    most `max_forwards` draft forwards (the first included) grow it. A wide batch needs as many
+    candidates: after the first forward only the root's children exist, so each expanded node
+    offers max(top_k, width) of them."""
     n = max(1, nodes)
     w = max(1, width, math.ceil((n - 1) / max(1, max_forwards)))
-    return TreeShape(n, w, max(0, math.ceil((n - 1) / w) - 1))
+    return TreeShape(n, w, max(0, math.ceil((n - 1) / w) - 1), max(top_k, w))
 
 
 def node_budgets(limit: int, width: int, max_forwards: int) -> list[int]:

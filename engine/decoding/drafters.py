@@ -237,13 +237,13 @@ class TreeDrafter(ModelDrafter):
 
     def propose(self, root, committed):
         cfg, threshold, max_nodes = self.config, self.threshold, self.config.max_nodes
-        rounds, width = None, cfg.expand_width  # rounds: expansion forwards after the first
+        rounds, width, k = None, cfg.expand_width, cfg.top_k  # rounds: forwards after the first
         plan = self.policy.plan() if self.policy is not None else None
         if plan is not None:
             if not plan.speculate:
                 return self.propose_root(committed, root)
             threshold, max_nodes, rounds = plan.threshold, plan.max_nodes, plan.rounds
-            width = plan.width or width
+            width, k = plan.width or width, plan.children or k
         self.wait_calls = 0
         forwards: list[tuple[int, float]] = []
         clock = [time.perf_counter()]
@@ -260,7 +260,7 @@ class TreeDrafter(ModelDrafter):
             tree, frontier, node_dists = self.resume(carry)
             expanded = carry.next_forwards - 1
         else:
-            tree, frontier, node_dists = TokenTree.with_root(root), Frontier(cfg.top_k), {}
+            tree, frontier, node_dists = TokenTree.with_root(root), Frontier(k), {}
             fed = len(self.draft.pending) + 1
             processed([0], self.draft.start(root)[None], fed)
             expanded = 0
@@ -273,7 +273,7 @@ class TreeDrafter(ModelDrafter):
             expanded += 1
         self.extension = Extension.for_tree(
             tree, committed, node_dists, width=width, max_nodes=max_nodes, rounds=rounds,
-            max_depth=cfg.max_depth, threshold=threshold, top_k=cfg.top_k,
+            max_depth=cfg.max_depth, threshold=threshold, top_k=k,
         )
         return Proposal(tree, [None] * len(tree), forwards=forwards,
                         probe=plan is not None and plan.probe)
