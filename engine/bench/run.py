@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..config import SamplingConfig
+from ..config import SamplingConfig, TreeConfig
 from ..costmodel import formulas as cm
 from ..costmodel.calibrate import calibrate
 from ..costmodel.drift import DriftProbe, anchored, median_probe
@@ -206,9 +206,17 @@ def predict(
             head_compute=timing.head_compute.scaled(f),
             draft_forward=timing.draft_forward.scaled(f),
         )
-    if cfg.mode == "tree":
+    if cfg.mode == "tree":  # the run's own tree settings: the policy that runs is simulated
+        tree = TreeConfig()
         return cm.auto_generation(
-            timing, cal.acceptance, tokens, budget_bytes=budget, pipeline=cfg.pipeline
+            timing,
+            cal.acceptance,
+            tokens,
+            budget_bytes=budget,
+            pipeline=cfg.pipeline,
+            expand_width=tree.expand_width,
+            max_forwards=tree.max_forwards,
+            auto_max_nodes=tree.auto_max_nodes,
         )
     return cm.predict(timing, cal.acceptance, cfg.mode, budget_bytes=budget, k=cfg.k)
 

@@ -7,6 +7,7 @@ import pytest
 
 from engine.config import TreeConfig
 from engine.costmodel import formulas as cm
+from engine.costmodel.passes import layout
 from engine.costmodel.policy import StepPolicy
 from engine.decoding.drafters import Proposal, StepResult
 from engine.decoding.tree import TokenTree
@@ -44,7 +45,7 @@ def test_streamed_io_bound_pass_with_and_without_head_start():
     # budget: base + one pinned... no: room for 3 layers only (prefetch 2 + 1) -> all streamed
     t = timing(c=0.1, h=0.0, layers=4, layer_mb=100, base_mb=10, bw_mb=100.0)  # r = 1 s
     budget = (10 + 3 * 100) * MB
-    assert cm.layout(t, budget) == (0, [0, 1, 2, 3])
+    assert layout(t, budget) == (0, [0, 1, 2, 3])
     cold = cm.pass_seconds(t, 1, budget, slack=0.0)
     assert cold.seconds == pytest.approx(4.1)  # layer j ready at j + 1, the last computed 0.1
     assert cold.waits == pytest.approx(1.0 + 0.9 * 3)
@@ -68,7 +69,7 @@ def test_a_budget_with_room_for_one_streamed_layer_serializes_io_and_compute():
 def test_pinned_layers_compute_while_the_first_streamed_layer_loads():
     t = timing(c=0.5, h=0.0, layers=6, layer_mb=100, base_mb=0, bw_mb=100.0)  # r = 1 s
     budget = 600 * MB - 1  # not everything fits: room for prefetch + 1 = 3 layers, pin 2
-    pinned, streamed = cm.layout(t, budget)
+    pinned, streamed = layout(t, budget)
     assert (pinned, streamed) == (2, [2, 3, 4, 5])
     p = cm.pass_seconds(t, 1, budget, slack=0.0)
     # pinned compute (1 s) covers the first read; then a layer every second, each computed in
