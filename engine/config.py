@@ -27,7 +27,9 @@ class TreeConfig:
     added per expanded node; `expand_width` frontier nodes are expanded per draft forward.
     With `adaptive`, `auto` also lets the cost model choose the node cap per step and fall back
     to `ar` (root-only trees, occasional probes) while speculation would be slower
-    (engine.costmodel.policy); `adaptive=False` keeps threshold and cap fixed.
+    (engine.costmodel.policy); `adaptive=False` keeps threshold and cap fixed. When the
+    streamed target's pass is IO-bound, `auto` considers budgets up to `auto_max_nodes`; big
+    trees expand wider batches so that at most `max_forwards` draft forwards grow one.
     """
 
     max_nodes: int = 48
@@ -37,6 +39,8 @@ class TreeConfig:
     threshold: float = 0.02
     adaptive: bool = True
     auto: bool = True
+    auto_max_nodes: int = 512
+    max_forwards: int = 12
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class Session:
 
         budget_bytes: ceiling on target weight bytes resident (None: load the target whole).
         stream: how a streamed target reads its layers (default `StreamConfig()`).
-        stream_options: further keywords for `load_streamed_model` (reader, hook_policy).
+        stream_options: further keywords for `load_streamed_model` (reader).
         """
         report = progress or (lambda e: None)
         stream = stream or StreamConfig()

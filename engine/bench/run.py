@@ -16,9 +16,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..config import BENCH_MAX_TOKENS, BENCH_PROMPTS, SamplingConfig, StreamConfig
+from ..config import BENCH_MAX_TOKENS, BENCH_PROMPTS, SamplingConfig, StreamConfig, TreeConfig
 from ..costmodel import formulas as cm
-from ..costmodel.calibrate import DriftProbe, anchored, calibrate, measure_timing, median_probe
+from ..costmodel.calibrate import calibrate
+from ..costmodel.drift import DriftProbe, anchored, median_probe
+from ..costmodel.measure import measure_timing
 from .environment import env_load, environment
 from .pair import Pair, Report
 from .runs import BUDGETS, FRACTIONS, Aggregate, Config, run_canopy, run_mlx_lm
@@ -107,9 +109,17 @@ def predict(
             head_compute=timing.head_compute.scaled(f),
             draft_forward=timing.draft_forward.scaled(f),
         )
-    if cfg.mode == "tree":
+    if cfg.mode == "tree":  # the run's own tree settings: the policy that runs is simulated
+        tree = TreeConfig()
         return cm.auto_generation(
-            timing, cal.acceptance, tokens, budget_bytes=budget, pipeline=cfg.pipeline
+            timing,
+            cal.acceptance,
+            tokens,
+            budget_bytes=budget,
+            pipeline=cfg.pipeline,
+            expand_width=tree.expand_width,
+            max_forwards=tree.max_forwards,
+            auto_max_nodes=tree.auto_max_nodes,
         )
     return cm.predict(timing, cal.acceptance, cfg.mode, budget_bytes=budget, k=cfg.k)
 

@@ -12,39 +12,19 @@ forward over m tokens, top-k selection included):
     chain(k):  T_draft = d(s) + (k - 1) d(1)
     tree(N):   T_draft = d(s) + R(N) d(w),  R(N) = max(0, ceil((N - 1) / w) - 1)      (3)
   s: tokens the step's first forward processes (root + accepted nodes the draft never saw);
-  w: expand width. The last round's nodes are not expanded (the node cap stops the tree).
+  w: expand width, widened for big trees so that 1 + R(N) <= the forward cap (rules.tree_shape).
+  The last round's nodes are not expanded (the node cap stops the tree).
 
-Target pass over n tokens; L layers, c(n) seconds of compute per layer, h(n) for embedding,
-final norm and head. Resident: T_pass = L c(n) + h(n). Streamed (budget below the model): the
-layer store pins the first p layers and reads the other S every pass, layer j in
-r_j = bytes_j / B seconds (B: storage bandwidth, page cache bypassed), on an IO thread that runs
-ahead of compute by at most `prefetch` ready layers, and holds at most `slots` streamed layers
-(read, ready or in use) at once: slots = (budget - resident bytes) // layer bytes. A two-stage
-pipeline with a bounded buffer:
+Target pass over n tokens: T_pass(n) by the two-stage IO/compute recurrence (4) of
+engine.costmodel.passes (resident: L c(n) + h(n)); with the pipeline, draft work at its waits
+(4'), decided by the live policy's own rule (rules.wait_work_fits). The next step reuses that
+work when verification accepted the guessed path and bonus (probability P_reuse), hiding that
+much of its draft time; P_ext: the most probable leaf was not expanded while drafting:
 
-    start_j = max(io_free, taken_{j-prefetch}, done_{j-slots}),  ready_j = start_j + r_j
-    io_free = ready_j,  taken_j = max(t, ready_j),  done_j = t = taken_j + c(n)          (4)
+    T_pass = P_ext T_pass(4', leaf first) + (1 - P_ext) T_pass(4', bonus first)
+    T_step -= P_reuse min(next-tree forwards' seconds, T_draft)                         (5)
 
-starting from t = p c(n) and io_free = -slack: the IO thread began this pass's first layers as
-soon as compute took the previous pass's last one, `slack` = c + h + overheads + T_draft earlier
-(released it c later). With slots = 1 nothing overlaps: T_pass = S (r + c) + p c + h.
-Waits = sum(taken_j - t_j); T_pass = t_end + h(n). IO time per pass = sum r_j; bytes read per
-token = sum bytes_j / E(N).
-
-Pipeline (draft work while the target waits for a layer, decoding/pipeline.py): at a wait, compute
-runs whole draft forwards d(1) (up to `max_depth` per pass) extending the most probable path
-until the layer is there, so each wait is rounded up to whole forwards (4'):
-
-    at take_j: while t < ready_j and calls < max_depth: t += d(1), calls += 1
-
-There is work only when the tree's most probable leaf was not expanded while drafting
-(probability P_ext). The next step reuses that work when verification accepted the path and the
-guessed bonus (probability P_reuse), hiding that much of its draft time:
-
-    T_pass = P_ext T_pass(4') + (1 - P_ext) T_pass(4)
-    T_step -= P_ext P_reuse min(calls d(1), T_draft)                                   (5)
-
-Tokens per pass (acceptance, measured on calibration prompts, engine.costmodel.calibrate):
+Tokens per pass (acceptance, measured on calibration prompts, engine.costmodel.acceptance):
     ar: 1;   chain(k): 1 + sum_{d=1..k} prod_{j<=d} alpha_j   (alpha_j = P(depth j | depth j-1))
     tree(N): E(N) = 1 + mean over calibration steps of the accepted nodes among a tree's first N
       nodes. Best-first trees are prefixes of bigger ones (nodes join in path-probability order,
@@ -66,6 +46,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from ..config import DEFAULT_PREFETCH
+from . import rules
+from .passes import pass_seconds
 
 MODES = ("ar", "chain", "tree")
 
@@ -155,18 +137,6 @@ class Acceptance:
 
 
 @dataclass(frozen=True)
-class PassTime:
-    seconds: float  # T_pass
-    compute: float  # L c(n) + h(n)
-    io: float  # sum r_j (IO thread busy)
-    waits: float  # compute blocked on a layer
-    bytes_read: int
-    streamed: int  # S
-    pinned: int  # p
-    hook_calls: int = 0  # draft forwards run during waits (pipeline)
-
-
-@dataclass(frozen=True)
 class Prediction:
     mode: str  # "ar", "chain", "tree" (an auto tree may answer "ar")
     nodes: int  # N (ar: 1, chain: k + 1)
@@ -246,57 +216,6 @@ def chain_draft_seconds(d: Callable[[float], float], k: int, start: float) -> fl
     return 0.0 if k <= 0 else d(start) + (k - 1) * d(1)
 
 
-def layout(timing: Timing, budget_bytes: int | None) -> tuple[int, list[int]]:
-    """(pinned layer count p, streamed layer indices) the layer store uses for this budget."""
-    n = timing.num_layers
-    if budget_bytes is None or budget_bytes >= timing.target_bytes:
-        return n, []
-    from ..streaming.layerstore import plan_pinned
-
-    pinned = plan_pinned(timing.base_bytes, list(timing.layer_bytes), budget_bytes, timing.prefetch)
-    return len(pinned), [i for i in range(n) if i >= len(pinned)]
-
-
-def pass_seconds(
-    timing: Timing,
-    n: int,
-    budget_bytes: int | None,
-    slack: float,
-    hook: tuple[float, int] = (0.0, 0),
-) -> PassTime:
-    """One target pass over n tokens, recurrence (4); `hook` = (seconds, max calls) of draft
-    work run at waits (4')."""
-    c, h = timing.layer_compute(n), timing.head_compute(n)
-    pinned, streamed = layout(timing, budget_bytes)
-    compute = timing.num_layers * c + h
-    if not streamed:
-        return PassTime(compute, compute, 0.0, 0.0, 0, 0, pinned)
-    reads = [timing.layer_bytes[j] / timing.read_bandwidth for j in streamed]
-    resident = timing.base_bytes + sum(timing.layer_bytes[:pinned])
-    slots = max(1, (budget_bytes - resident) // max(timing.layer_bytes[j] for j in streamed))
-    q = timing.prefetch
-    t, io_free, waits = pinned * c, -slack, 0.0
-    hook_s, calls_left = hook
-    calls = 0
-    taken: list[float] = []
-    for j, r in enumerate(reads):
-        queue_room = taken[j - q] if j >= q else -slack
-        # for j < slots: the previous pass's layer S + j - slots, released about one layer
-        # period max(c, r) apart, the last one c after its take at -slack
-        period = max(c, r)
-        budget_room = taken[j - slots] + c if j >= slots else -slack + c - (slots - 1 - j) * period
-        io_free = max(io_free, queue_room, budget_room) + r
-        while t < io_free and calls < calls_left and hook_s > 0:
-            t += hook_s
-            calls += 1
-        got = max(t, io_free)
-        waits += got - t
-        taken.append(got)
-        t = got + c
-    nbytes = sum(timing.layer_bytes[j] for j in streamed)
-    return PassTime(t + h, compute, sum(reads), waits, nbytes, len(streamed), pinned, calls)
-
-
 def predict(
     timing: Timing,
     acceptance: Acceptance | None,
@@ -307,10 +226,12 @@ def predict(
     nodes: int | None = None,
     expand_width: int = 4,
     pipeline: bool = False,
-    max_depth: int = 12,
+    max_forwards: int = 12,
+    max_nodes: int | None = None,
+    auto_max_nodes: int | None = None,
 ) -> Prediction:
     """Predicted steady-state decode speed of one mode; `tree` with nodes=None is the automatic
-    choice: the best N (or `ar`, when no tree beats it)."""
+    choice: the best N (or `ar`, when no tree beats it), see `best_tree`."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}")
     if mode == "tree" and nodes is None:
@@ -320,8 +241,12 @@ def predict(
             budget_bytes=budget_bytes,
             expand_width=expand_width,
             pipeline=pipeline,
+            max_forwards=max_forwards,
+            max_nodes=max_nodes,
+            auto_max_nodes=auto_max_nodes,
         )
     d = timing.draft_forward
+    shape = rules.tree_shape(1, expand_width, max_forwards)
     if mode == "ar" or acceptance is None:
         n, tokens, draft = 1, 1.0, 0.0
     elif mode == "chain":
@@ -329,18 +254,26 @@ def predict(
         tokens = chain_tokens(acceptance.chain_alpha, k)
         draft = chain_draft_seconds(d, k, acceptance.start_tokens_chain) * timing.chain_draft_scale
     else:
-        n = max(1, nodes)
+        shape = rules.tree_shape(max(1, nodes), expand_width, max_forwards)
+        n = shape.nodes
         tokens = tree_tokens(acceptance.tree_tokens, n)
-        draft = tree_draft_seconds(d, n, expand_width, acceptance.start_tokens_tree)
+        draft = tree_draft_seconds(d, n, shape.width, acceptance.start_tokens_tree)
     overhead = timing.overhead(mode if n > 1 else "ar") + timing.node_overhead * n
     slack = timing.layer_compute(n) + timing.head_compute(n) + overhead + draft
     p = pass_seconds(timing, n, budget_bytes, slack)
     hidden = 0.0
     if pipeline and mode == "tree" and n > 1:
-        ph = pass_seconds(timing, n, budget_bytes, slack, (d(1), max_depth))
-        q = acceptance.extension
-        p = replace(p, seconds=q * ph.seconds + (1 - q) * p.seconds, hook_calls=ph.hook_calls)
-        hidden = q * acceptance.reuse * min(ph.hook_calls * d(1), draft)
+        q, mixed = acceptance.extension, []
+        for leaf_done, share in ((False, q), (True, 1.0 - q)):
+            sizes = rules.wait_forward_sizes(leaf_done, shape.width, shape.rounds)
+            ph = pass_seconds(timing, n, budget_bytes, slack, [d(m) for m in sizes])
+            skip = 0 if leaf_done else 1  # the leaf's forward grows this tree, not the next
+            next_tree = sum(d(m) for m in sizes[skip : ph.hook_calls])
+            mixed.append((share, ph, min(next_tree, draft)))
+        seconds = sum(share * ph.seconds for share, ph, _ in mixed)
+        calls = round(sum(share * ph.hook_calls for share, ph, _ in mixed))
+        p = replace(p, seconds=seconds, hook_calls=calls)
+        hidden = acceptance.reuse * sum(share * h for share, _, h in mixed)
     step = draft + p.seconds + overhead - hidden
     return Prediction(
         mode="ar" if n == 1 else mode,
@@ -367,11 +300,16 @@ def best_tree(
     expand_width: int = 4,
     pipeline: bool = False,
     max_nodes: int | None = None,
+    max_forwards: int = 12,
+    auto_max_nodes: int | None = None,
 ) -> Prediction:
-    """argmax over N of (2), ar (N = 1) included."""
+    """argmax over N of (2), ar (N = 1) included. N runs up to `max_nodes` (default: the measured
+    E(N) curve's length), and beyond it up to `auto_max_nodes` while the pass is IO-bound
+    (rules.node_limit, as the live policy)."""
     limit = max_nodes or (len(acceptance.tree_tokens) if acceptance else 1)
+    top = max(limit, auto_max_nodes or 0)
     best = predict(timing, acceptance, "ar", budget_bytes=budget_bytes)
-    for n in range(2, limit + 1):
+    for n in range(2, top + 1):
         p = predict(
             timing,
             acceptance,
@@ -380,7 +318,10 @@ def best_tree(
             nodes=n,
             expand_width=expand_width,
             pipeline=pipeline,
+            max_forwards=max_forwards,
         )
+        if n > limit and not rules.is_io_bound(p.wait_seconds, p.pass_seconds):
+            break  # past max_nodes only while waiting for layers dominates the pass
         if p.tokens_per_second > best.tokens_per_second:
             best = p
     return best
@@ -394,8 +335,10 @@ def auto_generation(
     budget_bytes: int | None = None,
     expand_width: int = 4,
     pipeline: bool = False,
+    max_forwards: int = 12,
+    auto_max_nodes: int | None = None,
 ) -> Prediction:
-    """Tree (auto) over a whole generation of `tokens`, with the warm-up of policy.AutoPolicy:
+    """Tree (auto) over a whole generation of `tokens`, with the warm-up of policy.StepPolicy:
     a first tree of one forward (N = 1 + w), one ar step, then the steady-state choice.
 
         T = T_first + T_ar + (tokens - E_first - 1) / E* T*,   tokens/s = tokens / T
@@ -403,7 +346,9 @@ def auto_generation(
     kw = {"budget_bytes": budget_bytes, "expand_width": expand_width, "pipeline": pipeline}
     first = predict(timing, acceptance, "tree", nodes=1 + expand_width, **kw)
     ar = predict(timing, acceptance, "ar", budget_bytes=budget_bytes)
-    best = best_tree(timing, acceptance, **kw)
+    best = best_tree(
+        timing, acceptance, max_forwards=max_forwards, auto_max_nodes=auto_max_nodes, **kw
+    )
     rest = max(0.0, tokens - first.tokens_per_pass - 1.0)
     seconds = first.step_seconds + ar.step_seconds + rest / best.tokens_per_pass * best.step_seconds
     done = min(tokens, first.tokens_per_pass + 1.0 + rest)

@@ -1,19 +1,23 @@
-"""The one place that decides, per step, how the tree drafter spends its time.
+"""The one object that makes every per-step decision of the tree drafter: node budget and tree
+shape, threshold, fallback to `ar`, and whether to draft during the target's IO waits.
 
 Measured online from verification results (forgotten exponentially per target step):
 - timing: one draft forward over m tokens d(m) ~ a + b m; one target pass over N tokens
   v(N) ~ v0 + v1 N (IO included when the target is streamed); the rest of a step, o;
 - acceptance of recent trees: best-first trees grow in rounds (the start forward, then one
-  forward per batch of `expand_width` nodes), and the accepted path can only go one round
-  deeper per round. E_s(R) = 1 + accepted nodes of tree s within its first R + 1 batches;
-  beyond the rounds a tree had, the path continues one more round with probability rho (how
-  often a path that reached a batch reached the next one, over recent trees);
+  forward per batch of w nodes), and the accepted path can only go one level deeper per round.
+  E_s(N) = 1 + accepted nodes of tree s among its first N nodes; beyond the depth a tree had,
+  the path continues one more level with probability rho (how often a path that reached a
+  depth reached the next one, over recent trees);
+- whether the pass is IO-bound: the share of verify time spent waiting for layers
+  (rules.is_io_bound);
 - the calibration A(pi): the fraction of nodes with draft path probability ~pi that the target
   accepted (log10 bins), shrunk toward kappa * pi (kappa: accepted / sum of path probabilities).
 
 Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
-- the node budget: R* = argmax_R sum_s E_s(R) / sum_s T(R), T(R) = d(s) + R d(w) + v(N) + o,
-  N = 1 + w (R + 1); the drafter grows a best-first tree of at most N nodes;
+- the node budget: N* = argmax_N sum_s E_s(N) / sum_s T(N), T(N) = d(s) + R(N) d(w) + v(N) + o,
+  over rules.node_budgets up to `max_nodes`, or `auto_max_nodes` while the pass is IO-bound;
+  the shape (w, R) of N comes from rules.tree_shape (wide batches under the forward cap);
 - the threshold: a node whose path probability pi gives A(pi) per second of its verify cost
   (v1) below the rate to beat is not worth a slot (costmodel.marginal_threshold);
 - the mode: when speculation's best predicted rate loses to ar's 1 / (v(1) + o) (after two
@@ -22,8 +26,10 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
   root-only trees, no draft work. It probes with a small tree every `interval` steps (doubling
   while probes lose, up to PROBE_MAX) and returns when a probe predicts a win; when bound by
   timing it does not probe, but rechecks the bound as ar's pass time is measured.
+- draft work at an IO wait: one more forward of the next step's tree while it fits
+  (rules.wait_work_fits with d of its size: the rule the cost model's pass simulation runs).
 The first step drafts one forward's worth (root + top-k children) and the second is a plain
-ar step, to measure d, v(N) and v(1) before deciding; R grows at most to 4 R_seen + 3 per
+ar step, to measure d, v(N) and v(1) before deciding; N grows at most to 4 N_seen + w per
 step (exploration is bounded by what was observed).
 """
 
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import formulas as cm
+from . import rules
 
 LOG_MIN, LOG_MAX, BINS = -5.0, 0.0, 20
 DECAY = 0.97  # per target step: recent steps dominate
@@ -56,6 +63,8 @@ class Plan:
     threshold: float
     probe: bool = False
     rounds: int | None = None  # expansion forwards after the first (None: up to the caps)
+    width: int | None = None  # nodes per expansion forward (None: the configured expand width)
+    children: int | None = None  # top-k candidates per expanded node (None: the configured)
 
 
 def _fit(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float, float]:
@@ -77,14 +86,15 @@ class TreeRecord:
     step: int
     nodes: int
     cum: list[int]  # cum[i]: accepted nodes among nodes 1..i
-    reach: list[bool]  # reach[r]: the accepted path has a node in batch r
+    depth: int  # the deepest drafted node
+    path: int  # depth of the accepted path (0: no draft token accepted)
 
 
-class AutoPolicy:
-    """Chooses node budget, threshold and ar fallback from the cost model (see module doc).
+class StepPolicy:
+    """Chooses node budget, tree shape, threshold, ar fallback and IO-wait drafting (module doc).
 
     Args:
-        tree: the tree configuration (caps, initial threshold, expand width).
+        tree: the tree configuration (caps, initial threshold, expand width, forward cap).
         adapt_threshold: learn the threshold (else keep `tree.threshold`).
         auto: choose the node budget and fall back to ar (else always `tree.max_nodes`).
     """
@@ -92,7 +102,7 @@ class AutoPolicy:
     def __init__(self, tree, adapt_threshold: bool = True, auto: bool = True):
         self.tree, self.adapt, self.auto = tree, adapt_threshold, auto
         self.w = max(1, tree.expand_width)
-        self.max_rounds = cm.tree_rounds(tree.max_nodes, self.w)
+        self.forwards_cap = max(1, tree.max_forwards)
         self.threshold = tree.threshold
         self.lo, self.hi = 1e-4, 0.5
         self.seen, self.accepted, self.mass = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
@@ -103,13 +113,14 @@ class AutoPolicy:
         self.last_tree_step = 0
         self.trees: deque[TreeRecord] = deque(maxlen=WINDOW)
         self.forwards: deque = deque(maxlen=32)  # (tokens, seconds, step)
-        self.passes: deque = deque(maxlen=32)  # (nodes, seconds, step)
+        self.passes: deque = deque(maxlen=32)  # (nodes, seconds, step, io wait seconds)
         self.overheads: deque = deque(maxlen=16)
         self.d: cm.Curve | None = None  # d(m), refitted after each step
         self.v: cm.Curve | None = None  # v(N)
         self.o = 0.0
         self.mode = "tree"
-        self.rounds = 0  # R of the next speculative step
+        self.nodes = 1 + self.w  # N of the next speculative step
+        self.last_plan: Plan | None = None
         self.ar_sampled = False  # a root-only step has been timed
         self.evidence = 0  # trees observed since speculation (re)started
         self.since = 0  # ar steps since the last probe / fallback
@@ -138,88 +149,132 @@ class AutoPolicy:
             a, b = _fit([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
             self.d = cm.Curve.linear(a, b)
         if self.passes:
-            a, b = _fit([(n, s, self._weight(k)) for n, s, k in self.passes], 1 / 64)
+            a, b = _fit([(n, s, self._weight(k)) for n, s, k, _ in self.passes], 1 / 64)
             self.v = cm.Curve.linear(a, b)
         self.o = sorted(self.overheads)[len(self.overheads) // 2] if self.overheads else 0.0
 
-    def nodes_for(self, rounds: int) -> int:
-        return min(self.tree.max_nodes, 1 + self.w * (rounds + 1))
+    def shape(self, nodes: int) -> rules.TreeShape:
+        return rules.tree_shape(nodes, self.w, self.forwards_cap, self.tree.top_k)
+
+    def _speculate(self, nodes: int, probe: bool = False) -> Plan:
+        s = self.shape(nodes)
+        return Plan(True, s.nodes, self.threshold, probe, s.rounds, s.width, s.children)
+
+    def io_bound(self) -> bool:
+        """Recent verify passes spent most of their time waiting for layers (streamed)."""
+        wait = sum(self._weight(k) * io for _, _, k, io in self.passes)
+        total = sum(self._weight(k) * s for _, s, k, _ in self.passes)
+        return rules.is_io_bound(wait, total)
+
+    def node_limit(self) -> int:
+        return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)
 
     def ar_rate(self) -> float | None:
         return None if self.v is None else 1.0 / (self.v(1) + self.o)
 
-    def tree_seconds(self, rounds: int) -> float:
-        n = self.nodes_for(rounds)
-        return cm.tree_draft_seconds(self.d, n, self.w, START_TOKENS) + self.v(n) + self.o
+    def tree_seconds(self, nodes: int) -> float:
+        width = self.shape(nodes).width
+        return cm.tree_draft_seconds(self.d, nodes, width, START_TOKENS) + self.v(nodes) + self.o
 
     def rho(self) -> float:
-        """P(the accepted path reaches batch r + 1 | it reached batch r and r + 1 was drafted)."""
+        """P(the accepted path reaches depth k + 1 | it reached depth k and k + 1 was drafted)."""
         pairs = hits = 0.0
         first = firsts = 0.0
         for t in self.trees:
             wt = self._weight(t.step)
-            first += wt * t.reach[0]
+            first += wt * (t.path >= 1)
             firsts += wt
-            for r in range(len(t.reach) - 1):
-                if t.reach[r]:
+            for k in range(1, t.depth):
+                if t.path >= k:
                     pairs += wt
-                    hits += wt * t.reach[r + 1]
+                    hits += wt * (t.path >= k + 1)
         prior = (first + 0.5) / (firsts + 1.0)  # Laplace: one lucky tree does not make rho 1
         return (hits + 2 * prior) / (pairs + 2)
 
-    def tree_rate(self, rounds: int, rho: float | None = None) -> float | None:
-        """Predicted tokens/s with R = `rounds`: sum_s E_s(R) / sum_s T(R), recent trees."""
-        if not self.trees or self.d is None or self.v is None:
+    def tree_tokens(self, nodes: int, rho: float | None = None) -> float | None:
+        """E(N): sum_s E_s(N) over recent trees, weighted (None before any tree)."""
+        if not self.trees:
             return None
         rho = self.rho() if rho is None else rho
-        n = self.nodes_for(rounds)
+        cap = min(self.shape(nodes).rounds + 1, self.tree.max_depth)
         tokens = weight = 0.0
         for t in self.trees:
             wt = self._weight(t.step)
-            have = len(t.reach)  # batches tree s had
-            e = 1.0 + t.cum[min(n, t.nodes) - 1]
-            if rounds + 1 > have and t.reach[-1]:  # extrapolate: one round deeper w.p. rho
-                e += sum(rho**j for j in range(1, rounds + 2 - have))
+            e = 1.0 + t.cum[min(nodes, t.nodes) - 1]
+            if nodes > t.nodes and t.path == t.depth and cap > t.depth:
+                e += sum(rho**j for j in range(1, cap - t.depth + 1))  # one level deeper w.p. rho
             tokens += wt * e
             weight += wt
-        return tokens / (weight * self.tree_seconds(rounds))
+        return tokens / weight
 
-    def best_rounds(self) -> tuple[int, float] | None:
-        rho = self.rho()
-        seen = max((len(t.reach) - 1 for t in self.trees), default=0)
-        top = min(self.max_rounds, 4 * seen + 3)
-        rates = [(self.tree_rate(r, rho), r) for r in range(top + 1)]
-        if rates[0][0] is None:
+    def tree_rate(self, nodes: int, rho: float | None = None) -> float | None:
+        """Predicted tokens/s with a budget of `nodes`: E(N) / T(N)."""
+        if self.d is None or self.v is None:
             return None
-        rate, r = max(rates)
-        return r, rate
+        e = self.tree_tokens(nodes, rho)
+        return None if e is None else e / self.tree_seconds(nodes)
+
+    def best_nodes(self) -> tuple[int, float] | None:
+        rho = self.rho()
+        seen = max((t.nodes for t in self.trees), default=1)
+        top = min(self.node_limit(), 4 * seen + self.w)  # bounded exploration
+        budgets = rules.node_budgets(top, self.w, self.forwards_cap)
+        rates = [(self.tree_rate(n, rho), n) for n in budgets]
+        if not rates or rates[0][0] is None:
+            return None
+        rate, n = max(rates)
+        return n, rate
 
     def can_win(self) -> bool:
-        d, v, w = self.d, self.v, self.w
+        d, v, shape = self.d, self.v, self.shape
         if d is None or v is None:
             return True
         return cm.speculation_can_win(
-            lambda n: cm.tree_draft_seconds(d, n, w, 1.0),
+            lambda n: cm.tree_draft_seconds(d, n, shape(n).width, 1.0),
             v,
             self.o,
             self.tree.max_nodes,
-            w,
+            self.w,
             CAN_WIN_MARGIN,
         )
 
-    # ---- the per-step decision -------------------------------------------------------------
+    # ---- the per-step decisions ------------------------------------------------------------
     def plan(self) -> Plan:
+        self.last_plan = plan = self._plan()
+        return plan
+
+    def _plan(self) -> Plan:
         if not self.auto:
-            return Plan(True, self.tree.max_nodes, self.threshold)
+            return self._speculate(self.tree.max_nodes)
         if self.mode == "tree":
             if self.trees and not self.ar_sampled:  # time one ar step: v(1), o without a draft
                 return Plan(False, 1, self.threshold)
-            return Plan(True, self.nodes_for(self.rounds), self.threshold, rounds=self.rounds)
+            return self._speculate(self.nodes)
         self.since += 1
         if not self.timing_bound and self.since >= self.interval:
             self.since = 0
-            return Plan(True, self.nodes_for(1), self.threshold, probe=True, rounds=1)
+            return self._speculate(1 + 2 * self.w, probe=True)
         return Plan(False, 1, self.threshold)
+
+    def wait_forwards(self) -> int:
+        """Draft forwards the pipeline may run for the next tree (rules.wait_forward_sizes)."""
+        plan = self.last_plan
+        if plan is None or not plan.speculate:
+            return 0
+        rounds = plan.rounds if plan.rounds is not None else self.shape(plan.max_nodes).rounds
+        return len(rules.wait_forward_sizes(False, plan.width or self.w, rounds))
+
+    def draft_while_waiting(self, facts: rules.WaitFacts, calls: int, tokens: int) -> bool:
+        """Run one more draft forward over `tokens` tokens while the target waits for a layer?
+        `calls`: forwards already run during waits of this pass. The cost model's pass
+        simulation applies the same rule (formulas.pass_seconds)."""
+        work = None if self.d is None else self.d(tokens)
+        return rules.wait_work_fits(facts, work, calls, self.wait_forwards())
+
+    def observe_forwards(self, forwards) -> None:
+        """Draft forwards timed outside a proposal (during IO waits): (tokens, seconds)."""
+        for m, s in forwards:
+            self.forwards.append((m, s, self.steps))
 
     def observe(self, result) -> None:
         """Learn from one verified step (engine.decoding.drafters.StepResult)."""
@@ -228,7 +283,8 @@ class AutoPolicy:
         n = len(tree)
         draft_s = getattr(result, "draft_seconds", 0.0)
         verify_s = getattr(result, "verify_seconds", 0.0) or result.step_seconds
-        self.passes.append((n, verify_s, self.steps))
+        io_wait = getattr(result, "io_wait_seconds", 0.0)
+        self.passes.append((n, verify_s, self.steps, min(io_wait, verify_s)))
         self.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
         for m, s in getattr(result.proposal, "forwards", ()):
             self.forwards.append((m, s, self.steps))
@@ -237,20 +293,20 @@ class AutoPolicy:
             self._observe_tree(tree, result.accepted)
             self.evidence += 1
         self._refit()
-        best, ar = self.best_rounds(), self.ar_rate()
+        best, ar = self.best_nodes(), self.ar_rate()
         if best is None or ar is None:
             return
-        rounds, spec = best
+        nodes, spec = best
         self._update_threshold(max(spec, ar))
         if not self.auto:
             return
         if self.mode == "tree":
-            self.rounds = rounds
+            self.nodes = nodes
             if spec < ar and (self.evidence >= 2 or not self.can_win()):
                 self._enter("ar")
         elif n > 1:  # a probe
             if spec >= ar * RETURN_MARGIN:
-                self.rounds = rounds
+                self.nodes = nodes
                 self._enter("tree")
             else:
                 self.interval = min(PROBE_MAX, self.interval * 2)
@@ -265,7 +321,6 @@ class AutoPolicy:
         self.mass *= decay
         taken = set(accepted)
         cum, total = [0] * len(tree), 0
-        reach = [False] * math.ceil((len(tree) - 1) / self.w)
         for i in range(1, len(tree)):
             b = self.bin_of(tree.path_prob[i])
             hit = i in taken
@@ -274,8 +329,8 @@ class AutoPolicy:
             self.mass[b] += tree.path_prob[i]
             total += hit
             cum[i] = total
-            reach[(i - 1) // self.w] |= hit
-        self.trees.append(TreeRecord(self.steps, len(tree), cum, reach))
+        depth, path = max(tree.depth), len(accepted) - 1
+        self.trees.append(TreeRecord(self.steps, len(tree), cum, depth, path))
 
     def _enter(self, mode: str) -> None:
         self.mode, self.since = mode, 0

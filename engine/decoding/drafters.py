@@ -7,8 +7,6 @@ verifier, the cost model and the GUI do not care where a tree came from.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,6 +16,7 @@ import numpy as np
 
 from ..config import SamplingConfig, TreeConfig
 from ..models.cache import KVCache, make_cache
+from .frontier import Frontier
 from .pipeline import Extension, extend_once, extension_slots, reusable
 from .sampling import sample, target_distribution
 from .tree import TokenTree
@@ -44,6 +43,7 @@ class StepResult:
     step_seconds: float
     draft_seconds: float = 0.0
     verify_seconds: float = 0.0  # the target pass (IO waits included) and acceptance
+    io_wait_seconds: float = 0.0  # of which waiting for streamed layers (draft work included)
 
 
 class Drafter(Protocol):
@@ -179,16 +179,6 @@ class DraftModel:
         self.slot_nodes = []
 
 
-def top_k(probs: mx.array, k: int) -> tuple[list[list[int]], list[list[float]]]:
-    """Top-k token ids and probabilities per row of (rows, vocab), best first."""
-    k = min(k, probs.shape[-1])
-    idx = mx.argpartition(-probs, kth=k - 1, axis=-1)[:, :k]
-    vals = mx.take_along_axis(probs, idx, axis=-1)
-    order = mx.argsort(-vals, axis=-1)
-    idx, vals = mx.take_along_axis(idx, order, axis=-1), mx.take_along_axis(vals, order, axis=-1)
-    return idx.tolist(), vals.tolist()
-
-
 class ChainDrafter(ModelDrafter):
     """mlx-lm style: k tokens in a line, greedy or sampled from the draft."""
 
@@ -222,21 +212,24 @@ class ChainDrafter(ModelDrafter):
 class TreeDrafter(ModelDrafter):
     """Best-first token tree with branch navigation and self-adaptive fallback.
 
-    Candidates (top-k children of every expanded node) wait in a heap keyed by path probability;
-    each round the best `expand_width` join the tree and are expanded together in one draft
-    forward with the tree mask. Likely branches grow deep, unlikely ones never start; drafting
-    stops when the best candidate's path probability falls below the (learned) threshold or the
-    node/depth caps are reached. With a streamed target, `work_while_waiting` drafts past the
-    most probable leaf while the target's layers load (engine.decoding.pipeline).
+    Candidates wait in a frontier keyed by path probability; each round the best `width` join
+    the tree and are expanded together in one draft forward with the tree mask (engine.decoding
+    .frontier). Drafting stops when the best candidate's path probability falls below the
+    (learned) threshold or the node/depth/round caps are reached. The policy
+    (engine.costmodel.policy.StepPolicy) sets budget, width, rounds and threshold per step.
+    With a streamed target, `work_while_waiting` drafts the next step's tree while the target's
+    layers load (engine.decoding.pipeline), when the policy says the work fits in the wait.
     """
 
     def __init__(self, draft: DraftModel, config: TreeConfig, policy=None):
         self.draft, self.config = draft, config
-        self.policy = policy  # engine.costmodel.policy.AutoPolicy, or None: fixed threshold and cap
+        self.policy = policy  # StepPolicy, or None: fixed threshold and cap, no IO-wait rule
         self.extension: Extension | None = None  # draft work during the current verification
         self.carry: Extension | None = None  # ... that the accepted path made reusable
-        self.wait_tokens = 0  # draft tokens produced while the target waited for IO
-        self.wait_tokens_used = 0  # ... that the next step started from
+        self.wait_calls = 0  # draft forwards during this step's IO waits
+        self.wait_forwards: list[tuple[int, float]] = []  # (tokens, seconds), for the policy
+        self.wait_tokens = 0  # draft tokens processed while the target waited for IO
+        self.wait_tokens_used = 0  # ... that the next step started from (reused tree nodes)
 
     @property
     def threshold(self) -> float:
@@ -244,56 +237,44 @@ class TreeDrafter(ModelDrafter):
 
     def propose(self, root, committed):
         cfg, threshold, max_nodes = self.config, self.threshold, self.config.max_nodes
-        rounds = None  # expansion forwards after the first (None: until the caps)
+        rounds, width, k = None, cfg.expand_width, cfg.top_k  # rounds: forwards after the first
         plan = self.policy.plan() if self.policy is not None else None
         if plan is not None:
             if not plan.speculate:
                 return self.propose_root(committed, root)
             threshold, max_nodes, rounds = plan.threshold, plan.max_nodes, plan.rounds
-        heap: list = []
-        tie = itertools.count()
-        node_dists: dict[int, mx.array] = {}  # draft distribution of every processed node
+            width, k = plan.width or width, plan.children or k
+        self.wait_calls = 0
         forwards: list[tuple[int, float]] = []
         clock = [time.perf_counter()]
 
-        def push_children(nodes: list[int], dists: mx.array, skip=(), tokens: int = 0) -> None:
+        def processed(nodes: list[int], dists: mx.array, tokens: int) -> None:
             node_dists.update(zip(nodes, dists))
-            ids, vals = top_k(dists, cfg.top_k)  # .tolist() waits for the forward
-            if tokens:
-                now = time.perf_counter()
-                forwards.append((tokens, now - clock[0]))
-            for node, toks, probs in zip(nodes, ids, vals):
-                for t, p in zip(toks, probs):
-                    if (node, t) not in skip:
-                        heapq.heappush(heap, (-tree.path_prob[node] * p, next(tie), node, t, p))
-            clock[0] = time.perf_counter()
+            frontier.push(tree, nodes, dists)  # waits for the forward
+            now = time.perf_counter()
+            forwards.append((tokens, now - clock[0]))
+            clock[0] = now
 
         carry, self.carry = self.carry, None
-        if carry is not None and carry.tokens[0] == root:
-            tree, dists = self.resume(carry)
-            last = len(tree) - 1
-            for j, dist in enumerate(dists):  # the chain's own next tokens are already nodes
-                skip = {(j, tree.tokens[j + 1])} if j < last else set()
-                push_children([j], dist[None], skip)
+        if carry is not None and carry.next_tree.tokens[0] == root:
+            tree, frontier, node_dists = self.resume(carry)
+            expanded = carry.next_forwards - 1
         else:
-            tree = TokenTree.with_root(root)
+            tree, frontier, node_dists = TokenTree.with_root(root), Frontier(k), {}
             fed = len(self.draft.pending) + 1
-            push_children([0], self.draft.start(root)[None], tokens=fed)
-        expanded = 0
-        while heap and len(tree) < max_nodes:
-            batch = []
-            while heap and len(batch) < cfg.expand_width and len(tree) < max_nodes:
-                if -heap[0][0] < threshold:
-                    heap.clear()  # fallback: nothing left is likely enough to be worth drafting
-                    break
-                _, _, parent, token, prob = heapq.heappop(heap)
-                batch.append(tree.add(token, parent, prob))
+            processed([0], self.draft.start(root)[None], fed)
+            expanded = 0
+        while frontier and len(tree) < max_nodes:
+            batch = frontier.pop_batch(tree, width, max_nodes, threshold)
             grow = [n for n in batch if tree.depth[n] < cfg.max_depth]
             if not grow or len(tree) >= max_nodes or (rounds is not None and expanded >= rounds):
                 break
-            push_children(grow, self.draft.expand(tree, grow, committed), tokens=len(grow))
+            processed(grow, self.draft.expand(tree, grow, committed), len(grow))
             expanded += 1
-        self.extension = Extension.for_tree(tree, committed, node_dists)
+        self.extension = Extension.for_tree(
+            tree, committed, node_dists, width=width, max_nodes=max_nodes, rounds=rounds,
+            max_depth=cfg.max_depth, threshold=threshold, top_k=k,
+        )
         return Proposal(tree, [None] * len(tree), forwards=forwards,
                         probe=plan is not None and plan.probe)
 
@@ -306,28 +287,35 @@ class TreeDrafter(ModelDrafter):
         self.extension = None
         return Proposal(TokenTree.with_root(root), [None], chain=True)
 
-    def resume(self, carry: Extension) -> tuple[TokenTree, list[mx.array]]:
-        """Start the tree from g1..gm drafted during the last verification (already cached)."""
-        m = carry.processed
-        tree = TokenTree.with_root(carry.tokens[0])
-        for j in range(1, m):  # g_{j+1} hangs off g_j with the draft's probability
-            tree.add(carry.tokens[j], j - 1, float(carry.dists[j][carry.tokens[j]].item()))
-        self.draft.slot_nodes = list(range(m))
+    def resume(self, carry: Extension) -> tuple[TokenTree, Frontier, dict]:
+        """Start from the tree drafted during the last verification (its nodes are cached)."""
+        self.draft.slot_nodes = list(carry.slots)
         self.draft.pending = []
-        self.wait_tokens_used += m
-        return tree, [carry.dists[j] for j in range(1, m + 1)]  # dist(g1)..dist(gm)
+        self.wait_tokens_used += len(carry.slots)
+        return carry.next_tree, carry.frontier, dict(carry.next_dists)
 
-    def work_while_waiting(self) -> bool:
-        """One draft forward past the most probable leaf; False when there is nothing to do."""
-        if self.extension is None:
+    def work_while_waiting(self, facts) -> bool:
+        """One draft forward for the next step's tree while the target waits for a layer, if
+        the policy says it fits (engine.costmodel.rules.wait_work_fits); False: declined or
+        nothing left to do."""
+        ext = self.extension
+        if ext is None or ext.done:
             return False
-        worked = extend_once(self.draft, self.extension, self.config.max_depth)
-        self.wait_tokens += worked
-        return worked
+        tokens = ext.next_tokens()
+        policy = self.policy
+        if policy is not None and not policy.draft_while_waiting(facts, self.wait_calls, tokens):
+            return False
+        t0 = time.perf_counter()
+        if not extend_once(self.draft, ext):
+            return False
+        self.wait_forwards.append((tokens, time.perf_counter() - t0))
+        self.wait_calls += 1
+        self.wait_tokens += tokens
+        return True
 
     def commit(self, tree, path, bonus, committed):
         ext, self.extension = self.extension, None
-        if reusable(ext, path, bonus) and ext.processed >= 1:
+        if reusable(ext, path, bonus):
             self.draft.commit(tree, path, committed, extension_slots(ext, self.draft))
             self.carry = ext
         else:
@@ -339,4 +327,6 @@ class TreeDrafter(ModelDrafter):
 
     def feedback(self, result):
         if self.policy is not None:
+            self.policy.observe_forwards(self.wait_forwards)
             self.policy.observe(result)
+        self.wait_forwards = []

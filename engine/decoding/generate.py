@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..config import GenerationConfig
-from ..costmodel.policy import AutoPolicy
+from ..costmodel.policy import StepPolicy
 from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..models.cache import make_cache
@@ -35,7 +35,7 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
     if config.mode == "chain":
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
-    policy = AutoPolicy(tree, adapt_threshold=True, auto=tree.auto) if tree.adaptive else None
+    policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto)
     return TreeDrafter(model, config.tree, policy)
 
 
@@ -49,6 +49,14 @@ def pipeline_counts(drafter) -> dict:
 def io_snapshot(model):
     stats = getattr(model, "io_stats", None)
     return stats() if stats is not None else None
+
+
+def waited(before, after) -> float:
+    """Seconds of a pass spent waiting for layers, draft work during the waits included."""
+    if before is None or after is None:
+        return 0.0
+    return (after.io_wait_seconds - before.io_wait_seconds) + (
+        after.hook_seconds - before.hook_seconds)
 
 
 def generate(
@@ -128,6 +136,7 @@ def _generate(target, draft, prompt_ids, config, should_stop):
                 path, bonus = accept_sampled(tree.tokens, tree.parents, probs,
                                              proposal.proposal_probs, rng)
             t_verified = time.perf_counter()
+            io_wait = waited(io_before, io_snapshot(model))
             for c in cache:
                 c.keep(committed, [committed + i for i in path])
             drafter.commit(tree, path, bonus, committed)
@@ -139,7 +148,7 @@ def _generate(target, draft, prompt_ids, config, should_stop):
                 drafter.rollback(committed)
         step_seconds = time.perf_counter() - step_start
         drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds,
-                                    t_drafted - step_start, t_verified - t_drafted))
+                                    t_drafted - step_start, t_verified - t_drafted, io_wait))
         committed += len(path)
         root = bonus
 

@@ -1,12 +1,13 @@
-"""Compute-IO pipeline, draft side: useful draft work while the target waits for its layers.
+"""Compute-IO pipeline, draft side: the next step's tree, drafted while the target waits for
+its layers.
 
-While a streamed target verifies tree T, the draft assumes T's most probable path will be
-accepted and keeps drafting past its leaf L (LLMCad's speculative generation during
-verification): it processes L, guesses the target's bonus token g1 = argmax, processes g1,
-guesses g2, ... one token per call. If verification then accepts exactly root..L and the bonus
-is g1, the next step starts with g1..gm already in the draft's cache and their distributions
-known; otherwise the extra cache entries are dropped. Either way the output is unchanged: the
-target still verifies everything.
+While a streamed target verifies tree T, the draft assumes T's most probable path root..L will
+be accepted and that the target's bonus token will be g1 = the draft's argmax after L. It grows
+the tree the next step would propose from there: a best-first tree rooted at g1, in the draft's
+cache after T's entries (the forward over L first, if drafting T never expanded it). If
+verification then accepts exactly root..L and the bonus is g1, the next step starts from that
+tree (its nodes already in the draft's cache, its frontier ready); otherwise the extra cache
+entries are dropped. Either way the output is unchanged: the target verifies every token.
 """
 
 from __future__ import annotations
@@ -16,84 +17,126 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import numpy as np
 
+from .frontier import Frontier
 from .tree import NEG_INF, TokenTree
 
 
 @dataclass
 class Extension:
-    """Draft work beyond the leaf of the most probable path of the tree under verification."""
+    """Draft work for the next step beyond the most probable path of the tree under verification.
+
+    The next tree follows this step's plan: `width` nodes per forward, at most `max_nodes`
+    nodes and `rounds` expansion forwards after its first (g1's)."""
 
     tree: TokenTree
     committed: int
     leaf: int
-    leaf_processed: bool = False
-    tokens: list[int] = field(default_factory=list)  # g1, g2, ...: guessed continuation
-    dists: list[mx.array] = field(default_factory=list)  # dist after leaf, g1, g2, ...
-    processed: int = 0  # how many of `tokens` are in the draft cache
+    width: int
+    max_nodes: int
+    rounds: int | None
+    max_depth: int
+    threshold: float
+    frontier: Frontier
+    leaf_dist: mx.array | None = None  # draft distribution after the leaf
+    next_tree: TokenTree | None = None  # rooted at the guessed bonus g1
+    next_dists: dict[int, mx.array] = field(default_factory=dict)
+    slots: list[int] = field(default_factory=list)  # next-tree nodes in the draft cache, in order
+    next_forwards: int = 0  # draft forwards that processed next-tree nodes
+    done: bool = False
 
     @classmethod
-    def for_tree(cls, tree: TokenTree, committed: int, dists: dict[int, mx.array]) -> Extension:
-        """`dists`: draft distributions of the nodes the draft already processed."""
+    def for_tree(
+        cls, tree: TokenTree, committed: int, dists: dict[int, mx.array], **plan
+    ) -> Extension:
+        """`dists`: draft distributions of the nodes the draft already processed; `plan`: width,
+        max_nodes, rounds, max_depth, threshold, top_k of the next tree."""
         node = 0  # follow the most probable child down to a leaf
         while kids := tree.children(node):
             node = max(kids, key=lambda k: tree.probs[k])
-        ext = cls(tree, committed, node)
-        if node in dists:  # expanded while drafting, its children not chosen: g1 is known
-            ext.leaf_processed = True
-            ext.dists.append(dists[node])
-            ext.tokens.append(most_likely(dists[node]))
-        return ext
+        frontier = Frontier(plan.pop("top_k"))
+        return cls(tree, committed, node, frontier=frontier, leaf_dist=dists.get(node), **plan)
+
+    def next_tokens(self) -> int:
+        """Tokens the next forward of `extend_once` processes."""
+        if self.leaf_dist is None or self.next_tree is None:
+            return 1
+        return max(1, min(self.width, self.max_nodes - len(self.next_tree)))
 
 
 def most_likely(dist: mx.array) -> int:
     return int(mx.argmax(dist).item())
 
 
-def extend_once(draft, ext: Extension, max_tokens: int) -> bool:
-    """One draft forward extending `ext`; False when there is nothing more to do.
+def extend_once(draft, ext: Extension) -> bool:
+    """One draft forward for the next step's tree; False when there is nothing more to do.
 
-    `draft` is the DraftModel whose cache holds committed + draft.slot_nodes.
+    `draft` is the DraftModel whose cache holds committed + draft.slot_nodes (+ ext.slots).
     """
-    if len(ext.tokens) >= max_tokens:
+    if ext.done:
         return False
-    tree = ext.tree
-    if not ext.leaf_processed:
-        dist = draft.expand(tree, [ext.leaf], ext.committed)[0]
-        ext.leaf_processed = True
-        ext.dists.append(dist)
-        ext.tokens.append(most_likely(dist))
+    if ext.leaf_dist is None:
+        ext.leaf_dist = draft.expand(ext.tree, [ext.leaf], ext.committed)[0]
+        mx.eval(ext.leaf_dist)
         return True
-    # process g_{processed+1}: sees committed, the leaf's ancestors (in slot order), earlier g's
-    token = ext.tokens[ext.processed]
-    anc = set(tree.path(ext.leaf))
-    row = [0.0] * ext.committed + [0.0 if n in anc else NEG_INF for n in draft.slot_nodes]
-    row += [0.0] * (ext.processed + 1)
-    position = ext.committed + tree.depth[ext.leaf] + 1 + ext.processed
-    logits = draft.model(
-        mx.array([[token]]),
-        cache=draft.cache,
-        positions=mx.array([position], dtype=mx.int32),
-        mask=mx.array(np.array([row], np.float32)),
-    )
-    dist = draft.distribution(logits[0, -1])
-    ext.processed += 1
-    ext.dists.append(dist)
-    ext.tokens.append(most_likely(dist))
+    if ext.next_tree is None:
+        ext.next_tree = TokenTree.with_root(most_likely(ext.leaf_dist))
+        nodes = [0]
+    else:
+        nt = ext.next_tree
+        if len(nt) >= ext.max_nodes or (
+            ext.rounds is not None and ext.next_forwards - 1 >= ext.rounds
+        ):
+            ext.done = True
+            return False
+        batch = ext.frontier.pop_batch(nt, ext.width, ext.max_nodes, ext.threshold)
+        nodes = [n for n in batch if nt.depth[n] < ext.max_depth]
+        if not nodes:
+            ext.done = True
+            return False
+    dists = _forward(draft, ext, nodes)
+    ext.slots += nodes
+    ext.next_dists.update(zip(nodes, dists))
+    ext.frontier.push(ext.next_tree, nodes, dists)
+    ext.next_forwards += 1
     return True
+
+
+def _forward(draft, ext: Extension, nodes: list[int]) -> mx.array:
+    """Draft distributions of next-tree `nodes`: each sees the committed tokens, the path
+    root..leaf of the tree under verification, and its own ancestors in the next tree."""
+    nt = ext.next_tree
+    on_path = set(ext.tree.path(ext.leaf))
+    current = np.array([0.0 if n in on_path else NEG_INF for n in draft.slot_nodes], np.float32)
+    visible = nt.ancestors()[np.ix_(nodes, ext.slots + nodes)]
+    mask = np.concatenate(
+        [
+            np.zeros((len(nodes), ext.committed), np.float32),
+            np.broadcast_to(current, (len(nodes), len(current))),
+            np.where(visible, 0.0, NEG_INF).astype(np.float32),
+        ],
+        axis=1,
+    )
+    base = ext.committed + ext.tree.depth[ext.leaf] + 1  # position of g1
+    logits = draft.model(
+        mx.array([[nt.tokens[n] for n in nodes]]),
+        cache=draft.cache,
+        positions=mx.array([base + nt.depth[n] for n in nodes], dtype=mx.int32),
+        mask=mx.array(mask),
+    )
+    return draft.distribution(logits[0])
 
 
 def reusable(ext: Extension | None, path: list[int], bonus: int) -> bool:
     """Did verification take exactly root..leaf, then the guessed bonus g1?"""
     return (
         ext is not None
-        and ext.leaf_processed
+        and ext.next_tree is not None
         and path[-1] == ext.leaf
-        and bool(ext.tokens)
-        and ext.tokens[0] == bonus
+        and ext.next_tree.tokens[0] == bonus
     )
 
 
 def extension_slots(ext: Extension, draft) -> list[int]:
-    """Cache slots of g1..g_processed (they follow the tree's slots)."""
+    """Cache slots of the next tree's processed nodes (they follow the tree's slots)."""
     first = ext.committed + len(draft.slot_nodes)
-    return list(range(first, first + ext.processed))
+    return list(range(first, first + len(ext.slots)))

@@ -5,7 +5,9 @@ and evaluates what it reads on its own thread (MLX streams are per thread), so c
 receives evaluated arrays. A layer's bytes count against the budget from the moment its read
 starts until compute releases it; the IO thread waits while the next read would cross the
 budget or `prefetch` layers are already waiting. Compute waits with a timeout loop that checks
-the IO thread is alive, so an IO error is raised as StreamingError, never a hang.
+the IO thread is alive, so an IO error is raised as StreamingError, never a hang. While compute
+waits, the store reports facts (engine.costmodel.rules.WaitFacts) to a hook that decides
+whether to do draft work (the policy's decision, not the store's).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from ..config import DEFAULT_PREFETCH
+from ..costmodel.rules import WaitFacts, room_bytes
 from ..errors import StreamingError
 from ..runtime import release_thread_streams
 from .weights import ReadCancelled, WeightIndex, plan_reads, read_tensors
 
 WAIT_POLL = 0.05  # seconds between checks that the IO thread is still alive
-RELEARN_AFTER = 64  # skipped hook calls before one is made anyway to re-measure its cost
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -87,7 +89,7 @@ class LayerStore:
         prefetch: int = DEFAULT_PREFETCH,
         bypass_cache: bool = True,
         reader: Callable[..., dict[str, mx.array]] = read_tensors,
-        hook_policy: str = "fit",
+        clock: Callable[[], float] = time.perf_counter,
     ):
         self.index, self.streamed, self.budget = index, list(streamed), budget
         self.prefetch, self.bypass_cache, self.reader = max(1, prefetch), bypass_cache, reader
@@ -105,11 +107,9 @@ class LayerStore:
         self._thread: threading.Thread | None = None
         self._counters = dict(bytes_read=0, io_seconds=0.0, io_wait_seconds=0.0, layers_read=0,
                               passes=0, hook_seconds=0.0, hook_calls=0)
-        self.hook_policy = hook_policy
+        self.clock = clock
         self._bandwidth: float | None = None  # bytes/s of the IO thread, moving average
-        self._hook_cost: float | None = None  # seconds per `while_waiting()` call, moving average
         self._load_start = 0.0
-        self._skipped = 0  # waits without a hook call since the last one
         _LIVE.add(self)
 
     # ---- IO thread -------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class LayerStore:
             self._reserved += nbytes
             self._peak = max(self._peak, self._reserved)
             self._loading = self.streamed[self._pos % len(self.streamed)]
-            self._load_start = time.perf_counter()
+            self._load_start = self.clock()
             return True
 
     def _run(self) -> None:
@@ -149,7 +149,7 @@ class LayerStore:
                 nbytes = self.nbytes[i]
                 if not self._wait_for_room(nbytes):
                     return
-                t0 = time.perf_counter()
+                t0 = self.clock()
                 try:
                     weights = self.reader(self.runs[i], stamps=self.index.stamps,
                                           bypass_cache=self.bypass_cache,
@@ -165,7 +165,7 @@ class LayerStore:
                 with self._cond:
                     self._loading = None
                     c = self._counters
-                    dt = time.perf_counter() - t0
+                    dt = self.clock() - t0
                     c["io_seconds"] += dt
                     self._bandwidth = _average(self._bandwidth, nbytes / max(dt, 1e-9))
                     c["bytes_read"] += nbytes
@@ -181,14 +181,17 @@ class LayerStore:
             release_thread_streams()
 
     # ---- compute side ----------------------------------------------------------------------
-    def take(self, i: int, while_waiting: Callable[[], bool] | None = None) -> tuple[dict, bool]:
+    def take(
+        self, i: int, while_waiting: Callable[[WaitFacts], bool] | None = None
+    ) -> dict:
         """The weights of streamed layer `i` (evaluated); call `release(i)` after use.
 
-        While the layer is not ready, `while_waiting()` runs draft work until it returns False.
-        Returns the weights and whether the hook may still have work (it never said False).
+        While the layer is not ready, `while_waiting(facts)` may run draft work; it returns
+        whether it did (False: it declines, and is not called again during this wait).
         """
         hook = while_waiting
         waited = 0.0
+        wait_start = self.clock()
         try:
             while True:
                 with self._cond:
@@ -200,7 +203,7 @@ class LayerStore:
                         _, weights = self._ready.popleft()
                         self._in_use = i
                         self._cond.notify_all()
-                        return weights, hook is not None or while_waiting is None
+                        return weights
                     if self._error is not None:
                         raise self._error
                     if self._thread is None or not self._thread.is_alive():
@@ -208,42 +211,29 @@ class LayerStore:
                             "The layer reader stopped (the model was closed or cancelled) "
                             f"while layer {i} was needed."
                         )
-                    if hook is None or not self._hook_fits(i):
+                    if hook is None:
                         t0 = time.perf_counter()
                         self._cond.wait(WAIT_POLL)
                         waited += time.perf_counter() - t0
                         continue
+                    facts = self._wait_facts(i, self.clock() - wait_start)
                 t0 = time.perf_counter()
-                more = hook()
-                with self._cond:
-                    dt = time.perf_counter() - t0
-                    self._counters["hook_seconds"] += dt
-                    self._counters["hook_calls"] += 1
-                    self._hook_cost = _average(self._hook_cost, dt)
-                if not more:
+                worked = hook(facts)
+                if not worked:
                     hook = None
+                    continue
+                with self._cond:
+                    self._counters["hook_seconds"] += time.perf_counter() - t0
+                    self._counters["hook_calls"] += 1
         finally:
             with self._cond:
                 self._counters["io_wait_seconds"] += waited
 
-    def _hook_fits(self, i: int) -> bool:
-        """Would one `while_waiting()` call end before IO stalls? (Caller holds the lock.)
-
-        The IO thread keeps busy for the rest of layer i plus what prefetch depth and budget
-        still let it read; draft work longer than that would delay the target, not hide IO.
-        Policy "always" calls the hook whenever a layer is not ready.
-        """
-        if self.hook_policy == "always" or self._hook_cost is None or not self._bandwidth:
-            return True
-        remaining = self.nbytes[i] / self._bandwidth
-        if self._loading == i:
-            remaining = max(0.0, remaining - (time.perf_counter() - self._load_start))
-        room = min(self.budget - self._reserved, (self.prefetch - 1) * self.nbytes[i])
-        fits = self._hook_cost <= remaining + max(0, room) / self._bandwidth
-        self._skipped = 0 if fits else self._skipped + 1
-        if self._skipped > RELEARN_AFTER:  # now and then, re-measure the hook's cost
-            self._skipped, fits = 0, True
-        return fits
+    def _wait_facts(self, i: int, waited: float) -> WaitFacts:
+        """What compute waiting for layer i can know (caller holds the lock)."""
+        elapsed = self.clock() - self._load_start if self._loading == i else None
+        room = room_bytes(self.budget, self._reserved, self.prefetch, self.nbytes[i])
+        return WaitFacts(i, self.nbytes[i], elapsed, room, self._bandwidth, waited)
 
     def release(self, i: int) -> None:
         with self._cond:

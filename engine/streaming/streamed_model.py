@@ -18,6 +18,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..config import DEFAULT_PREFETCH
+from ..costmodel.rules import WaitFacts
 from ..formats.loader import LoadedModel, build_shell, load_tokenizer, read_config
 from ..models.cache import cache_state
 from .layerstore import IOStats, LayerStore, plan_pinned
@@ -53,8 +54,9 @@ class StreamedModel:
         return self.shell.layers
 
     def __call__(self, tokens, cache=None, positions=None, mask=None,
-                 while_waiting: Callable[[], bool] | None = None):
-        """Logits (1, L, vocab); `while_waiting()` runs draft work while a layer is read."""
+                 while_waiting: Callable[[WaitFacts], bool] | None = None):
+        """Logits (1, L, vocab); `while_waiting(facts)` may run draft work while a layer is
+        read (engine.streaming.layerstore.LayerStore.take)."""
         if mask is None and tokens.shape[1] > 1:
             mask = "causal"
         if self.store.streamed:
@@ -66,9 +68,7 @@ class StreamedModel:
                 h = layer(h, mask, c, positions)
                 continue
             mx.eval(h)  # finish pending (pinned) work before maybe waiting
-            weights, more = self.store.take(i, while_waiting)
-            if not more:  # the hook said it has nothing left to do: not again this pass
-                while_waiting = None
+            weights = self.store.take(i, while_waiting)
             try:
                 self._fill(i, weights)
                 del weights
@@ -127,7 +127,6 @@ def load_streamed_model(
     prefetch: int = DEFAULT_PREFETCH,
     bypass_cache: bool = True,
     reader: Callable[..., dict[str, mx.array]] = read_tensors,
-    hook_policy: str = "fit",
 ) -> StreamedLoadedModel:
     """Load a target whose weight bytes resident never exceed `budget_bytes`.
 
@@ -135,9 +134,6 @@ def load_streamed_model(
         prefetch: layers the IO thread may hold ready ahead of compute.
         bypass_cache: evict what is read from the OS page cache (so passes really read storage).
         reader: the layer reader (tests inject faults here).
-        hook_policy: "fit" runs `while_waiting` only when one call is expected to end before
-            the IO thread would stall (measured hook cost vs IO bandwidth); "always" whenever
-            a layer is not ready.
     """
     path = Path(path).expanduser()
     config = read_config(path)
@@ -162,7 +158,7 @@ def load_streamed_model(
     sub = WeightIndex(index.tensors, tuple(tuple(names[k] for k in ks) for ks in layer_names),
                       index.other, index.stamps)
     store = LayerStore(sub, streamed, base_bytes + sum(layer_bytes[i] for i in pinned),
-                       budget_bytes, prefetch, bypass_cache, reader, hook_policy)
+                       budget_bytes, prefetch, bypass_cache, reader)
     model = StreamedModel(shell, pinned, store, lp)
     store.start()
     return StreamedLoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)

@@ -10,6 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from engine.costmodel.rules import room_bytes
 from engine.decoding.tree import TokenTree
 from engine.errors import StreamingError
 from engine.formats.loader import load_model
@@ -150,7 +151,7 @@ def test_mlx_active_memory_agrees_with_accounting(model_dir, streamed):
     m = streamed(0.25, prefetch=3)
     seen = []
 
-    def probe():  # runs on the compute thread while a layer is being read
+    def probe(facts):  # runs on the compute thread while a layer is being read
         seen.append((mx.get_active_memory() - base, m.model.io_stats().resident_bytes))
         return True
 
@@ -184,41 +185,57 @@ def test_slow_io_runs_draft_work_while_waiting(resident, streamed, model_dir):
     m = streamed(0.0, reader=slow_reader)
     calls = []
 
-    def hook():
-        calls.append(1)
+    def hook(facts):
+        if len(calls) == 5:
+            return False  # declines: not called again during this wait
+        calls.append(facts)
         time.sleep(0.001)
-        return len(calls) < 5  # then nothing left to do: block on the queue
+        return True
 
     x = mx.array([[3, 1, 4, 1, 5]])
     got = m.model(x, while_waiting=hook)
     assert mx.abs(got - resident.model(x)).max().item() <= 1e-6
     s = m.model.io_stats()
     assert len(calls) == 5 == s.hook_calls and s.hook_seconds > 0 and s.io_wait_seconds > 0
+    store = m.model.store
+    for f in calls:  # the facts of each wait are the store's own figures
+        assert f.layer in store.streamed and f.layer_bytes == store.nbytes[f.layer]
+        assert 0 <= f.room_bytes <= (store.prefetch - 1) * f.layer_bytes and f.waited >= 0
 
 
-def test_hook_policy_skips_draft_work_longer_than_the_io_it_would_hide(streamed):
-    """A 30 ms hook while a layer arrives in well under a millisecond: "fit" calls it once (to
-    learn its cost), "always" on every wait."""
-    calls = {"fit": 0, "always": 0}
-    for policy in calls:
-        m = streamed(0.0, hook_policy=policy)
+def test_wait_facts_are_what_the_cost_model_simulates(model_dir, streamed):
+    """While compute waits for a layer being read, the store reports the read-ahead room the
+    cost model's pass simulation computes for that moment (rules.room_bytes: the awaited
+    layer reserved, nothing else in flight), its elapsed read time and a bandwidth."""
 
-        def hook(policy=policy):
-            calls[policy] += 1
-            time.sleep(0.03)
-            return True
+    def slow_reader(*a, **kw):
+        time.sleep(0.05)
+        return W.read_tensors(*a, **kw)
 
-        for _ in range(2):
-            m.model(mx.array([[1, 2, 3]]), while_waiting=hook)
-        assert m.model.io_stats().hook_calls == calls[policy]
-    assert calls["fit"] <= 2 and calls["always"] >= LAYERS
+    budget = budget_for(model_dir, 0.25)
+    m = streamed(0.25, reader=slow_reader, prefetch=2)
+    store = m.model.store
+    seen = []
+
+    def hook(facts):
+        seen.append(facts)
+        return False
+
+    for _ in range(2):
+        m.model(mx.array([[1, 2, 3]]), while_waiting=hook)
+    loading = [f for f in seen if f.read_elapsed is not None and f.bandwidth]
+    assert loading
+    for f in loading:
+        reserved = store.base_bytes + f.layer_bytes
+        assert f.room_bytes == room_bytes(budget, reserved, store.prefetch, f.layer_bytes)
+        assert 0 <= f.read_elapsed < 5 and f.bandwidth > 0
 
 
 def test_broken_pass_does_not_poison_the_next(resident, streamed):
     """A pass abandoned mid-way (the hook raised) leaves the next pass correct and in budget."""
     m = streamed(0.25)
 
-    def boom():
+    def boom(facts):
         raise KeyboardInterrupt
 
     m.model.stop()  # empty queue: the first streamed layer is certainly not ready

@@ -1,0 +1,108 @@
+"""Decision rules shared by the live policy (engine.costmodel.policy.StepPolicy) and the cost
+model's simulation (engine.costmodel.formulas), so a prediction describes the policy that runs.
+
+- Draft work during an IO wait: the layer store reports facts (`WaitFacts`); one more draft
+  forward runs while it ends before the IO thread would run out of reads it may start without
+  compute (`wait_work_fits`). Longer work would delay the target instead of hiding IO.
+- Tree shape for a node budget: wide expansion rounds keep the draft forwards per step under a
+  cap (`tree_shape`), so trees of hundreds of nodes cost a handful of forwards.
+- Node budgets considered: up to `TreeConfig.auto_max_nodes` when the target pass is IO-bound
+  (waiting for layers dominates it: verifying more nodes is nearly free), else up to
+  `TreeConfig.max_nodes` (`node_limit`, `is_io_bound`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+IO_BOUND_WAIT_SHARE = 0.5  # a pass is IO-bound when waiting for layers is at least this share
+
+
+@dataclass(frozen=True)
+class WaitFacts:
+    """What the layer store knows while compute waits for streamed layer `layer`."""
+
+    layer: int
+    layer_bytes: int  # bytes of the awaited layer
+    read_elapsed: float | None  # seconds since its read started (None: not started yet)
+    room_bytes: int  # bytes the IO thread may read beyond it before compute must take a layer
+    bandwidth: float | None  # bytes/s of recent reads (None: nothing read yet)
+    waited: float = 0.0  # seconds since this wait started
+
+
+def room_bytes(budget: int, reserved: int, prefetch: int, layer_bytes: int) -> int:
+    """Read-ahead left to the IO thread: budget headroom and the prefetch queue beyond the
+    awaited layer (it already holds one of the `prefetch` places)."""
+    return max(0, min(budget - reserved, (prefetch - 1) * layer_bytes))
+
+
+def io_busy_seconds(facts: WaitFacts) -> float:
+    """Seconds the IO thread stays busy without compute: the rest of the awaited layer, then
+    the reads its budget and queue still allow."""
+    bw = facts.bandwidth or 0.0
+    if bw <= 0:
+        return math.inf
+    left = facts.layer_bytes
+    if facts.read_elapsed is not None:
+        left = max(0.0, facts.layer_bytes - facts.read_elapsed * bw)
+    return (left + facts.room_bytes) / bw
+
+
+def wait_work_fits(
+    facts: WaitFacts, work_seconds: float | None, calls: int, max_calls: int
+) -> bool:
+    """Run one more draft forward (`work_seconds`, None: not measured yet) during this wait?
+    `calls`: draft forwards already run during waits of this pass, at most `max_calls`."""
+    if calls >= max_calls:
+        return False
+    if work_seconds is None:
+        return True  # run one: that measures it
+    return work_seconds <= io_busy_seconds(facts)
+
+
+@dataclass(frozen=True)
+class TreeShape:
+    nodes: int  # N, root included
+    width: int  # nodes expanded per draft forward
+    rounds: int  # expansion forwards after the first (the last batch is not expanded)
+    children: int  # candidates taken from each expanded node (top-k)
+
+
+def tree_shape(nodes: int, width: int, max_forwards: int, top_k: int = 4) -> TreeShape:
+    """The shape of a best-first tree of `nodes`: batches of `width` nodes, widened so that at
+    most `max_forwards` draft forwards (the first included) grow it. A wide batch needs as many
+    candidates: after the first forward only the root's children exist, so each expanded node
+    offers max(top_k, width) of them."""
+    n = max(1, nodes)
+    w = max(1, width, math.ceil((n - 1) / max(1, max_forwards)))
+    return TreeShape(n, w, max(0, math.ceil((n - 1) / w) - 1), max(top_k, w))
+
+
+def node_budgets(limit: int, width: int, max_forwards: int) -> list[int]:
+    """Node budgets worth comparing up to `limit`: one more batch per step while batches keep
+    their width, then doubling widths at the forward cap, and the limit itself."""
+    out = {1 + width * (r + 1) for r in range(max(1, max_forwards))}
+    w = width
+    while 1 + w * max_forwards < limit:
+        w *= 2
+        out.add(1 + w * max_forwards)
+    out.add(limit)
+    return sorted(n for n in out if 2 <= n <= limit)
+
+
+def is_io_bound(wait_seconds: float, pass_seconds: float) -> bool:
+    """Does waiting for layers dominate a target pass?"""
+    return pass_seconds > 0 and wait_seconds >= IO_BOUND_WAIT_SHARE * pass_seconds
+
+
+def node_limit(io_bound: bool, max_nodes: int, auto_max_nodes: int) -> int:
+    """The largest node budget the auto policy considers."""
+    return max(max_nodes, auto_max_nodes) if io_bound else max_nodes
+
+
+def wait_forward_sizes(leaf_done: bool, width: int, rounds: int) -> list[int]:
+    """Tokens of each draft forward the pipeline runs for the next step's tree, in order: the
+    leaf of the most probable path (unless the draft expanded it already), the guessed bonus
+    (the next tree's root), then `rounds` batches of `width` nodes."""
+    return ([] if leaf_done else [1]) + [1] + [width] * rounds
