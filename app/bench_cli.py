@@ -18,10 +18,7 @@ def run_bench_command(args) -> int:
     import time
 
     if args.devices:
-        from engine.costmodel.devices import device_table_markdown
-
-        print(device_table_markdown())
-        return 0
+        return run_devices_command(args)
     if args.io:
         return run_iobench_command(args)
     from engine.bench.pair import prepare_pair
@@ -43,6 +40,25 @@ def run_bench_command(args) -> int:
     paths = write_outputs(result, out)
     print(paths["markdown"].read_text())
     say(f"wrote {', '.join(str(p) for p in paths.values())} in {result['total_seconds']:.0f} s")
+    return 0
+
+
+def run_devices_command(args) -> int:
+    """`canopy bench --devices`: the Apple Silicon tables, or one pair on every chip (--json)."""
+    import json
+
+    from engine.costmodel import devices
+
+    if not (args.target or args.draft or args.json):
+        print(devices.device_table_markdown())
+        return 0
+    target = devices.load_shape(args.target or devices.QWEN_14B_NAME)
+    draft = devices.load_shape(args.draft or devices.DEFAULT_DRAFT)
+    if args.json:
+        print(json.dumps({"target": target.name, "draft": draft.name,
+                          "rows": devices.chip_rows(target, draft)}, indent=1))
+    else:
+        print(devices.chip_table_markdown(target, draft))
     return 0
 
 

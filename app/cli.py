@@ -253,6 +253,9 @@ def cmd_app(args) -> int:
 def cmd_bench(args) -> int:
     from app.bench_cli import run_bench_command
 
+    if args.json and not args.devices:
+        raise SettingsError("--json applies to --devices only (the benchmark writes bench.json)")
+
     return run_bench_command(args)
 
 
@@ -318,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-tokens", type=int, default=BENCH_MAX_TOKENS,
                    help="new tokens per prompt")
     b.add_argument("--devices", action="store_true",
-                   help="print the Apple Silicon prediction table and exit")
+                   help="print Apple Silicon predictions and exit; with --target/--draft "
+                   "(a model folder, its config.json or a catalog name such as "
+                   "qwen2.5-7b-4bit) for that pair on every M1-M4 chip")
+    b.add_argument("--json", action="store_true",
+                   help="--devices: one JSON object, a row per chip and mode")
     b.add_argument("--io", action="store_true",
                    help="run the layer-read micro-benchmark (engine.streaming.iobench) and exit")
     b.add_argument("--io-mb", type=int, default=IOBENCH_MB,

@@ -41,6 +41,29 @@ class TreeConfig:
     auto: bool = True
     auto_max_nodes: int = 512
     max_forwards: int = 12
+    verify_cost_prior: float | None = None  # None: platform_verify_cost_prior() at generation
+
+    def __post_init__(self):
+        if self.verify_cost_prior is not None and not self.verify_cost_prior >= 0:
+            raise ValueError(f"verify_cost_prior must be >= 0, not {self.verify_cost_prior!r}")
+
+
+# The auto policy's prior for the cost of verifying one more token, in one-token target passes
+# (engine.costmodel.policy refits it from measured passes; the prior decides the first steps).
+VERIFY_COST_PRIOR = 1 / 64  # generic: weak, the measurements decide
+# Apple Silicon, resident target: fitted to published measurements (engine/costmodel/device_fit.py,
+# README "Apple Silicon"): one more verified token costs about half a decode step there, so trees
+# do not pay for a resident target (a streamed pass is dominated by reads: the generic prior).
+APPLE_RESIDENT_VERIFY_COST = 0.54
+
+
+def platform_verify_cost_prior(streamed: bool, system: str = "", machine: str = "") -> float:
+    """The prior for this machine (macOS on arm64 = Apple Silicon) and target residency."""
+    import platform
+
+    system, machine = system or platform.system(), machine or platform.machine()
+    apple = system == "Darwin" and machine == "arm64"
+    return APPLE_RESIDENT_VERIFY_COST if apple and not streamed else VERIFY_COST_PRIOR
 
 
 @dataclass(frozen=True)

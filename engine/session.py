@@ -6,9 +6,10 @@ Used by the CLI, the GUI bridge (on the engine thread) and the benchmark.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-from .config import GenerationConfig, StreamConfig
+from .config import GenerationConfig, StreamConfig, platform_verify_cost_prior
 from .errors import ContextLengthError
 from .events import Event, LoadProgress
 from .formats.compat import check_pair
@@ -116,6 +117,10 @@ class Session:
         from .decoding.generate import generate
 
         self.check_length(prompt_ids, config.max_tokens)
+        if config.tree.verify_cost_prior is None:  # the platform's default (engine.config)
+            streamed = hasattr(self.target, "io_stats")
+            prior = platform_verify_cost_prior(streamed)
+            config = replace(config, tree=replace(config.tree, verify_cost_prior=prior))
         try:
             yield from generate(self.target, self.draft, prompt_ids, config, should_stop)
         finally:

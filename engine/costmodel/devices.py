@@ -1,28 +1,32 @@
 """Predictions for Apple Silicon Macs from published figures, with the same cost model.
 
-Nothing here is measured: each machine is described by its unified-memory bandwidth, internal
-SSD sequential read speed and GPU fp32 throughput (Apple's figures where Apple publishes them,
-common review measurements otherwise, rounded), each model by its published configuration. The
-timing of one forward follows from a roofline with efficiencies:
+No Mac is measured here. Each machine is described by Apple's unified-memory bandwidth and GPU
+figures (resources/apple_silicon_chips.csv) and, for the streamed table, an internal SSD
+sequential read speed (common review figures, rounded); each model by its published
+configuration. The efficiencies are fitted to published measurements (engine.costmodel.device_fit,
+leave-one-chip-out errors in the README):
 
-    layer over n tokens: c(n) = max(bytes / (eta_mem * BW), 2 * params * n / (eta_gpu * FLOPS))
-                                + launch                                                  (7)
+    layer over n tokens: c(n) = c(1) * (1 + beta * (n - 1)),
+                         c(1) = bytes / (eta_mem[tier] * BW) + launch                     (7)
     streamed layer read: r = bytes / (eta_ssd * SSD)
 
 and the acceptance from a calibrated draft (formulas.calibrated_tree_tokens) whose top-4
-candidates have the probabilities of PROFILE. `python -m engine.costmodel.devices` (or `canopy bench
---devices`) prints the table.
+candidates have the probabilities of PROFILE. `canopy bench --devices` prints the tables;
+`canopy bench --devices --target SHAPE [--draft SHAPE] [--json]` predicts any model on every chip.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..errors import ModelError
 from . import formulas as cm
+from .device_fit import DRAFT_TOKENS_ASSUMED, error_summary, fitted, held_out, load_chips
 
 GB = 1e9
-ETA_MEM, ETA_GPU, ETA_SSD = 0.75, 0.5, 0.8  # fraction of the published peak actually reached
-LAUNCH = 60e-6  # seconds of kernel launches and Python per layer per forward
+ETA_SSD = 0.8  # fraction of the published SSD read speed reached (not fitted: no published data)
 STEP_OVERHEAD, NODE_OVERHEAD = 3e-3, 5e-5
 PROFILE = (0.75, 0.10, 0.04, 0.02)  # draft top-4 probabilities (calibrated): alpha ~ 0.75
 PROFILE_LOW = (0.6, 0.12, 0.05, 0.03)  # a weaker draft, for the sensitivity rows
@@ -34,9 +38,10 @@ TOKENS = (1, 2, 4, 8, 16, 32, 48, 64)
 class Device:
     name: str
     ram_gb: int
-    mem_gbps: float  # unified memory bandwidth
+    mem_gbps: float  # unified memory bandwidth (Apple)
     ssd_gbps: float  # internal SSD sequential read
     gpu_tflops: float  # fp32 (fp16 runs at the same rate on these GPUs)
+    tier: str = "base"  # base (base and Pro chips), max, ultra: device_fit.TIERS
 
 
 @dataclass(frozen=True)
@@ -70,15 +75,19 @@ class ModelShape:
         return int(self.head_params * (1 if self.tied else 2) * self.bytes_per_param)
 
     @property
+    def target_bytes_gb(self) -> float:
+        return (self.layers * self.layer_bytes + self.base_bytes) / GB
+
+    @property
     def params(self) -> int:
         return self.layers * self.layer_params + self.head_params * (1 if self.tied else 2)
 
 
 DEVICES = (
     Device("MacBook Air M2", 16, 100, 2.9, 3.6),
-    Device("Mac mini M4", 24, 120, 2.9, 4.3),
-    Device("MacBook Pro M3 Pro", 36, 150, 5.0, 7.4),
-    Device("Mac mini M4 Pro", 48, 273, 5.5, 9.2),
+    Device("Mac mini M4", 24, 120, 2.9, 3.6),
+    Device("MacBook Pro M3 Pro", 36, 150, 5.0, 6.5),
+    Device("Mac mini M4 Pro", 48, 273, 5.5, 7.2),
 )
 QWEN_14B = ModelShape("Qwen2.5-14B-Instruct bf16", 48, 5120, 13824, 40, 8, 152064, False, 2.0)
 QWEN_05B_4BIT = ModelShape("Qwen2.5-0.5B-Instruct-4bit", 24, 896, 4864, 14, 2, 151936, True, 0.5625)
@@ -86,33 +95,29 @@ BUDGETS_GB = (8, 16, 24)
 OS_AND_DRAFT_GB = 6  # RAM kept for macOS, the app, the draft and KV caches
 
 
-def roofline(device: Device, nbytes: float, params: float, n: float) -> float:
-    memory = nbytes / (ETA_MEM * device.mem_gbps * GB)
-    compute = 2 * params * n / (ETA_GPU * device.gpu_tflops * 1e12)
-    return max(memory, compute)
+def one_token_seconds(device: Device, nbytes: float, layers: int = 1) -> float:
+    """c(1) of (7) for `layers` layers holding `nbytes` (the fitted decode model)."""
+    return fitted().decode_seconds(device.tier, device.mem_gbps, nbytes, layers)
 
 
 def device_timing(device: Device, target: ModelShape, draft: ModelShape) -> cm.Timing:
     """Timing (7) of a pair on a device: curves over TOKENS."""
     xs = tuple(float(n) for n in TOKENS)
+    verify = fitted().verify_seconds
 
     def curve(f):
         return cm.Curve(xs, tuple(f(n) for n in xs))
 
     def draft_forward(m):
-        body = draft.layers * (roofline(device, draft.layer_bytes, draft.layer_params, m) + LAUNCH)
-        return body + roofline(device, draft.base_bytes, draft.head_params, m)
+        return verify(one_token_seconds(device, draft.layers * draft.layer_bytes + draft.base_bytes,
+                                        draft.layers), m)
 
+    layer_1 = one_token_seconds(device, target.layer_bytes, 1)
+    head_1 = one_token_seconds(device, target.head_params * target.bytes_per_param, 0)
     return cm.Timing(
         draft_forward=curve(draft_forward),
-        layer_compute=curve(
-            lambda n: roofline(device, target.layer_bytes, target.layer_params, n) + LAUNCH
-        ),
-        head_compute=curve(
-            lambda n: roofline(
-                device, target.head_params * target.bytes_per_param, target.head_params, n
-            )
-        ),
+        layer_compute=curve(lambda n: verify(layer_1, n)),
+        head_compute=curve(lambda n: verify(head_1, n)),
         layer_bytes=(target.layer_bytes,) * target.layers,
         base_bytes=target.base_bytes,
         read_bandwidth=ETA_SSD * device.ssd_gbps * GB,
@@ -167,7 +172,7 @@ def budget_label(gb: int | None) -> str:
 
 
 def device_table_markdown() -> str:
-    t, d = QWEN_14B, QWEN_05B_4BIT
+    t, d, f = QWEN_14B, QWEN_05B_4BIT, fitted()
     lines = [
         "### Predicted, not measured: Apple Silicon",
         "",
@@ -198,14 +203,145 @@ def device_table_markdown() -> str:
         "",
         "Assumptions: a calibrated draft whose top-4 candidates carry probabilities "
         f"{PROFILE} (first-token acceptance ~{PROFILE[0]:.2f}); memory bandwidth reached at "
-        f"{ETA_MEM:.0%}, GPU fp32 peak at {ETA_GPU:.0%}, SSD sequential read at {ETA_SSD:.0%} of "
-        f"the published figure; {LAUNCH * 1e6:.0f} us of launch overhead per layer per forward, "
-        f"{STEP_OVERHEAD * 1e3:.0f} ms of Python per step; {OS_AND_DRAFT_GB} GB of RAM left to "
-        "macOS, the draft and the caches; 2 layers of prefetch; "
-        f"pipeline reuse probability {REUSE}. Figures: Apple's memory bandwidth; SSD and GPU "
-        "throughput from common reviews, rounded. With a weaker draft (top-4 "
-        f"{PROFILE_LOW}) the smallest tree/ar gain is {gain[id(worst)]:.1f}x "
+        f"{f.mem_eff['base']:.0%} (base/Pro chips; fitted), {f.launch * 1e6:.0f} us per layer "
+        f"per forward (fitted), each extra verified token costing {f.verify_cost:.2f} of a "
+        f"one-token pass (fitted to published llama.cpp small-batch passes); SSD sequential read "
+        f"at {ETA_SSD:.0%} of the review figure; {STEP_OVERHEAD * 1e3:.0f} ms of Python per step; "
+        f"{OS_AND_DRAFT_GB} GB of RAM left to macOS, the draft and the caches; 2 layers of "
+        f"prefetch; pipeline reuse probability {REUSE}. GPU TFLOPS: cores x M2's per-core rate "
+        "for M3/M4 (Apple publishes none). With a weaker draft (top-4 "
+        f"{PROFILE_LOW}) the smallest tree/ar gain is {gain[id(worst)]:.2f}x "
         f"({worst['device'].name}, {budget_label(worst['budget_gb'])}).",
     ]
     return "\n".join(lines)
 
+
+
+# ---- any model shape on every chip ----------------------------------------------------------
+# name -> (layers, hidden, intermediate, heads, kv heads, vocab, tied): published config.json
+CATALOG = {
+    "qwen2.5-0.5b": (24, 896, 4864, 14, 2, 151936, True),
+    "qwen2.5-1.5b": (28, 1536, 8960, 12, 2, 151936, True),
+    "qwen2.5-3b": (36, 2048, 11008, 16, 2, 151936, True),
+    "qwen2.5-7b": (28, 3584, 18944, 28, 4, 152064, False),
+    "qwen2.5-14b": (48, 5120, 13824, 40, 8, 152064, False),
+    "qwen2.5-32b": (64, 5120, 27648, 40, 8, 152064, False),
+    "qwen2.5-72b": (80, 8192, 29568, 64, 8, 152064, False),
+    "llama-3.2-1b": (16, 2048, 8192, 32, 8, 128256, True),
+    "llama-3.2-3b": (28, 3072, 8192, 24, 8, 128256, True),
+    "llama-3.1-8b": (32, 4096, 14336, 32, 8, 128256, False),
+    "llama-3.1-70b": (80, 8192, 28672, 64, 8, 128256, False),
+}
+# storage suffix -> bytes per parameter (MLX affine, group 64: + fp16 scale and bias per group)
+STORAGE = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "8bit": 1 + 4 / 64, "4bit": 0.5 + 4 / 64}
+DEFAULT_DRAFT = "qwen2.5-0.5b-4bit"
+QWEN_14B_NAME = "qwen2.5-14b-bf16"  # the README's streamed-table target
+MODES_BY_CHIP = ("ar", "prompt", "chain", "tree")
+
+
+def catalog_names() -> list[str]:
+    return [f"{n}-{s}" for n in CATALOG for s in ("4bit", "8bit", "bf16")]
+
+
+def load_shape(spec: str) -> ModelShape:
+    """A model folder, its config.json, or a catalog name such as "qwen2.5-7b-4bit"."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        return _shape_from_config(json.loads(path.read_text()), path.parent.name)
+    name, _, storage = spec.lower().rpartition("-")
+    if name in CATALOG and storage in STORAGE:
+        return ModelShape(spec, *CATALOG[name], STORAGE[storage])
+    raise ModelError(
+        f"unknown model shape {spec!r}: give a model folder (with config.json) or a catalog "
+        f"name NAME-4bit|-8bit|-bf16 with NAME one of {', '.join(CATALOG)}"
+    )
+
+
+def _shape_from_config(cfg: dict, name: str) -> ModelShape:
+    cfg = cfg.get("text_config", cfg)
+    try:
+        hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+        q = cfg.get("quantization") or cfg.get("quantization_config") or {}
+        if q.get("bits"):
+            per_param = q["bits"] / 8 + 4 / q.get("group_size", 64)
+        else:
+            per_param = 4.0 if cfg.get("torch_dtype") == "float32" else 2.0
+        return ModelShape(
+            name, cfg["num_hidden_layers"], hidden, cfg["intermediate_size"], heads,
+            cfg.get("num_key_value_heads", heads), cfg["vocab_size"],
+            bool(cfg.get("tie_word_embeddings", False)), per_param,
+        )
+    except KeyError as e:
+        raise ModelError(f"config.json of {name} has no {e.args[0]!r}: not a decoder model") from e
+
+
+def chip_devices() -> list[Device]:
+    """Every GPU variant of every M1-M4 chip, from Apple's figures (no SSD figure: resident)."""
+    out = []
+    for chip in load_chips().values():
+        for cores in chip.gpu_cores:
+            out.append(Device(f"{chip.name} ({cores}-core GPU)", 0, chip.bandwidth_for(cores),
+                              0.0, chip.tflops(cores), chip.tier))
+    return out
+
+
+def error_bands() -> dict[str, float]:
+    """± band per mode, in percent: the leave-one-chip-out mean absolute error."""
+    s = error_summary(held_out())
+    spec = s.get("spec", {}).get("mape", float("nan"))
+    return {"ar": s["tg"]["mape"], "prompt": s["pp"]["mape"], "chain": spec, "tree": spec}
+
+
+def chip_rows(target: ModelShape, draft: ModelShape, profile=PROFILE) -> list[dict]:
+    """One row per chip variant and mode (resident target): name, predicted tok/s, band."""
+    f, acc, bands = fitted(), profile_acceptance(profile), error_bands()
+    chips = {c.name: c for c in load_chips().values()}
+    rows = []
+    for dev in chip_devices():
+        chip = chips[dev.name.split(" (")[0]]
+        timing = device_timing(dev, target, draft)
+        rate = {
+            "ar": cm.predict(timing, acc, "ar").tokens_per_second,
+            "prompt": 1 / f.prompt_seconds_per_token(chip.generation, dev.gpu_tflops,
+                                                     target.params),
+            "chain": cm.predict(timing, acc, "chain", k=DRAFT_TOKENS_ASSUMED).tokens_per_second,
+        }
+        tree = cm.predict(timing, acc, "tree")
+        rate["tree"] = tree.tokens_per_second
+        for mode in MODES_BY_CHIP:
+            band = bands[mode]
+            rows.append({
+                "chip": dev.name, "bandwidth_gbps": dev.mem_gbps, "mode": mode,
+                "tokens_per_second": rate[mode], "band_percent": band,
+                "low": rate[mode] * (1 - band / 100), "high": rate[mode] * (1 + band / 100),
+                "tree_nodes": tree.nodes if mode == "tree" else None,
+            })
+    return rows
+
+
+def chip_table_markdown(target: ModelShape, draft: ModelShape) -> str:
+    rows = chip_rows(target, draft)
+    bands = error_bands()
+    lines = [
+        f"### Predicted, not measured: {target.name} on every Apple Silicon chip (resident)",
+        "",
+        f"Target {target.name} ({target.params / 1e9:.1f} B parameters, "
+        f"{target.target_bytes_gb:.1f} GB), draft {draft.name}. ± = leave-one-chip-out mean "
+        f"absolute error of published figures: generation ±{bands['ar']:.0f}%, prompt "
+        f"±{bands['prompt']:.0f}%, speculative ±{bands['chain']:.0f}%.",
+        "",
+        "| chip | GB/s | ar tok/s | prompt tok/s | chain k=2 | tree (auto) | tree / ar |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i in range(0, len(rows), len(MODES_BY_CHIP)):
+        r = {row["mode"]: row for row in rows[i:i + len(MODES_BY_CHIP)]}
+        ar = r["ar"]["tokens_per_second"]
+        lines.append(
+            f"| {r['ar']['chip']} | {r['ar']['bandwidth_gbps']:g} | {ar:.1f} | "
+            f"{r['prompt']['tokens_per_second']:.0f} | {r['chain']['tokens_per_second']:.1f} | "
+            f"{r['tree']['tokens_per_second']:.1f} (N={r['tree']['tree_nodes']}) | "
+            f"{r['tree']['tokens_per_second'] / ar:.2f}x |"
+        )
+    return "\n".join(lines)

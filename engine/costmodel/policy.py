@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
 
@@ -101,6 +102,8 @@ class StepPolicy:
 
     def __init__(self, tree, adapt_threshold: bool = True, auto: bool = True):
         self.tree, self.adapt, self.auto = tree, adapt_threshold, auto
+        prior = getattr(tree, "verify_cost_prior", None)  # engine.config: platform default
+        self.verify_prior = VERIFY_COST_PRIOR if prior is None else prior
         self.w = max(1, tree.expand_width)
         self.forwards_cap = max(1, tree.max_forwards)
         self.threshold = tree.threshold
@@ -149,7 +152,7 @@ class StepPolicy:
             a, b = _fit([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
             self.d = cm.Curve.linear(a, b)
         if self.passes:
-            a, b = _fit([(n, s, self._weight(k)) for n, s, k, _ in self.passes], 1 / 64)
+            a, b = _fit([(n, s, self._weight(k)) for n, s, k, _ in self.passes], self.verify_prior)
             self.v = cm.Curve.linear(a, b)
         self.o = sorted(self.overheads)[len(self.overheads) // 2] if self.overheads else 0.0
 
