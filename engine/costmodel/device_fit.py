@@ -318,3 +318,25 @@ def error_summary(results: list[HeldOut]) -> dict:
                 "within_goal": sum(e <= goal for e in errs) / len(errs),
             }
     return summary
+
+
+def held_out_markdown(k: int | None = None) -> str:
+    """The README's held-out table: per chip and quantity, points and mean |error|."""
+    results = held_out(k=k)
+    lines = [
+        "| chip | generation: points, mean abs error (max) | prompt | speculative speedup |",
+        "|---|---|---|---|",
+    ]
+    for chip in sorted({r.chip for r in results}):
+        cells = []
+        for what in ("tg", "pp", "spec"):
+            errs = [abs(r.error_pct) for r in results if r.chip == chip and r.what == what]
+            cells.append(f"{len(errs)}, {sum(errs) / len(errs):.1f}% ({max(errs):.0f}%)"
+                         if errs else "-")
+        lines.append(f"| {chip} | " + " | ".join(cells) + " |")
+    s = error_summary(results)
+    cells = [f"{s[w]['points']} on {s[w]['chips']} chips: {s[w]['mape']:.1f}%, "
+             f"{s[w]['within_goal']:.0%} within {s[w]['goal_pct']:.0f}%" if w in s else "-"
+             for w in ("tg", "pp", "spec")]
+    lines.append("| **all** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

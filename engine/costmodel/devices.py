@@ -172,7 +172,7 @@ def budget_label(gb: int | None) -> str:
 
 
 def device_table_markdown() -> str:
-    t, d, f = QWEN_14B, QWEN_05B_4BIT, fitted()
+    t, d, f, bands = QWEN_14B, QWEN_05B_4BIT, fitted(), error_bands()
     lines = [
         "### Predicted, not measured: Apple Silicon",
         "",
@@ -211,7 +211,9 @@ def device_table_markdown() -> str:
         f"prefetch; pipeline reuse probability {REUSE}. GPU TFLOPS: cores x M2's per-core rate "
         "for M3/M4 (Apple publishes none). With a weaker draft (top-4 "
         f"{PROFILE_LOW}) the smallest tree/ar gain is {gain[id(worst)]:.2f}x "
-        f"({worst['device'].name}, {budget_label(worst['budget_gb'])}).",
+        f"({worst['device'].name}, {budget_label(worst['budget_gb'])}). Bands: resident `ar` "
+        f"±{bands['ar']:.0f}%, speculative ±{bands['tree']:.0f}% (leave-one-chip-out errors "
+        "of published figures); streamed rows add the unmeasured SSD figure.",
     ]
     return "\n".join(lines)
 
@@ -332,7 +334,8 @@ def chip_table_markdown(target: ModelShape, draft: ModelShape) -> str:
         f"absolute error of published figures: generation ±{bands['ar']:.0f}%, prompt "
         f"±{bands['prompt']:.0f}%, speculative ±{bands['chain']:.0f}%.",
         "",
-        "| chip | GB/s | ar tok/s | prompt tok/s | chain k=2 | tree (auto) | tree / ar |",
+        f"| chip | GB/s | ar tok/s ±{bands['ar']:.0f}% | prompt tok/s ±{bands['prompt']:.0f}% | "
+        f"chain k=2 ±{bands['chain']:.0f}% | tree (auto) ±{bands['tree']:.0f}% | tree / ar |",
         "|---|---|---|---|---|---|---|",
     ]
     for i in range(0, len(rows), len(MODES_BY_CHIP)):
