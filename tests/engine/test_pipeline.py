@@ -26,9 +26,16 @@ def deep_pair(tmp_path_factory):
     }
 
 
-def slow_reader(*a, **kw):  # storage slower than a tiny draft's forward: waits have room
-    time.sleep(0.03)
+def slow_reader(*a, seconds: float = 0.03, **kw):
+    """Storage slower than the tiny draft's forwards, so waits have room for draft work."""
+    time.sleep(seconds)
     return W.read_tensors(*a, **kw)
+
+
+def slower_reader(*a, **kw):
+    # a 512-node next tree grows in forwards of ~128 tokens (0.01-0.15 s on a loaded 2-core
+    # machine): reads must outlast them by a wide margin, or the policy rightly declines
+    return slow_reader(*a, seconds=0.3, **kw)
 
 
 def final(session, ids, **kw) -> Finished:
@@ -38,8 +45,9 @@ def final(session, ids, **kw) -> Finished:
 
 
 TREES = {  # auto off: every step drafts, so every wait has a next tree to grow
-    "16 nodes": TreeConfig(max_nodes=16, max_forwards=4, auto=False),
-    "512 nodes": TreeConfig(max_nodes=512, max_forwards=4, adaptive=False, threshold=0.0),
+    "16 nodes": (TreeConfig(max_nodes=16, max_forwards=4, auto=False), slow_reader),
+    "512 nodes": (TreeConfig(max_nodes=512, max_forwards=4, adaptive=False, threshold=0.0),
+                  slower_reader),
 }
 
 
@@ -51,12 +59,12 @@ def test_pipeline_is_lossless_and_reuses_the_next_tree(deep_pair, draft, tree):
     ar = final(Session.load(target), ids, mode="ar")
     resident_bytes = Session.load(target).target.nbytes()
     streamed = Session(
-        load_streamed_model(target, resident_bytes // 2, reader=slow_reader),
+        load_streamed_model(target, resident_bytes // 2, reader=TREES[tree][1]),
         Session.load(drafts[draft]).target,
     )
     try:
-        with_pipe = final(streamed, ids, mode="tree", pipeline=True, tree=TREES[tree])
-        without = final(streamed, ids, mode="tree", pipeline=False, tree=TREES[tree])
+        with_pipe = final(streamed, ids, mode="tree", pipeline=True, tree=TREES[tree][0])
+        without = final(streamed, ids, mode="tree", pipeline=False, tree=TREES[tree][0])
     finally:
         streamed.target.close()
     assert with_pipe.token_ids == without.token_ids == ar.token_ids
