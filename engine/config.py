@@ -107,3 +107,23 @@ class StreamConfig:
 BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many sampled, bad-draft)
 BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
 IOBENCH_MB, IOBENCH_LAYERS, IOBENCH_REPEAT = 256, 16, 3  # `canopy bench --io`: file, layers, passes
+
+
+@dataclass(frozen=True)
+class PromptCacheConfig:
+    """Conversations whose KV caches stay between turns (engine.decoding.prompt_cache).
+
+    SmolLM2-135M holds ~46 KB of fp32 keys/values per token and model, so the default byte
+    bound keeps a few long conversations of the demo pair; `folder` (None: memory only)
+    receives the evicted ones as safetensors.
+    """
+
+    max_conversations: int = 4
+    max_bytes: int | None = 1 << 30
+    folder: str | None = None
+
+    def __post_init__(self):
+        if self.max_conversations < 1:
+            raise ValueError("max_conversations must be at least 1")
+        if self.max_bytes is not None and self.max_bytes < 0:
+            raise ValueError("max_bytes must be positive (or None: no byte bound)")

@@ -5,11 +5,16 @@ Used by the CLI, the GUI bridge (on the engine thread) and the benchmark.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from .config import GenerationConfig, StreamConfig, platform_verify_cost_prior
+from .config import (
+    GenerationConfig,
+    PromptCacheConfig,
+    StreamConfig,
+    platform_verify_cost_prior,
+)
 from .errors import ContextLengthError
 from .events import Event, LoadProgress
 from .formats.compat import check_pair
@@ -19,9 +24,15 @@ Progress = Callable[[LoadProgress], None]
 
 
 class Session:
-    def __init__(self, target: LoadedModel, draft: LoadedModel | None = None):
+    def __init__(self, target: LoadedModel, draft: LoadedModel | None = None,
+                 prompt_cache: PromptCacheConfig | None = None):
+        from .decoding.prompt_cache import PromptCache
+
         self.target = target
         self.draft = draft
+        # conversations' KV caches between turns; the fingerprint keeps disk entries per pair
+        pair = f"{target.path}|{draft.path if draft is not None else ''}"
+        self.prompt_cache = PromptCache(prompt_cache, fingerprint=pair)
 
     @classmethod
     def load(
@@ -32,6 +43,7 @@ class Session:
         budget_bytes: int | None = None,
         stream: StreamConfig | None = None,
         progress: Progress | None = None,
+        prompt_cache: PromptCacheConfig | None = None,
         **stream_options,
     ) -> Session:
         """Load the pair; raises CanopyError subclasses with person-readable messages.
@@ -39,6 +51,7 @@ class Session:
         budget_bytes: ceiling on target weight bytes resident (None: load the target whole).
         stream: how a streamed target reads its layers (default `StreamConfig()`).
         stream_options: further keywords for `load_streamed_model` (reader).
+        prompt_cache: how many conversations keep their KV caches between turns.
         """
         report = progress or (lambda e: None)
         stream = stream or StreamConfig()
@@ -63,7 +76,7 @@ class Session:
         except BaseException:  # incl. a cancelled load: the IO thread must not outlive us
             _close_target(target)
             raise
-        return cls(target, draft)
+        return cls(target, draft, prompt_cache)
 
     def close(self) -> None:
         """Stop a streamed target's IO thread and drop its layers (a resident pair needs
@@ -112,17 +125,24 @@ class Session:
         prompt_ids: list[int],
         config: GenerationConfig,
         should_stop: Callable[[], bool] | None = None,
+        conversation: Hashable | None = None,
     ) -> Iterator[Event]:
-        """Yield PrefillDone, StepEvents, then Finished or Failed (see engine.events)."""
+        """Yield PrefillDone, StepEvents, then Finished or Failed (see engine.events).
+
+        conversation: a key (e.g. the chat's id); its KV caches are kept for the next turn,
+        which then prefills only what is new (None: a one-off, nothing kept).
+        """
         from .decoding.generate import generate
+        from .decoding.prompt_cache import TurnCache
 
         self.check_length(prompt_ids, config.max_tokens)
         if config.tree.verify_cost_prior is None:  # the platform's default (engine.config)
             streamed = hasattr(self.target, "io_stats")
             prior = platform_verify_cost_prior(streamed)
             config = replace(config, tree=replace(config.tree, verify_cost_prior=prior))
+        turn = TurnCache(self.prompt_cache, conversation) if conversation is not None else None
         try:
-            yield from generate(self.target, self.draft, prompt_ids, config, should_stop)
+            yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn)
         finally:
             if should_stop is not None and should_stop():
                 self.stop_read_ahead()  # cancelled: no reads for a pass that will not come
@@ -133,8 +153,10 @@ class Session:
         config: GenerationConfig,
         should_stop: Callable[[], bool] | None = None,
         system: str | None = None,
+        conversation: Hashable | None = None,
     ) -> Iterator[Event]:
-        yield from self.generate(self.encode_chat(messages, system), config, should_stop)
+        ids = self.encode_chat(messages, system)
+        yield from self.generate(ids, config, should_stop, conversation)
 
 
 def _close_target(target) -> None:

@@ -116,8 +116,9 @@ class DraftModel:
         return target_distribution(logits, self.sampling)
 
     def prefill(self, prompt_ids: list[int]) -> None:
-        """Process all but the last prompt token (the first step's root)."""
-        body = prompt_ids[:-1]
+        """Process all but the last prompt token (the first step's root); a cache kept from an
+        earlier turn (engine.decoding.prompt_cache) already holds the first `offset` of them."""
+        body = prompt_ids[self.offset : -1]
         for i in range(0, len(body), self.prefill_chunk):
             chunk = mx.array([body[i : i + self.prefill_chunk]])
             self.model(chunk, cache=self.cache)

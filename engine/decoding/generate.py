@@ -17,9 +17,9 @@ from ..config import GenerationConfig
 from ..costmodel.policy import StepPolicy
 from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
-from ..models.cache import make_cache
 from ..runtime import failure_message
 from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
+from .prompt_cache import TurnCache
 from .sampling import target_distribution
 from .stats import StatsRecorder
 from .verify import accept_greedy, accept_sampled
@@ -65,20 +65,24 @@ def generate(
     prompt_ids: list[int],
     config: GenerationConfig,
     should_stop: Callable[[], bool] | None = None,
+    turn: TurnCache | None = None,
 ) -> Iterator[Event]:
     """Yield PrefillDone, one StepEvent per target pass, then Finished (or Failed).
 
     With greedy sampling the emitted ids equal the target's own greedy decoding in every mode.
+    `turn`: the conversation's prompt cache; only the prompt past its common prefix is
+    prefilled, and the caches go back to it when the answer is complete.
     """
     try:
-        yield from _generate(target, draft, prompt_ids, config, should_stop or (lambda: False))
+        yield from _generate(target, draft, prompt_ids, config, should_stop or (lambda: False),
+                             turn or TurnCache())
     except CanopyError as e:
         yield Failed(str(e))
     except Exception as e:  # a readable message for the GUI/CLI; tests see the text
         yield Failed(failure_message(e))
 
 
-def _generate(target, draft, prompt_ids, config, should_stop):
+def _generate(target, draft, prompt_ids, config, should_stop, turn):
     if not prompt_ids:
         raise CanopyError("The prompt is empty: type something first.")
     sampling = config.sampling
@@ -87,7 +91,8 @@ def _generate(target, draft, prompt_ids, config, should_stop):
     eos = set(getattr(tokenizer, "eos_token_ids", None) or [])
     drafter = make_drafter(draft, config, rng)
     model = target.model
-    cache = make_cache(target.num_layers)
+    cache = turn.target_cache(target.num_layers, prompt_ids)
+    turn.attach_draft(drafter, prompt_ids)
     # compute-IO pipeline: a streamed target runs draft work while it waits for its layers
     waiting_work = getattr(drafter, "work_while_waiting", None)
     overlap = {"while_waiting": waiting_work} if config.pipeline and waiting_work and hasattr(
@@ -95,7 +100,8 @@ def _generate(target, draft, prompt_ids, config, should_stop):
     record = StatsRecorder(config.mode, len(prompt_ids), io_snapshot(model))
 
     t0 = time.perf_counter()
-    body = prompt_ids[:-1]
+    held = list(prompt_ids[:-1])  # token ids whose keys/values the target cache holds
+    body = held[cache[0].offset if cache else 0 :]
     for i in range(0, len(body), config.prefill_chunk):
         model(mx.array([body[i : i + config.prefill_chunk]]), cache=cache)
         mx.eval([c.keys for c in cache])
@@ -105,7 +111,7 @@ def _generate(target, draft, prompt_ids, config, should_stop):
 
     detok = tokenizer.detokenizer
     detok.reset()
-    committed, root = len(body), prompt_ids[-1]
+    committed, root = len(held), prompt_ids[-1]
     generated: list[int] = []
     reason = "length"
     step = 0
@@ -150,6 +156,7 @@ def _generate(target, draft, prompt_ids, config, should_stop):
         drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds,
                                     t_drafted - step_start, t_verified - t_drafted, io_wait))
         committed += len(path)
+        held.extend(tree.tokens[i] for i in path)
         root = bonus
 
         emitted = [tree.tokens[i] for i in path[1:]] + [bonus]
@@ -190,5 +197,6 @@ def _generate(target, draft, prompt_ids, config, should_stop):
         if reason == "eos":
             break
     detok.finalize()  # Finished.text is the whole answer, including a held-back final segment
-    stats = record.finish(len(generated), io_snapshot(model), pipeline_counts(drafter))
+    kept = turn.finish(cache, held, drafter)
+    stats = record.finish(len(generated), io_snapshot(model), pipeline_counts(drafter) | kept)
     yield Finished(reason, detok.text, tuple(generated), stats)
