@@ -119,6 +119,7 @@ class EngineBridge(QObject):
         # StreamedModel.layer_states: lock-protected Python state (no MLX), safe to poll here
         self._layer_probe: Callable[[], tuple] | None = None
         self._last_layers: tuple | None = None
+        self._forgotten: set[int] = set()  # conversations whose prompt caches go
 
     # ---- public API (GUI thread) ----
     @property
@@ -172,14 +173,23 @@ class EngineBridge(QObject):
 
         return self._submit("load", job)
 
-    def chat(self, messages: list[dict], config, system: str | None = None) -> int:
-        """Generate an answer to `messages` with a GenerationConfig; returns the job id."""
+    def chat(self, messages: list[dict], config, system: str | None = None,
+             conversation: int | None = None) -> int:
+        """Generate an answer to `messages` with a GenerationConfig; returns the job id.
+
+        conversation: the chat's id; its KV caches stay in the session for the next turn.
+        """
+        forgotten, self._forgotten = self._forgotten, set()
+        extra = {"conversation": conversation} if conversation is not None else {}
 
         def job(should_stop) -> Iterator[object]:
             if self._session is None:
                 yield Failed("No model is loaded. Pick a target (and draft) and press Load.")
                 return
-            yield from self._session.chat(messages, config, should_stop, system)
+            cache = getattr(self._session, "prompt_cache", None)
+            for key in forgotten if cache is not None else ():
+                cache.drop(key)
+            yield from self._session.chat(messages, config, should_stop, system, **extra)
 
         job_id = self._submit("generate", job)
         self._current_generation = job_id
@@ -205,6 +215,11 @@ class EngineBridge(QObject):
             yield _TaskDone(result)
 
         return self._submit("task", job)
+
+    def forget_conversation(self, conversation: int) -> None:
+        """Drop a (deleted) conversation's KV caches; done on the engine thread before the next
+        answer, since only that thread touches the session."""
+        self._forgotten.add(conversation)
 
     def layer_states(self) -> tuple | None:
         """Per target layer: "pinned", "resident", "loading" or "streamed" (None: not streamed)."""

@@ -108,6 +108,8 @@ class LivePanel(QWidget):
         self.strip_label = QLabel("")
         self.summary = QLabel("")
         self.summary.setObjectName("liveSummary")
+        self.memory = QLabel("")
+        self.memory.setObjectName("liveMemory")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
@@ -115,6 +117,7 @@ class LivePanel(QWidget):
         layout.addWidget(self.strip_label)
         layout.addWidget(self.strip)
         layout.addWidget(self.summary)
+        layout.addWidget(self.memory)
         self.budget_bytes: int | None = None
         self._has_live_layers = False
         self.set_theme(LIGHT)
@@ -158,6 +161,7 @@ class LivePanel(QWidget):
     def set_target(self, budget_bytes: int | None, layers: int) -> None:
         """A target was loaded: its budget (None: whole) and layer count."""
         self.budget_bytes = budget_bytes
+        self.memory.setText(self._budget_text())
         self._has_live_layers = False
         self.strip.set_counts(layers, 0)
         self._pending = True
@@ -178,6 +182,24 @@ class LivePanel(QWidget):
         if step.layers_pinned + step.layers_streamed and not self._has_live_layers:
             self.strip.set_counts(step.layers_pinned, step.layers_streamed)
         self._pending = True
+
+    def set_kv_cache(self, stats: dict) -> None:
+        """KV cache bytes of the finished answer's conversation (kept for its next turn), next to
+        the weight budget."""
+        if "kv_cache_bytes" not in stats:
+            return
+        text = f"KV cache {stats['kv_cache_bytes'] / MB:.1f} MB"
+        if "prompt_cache_conversations" in stats:
+            text += (f" (all {stats['prompt_cache_conversations']} cached chats: "
+                     f"{stats.get('prompt_cache_bytes', 0) / MB:.1f} MB)")
+        if stats.get("prefill_cached_tokens"):
+            text += f" · {stats['prefill_cached_tokens']} prompt tokens reused"
+        self.memory.setText(f"{text} · {self._budget_text()}")
+
+    def _budget_text(self) -> str:
+        if self.budget_bytes:
+            return f"weight budget {self.budget_bytes / MB:.0f} MB"
+        return "weights: whole target resident"
 
     def set_layers(self, states) -> None:
         """Live per-layer states from the bridge (streamed targets only)."""

@@ -287,6 +287,7 @@ class MainWindow(QMainWindow):
         if self.bridge.generating and conversation_id == self.conversation_id:
             return
         self.store.delete_conversation(conversation_id)
+        self.bridge.forget_conversation(conversation_id)
         if conversation_id == self.conversation_id:
             self.new_conversation()
         self.refresh_conversations()
@@ -348,7 +349,8 @@ class MainWindow(QMainWindow):
         self.live.reset()
         self.refresh_conversations()
         system = self.chat.system_edit.text().strip() or None
-        self.bridge.chat(history, self.settings.generation_config(), system)
+        self.bridge.chat(history, self.settings.generation_config(), system,
+                         conversation=self.conversation_id)
 
     def _on_prefill(self, tokens: int, seconds: float) -> None:
         self._prompt_tokens = tokens
@@ -389,6 +391,7 @@ class MainWindow(QMainWindow):
         if w is not None and self.answer_id is not None:
             w.steps_button.setVisible(bool(self.steps_by_message.get(self.answer_id)))
         self.chat.finish_answer(stats, reason)
+        self.live.set_kv_cache(stats)
         self.answer_id = None
         self.tree.live_check.setChecked(True)
         self.live.refresh()

@@ -81,9 +81,11 @@ class FakeSession:
         self.context_length = 2048
         self.text, self.delay, self.fail = text, delay, fail
         self.requests: list[tuple[list[dict], str | None]] = []
+        self.conversations: list[int | None] = []
 
-    def chat(self, messages, config, should_stop=None, system=None):
+    def chat(self, messages, config, should_stop=None, system=None, conversation=None):
         self.requests.append((messages, system))
+        self.conversations.append(conversation)
         stop = should_stop or (lambda: False)
         yield PrefillDone(12, 0.01)
         if self.fail:
