@@ -168,6 +168,11 @@ class ChatView(QWidget):
         self._update_buttons()
         self.scroll_to_bottom()
 
+    def show_steps_buttons(self, positions: set[int]) -> None:
+        """Offer step replay on the answers at `positions` (their steps are stored)."""
+        for w in self.messages:
+            w.steps_button.setVisible(w.position in positions)
+
     def add_user_message(self, text: str) -> MessageWidget:
         w = self._add("user", text)
         self.scroll_to_bottom()

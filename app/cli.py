@@ -250,6 +250,12 @@ def cmd_app(args) -> int:
     return run_app(args)
 
 
+def cmd_export(args) -> int:
+    from app.export import run_export_cli
+
+    return run_export_cli(args)
+
+
 def cmd_bench(args) -> int:
     from app.bench_cli import run_bench_command
 
@@ -309,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate with a tiny model in tree and ar mode, check equal, exit",
     )
     a.set_defaults(func=cmd_app)
+
+    x = sub.add_parser("export", help="export a chat as Markdown or JSON (with stats)")
+    x.add_argument("conversation", nargs="?", type=int, help="conversation id (see --list)")
+    x.add_argument("--format", choices=["md", "json"], default="md")
+    x.add_argument("--db", default=None, help="history file (default: the app's)")
+    x.add_argument("--out", default=None, help="write here instead of stdout")
+    x.add_argument("--list", action="store_true", help="list conversations (id, title)")
+    x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="side-by-side benchmark against mlx-lm (its budgets are "
                        "resident, 50%% and 25%% of the target)", **fmt)

@@ -1,7 +1,8 @@
 """Conversation history in SQLite (WAL), in the platform's app-data folder.
 
 An answer is written as it streams (`update_message` once per repaint), so killing the app loses
-nothing that was on screen; such a message reopens with `finished = False`.
+nothing that was on screen; such a message reopens with `finished = False`. A finished answer's
+per-step records (app.step_records) are stored with it for tree replay after a restart.
 The store is plain sqlite3; only `default_history_path` asks Qt where app data lives.
 """
 
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, position);
 """
+# columns added after the first release: (table, column, declaration), added on open if missing
+MIGRATIONS = (("messages", "steps", "BLOB"),)
 
 
 @dataclass
@@ -77,6 +80,10 @@ class HistoryStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        for table, column, decl in MIGRATIONS:
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._db.commit()
 
     def close(self) -> None:
@@ -179,6 +186,31 @@ class HistoryStore:
             "SELECT * FROM messages WHERE conversation_id=? ORDER BY position", (conversation_id,)
         )
         return [_message(r) for r in rows]
+
+    def set_steps(self, message_id: int, steps: list) -> None:
+        """Store an answer's StepEvents (compactly) for replay after a restart."""
+        from .step_records import encode_steps
+
+        self._db.execute("UPDATE messages SET steps=? WHERE id=?", (encode_steps(steps),
+                                                                   message_id))
+        self._db.commit()
+
+    def steps(self, message_id: int) -> list:
+        """The StepEvents stored with a message ([] when none were kept or they are unreadable)."""
+        from .step_records import decode_steps
+
+        row = self._db.execute("SELECT steps FROM messages WHERE id=?", (message_id,)).fetchone()
+        try:
+            return decode_steps(row["steps"]) if row else []
+        except ValueError:
+            return []
+
+    def positions_with_steps(self, conversation_id: int) -> set[int]:
+        """Positions of the conversation's messages that have stored steps."""
+        rows = self._db.execute(
+            "SELECT position FROM messages WHERE conversation_id=? AND steps IS NOT NULL",
+            (conversation_id,))
+        return {r["position"] for r in rows}
 
     def delete_messages_from(self, conversation_id: int, position: int) -> None:
         """Drop the message at `position` and all later ones (edit-and-resend, regenerate)."""

@@ -277,6 +277,7 @@ class MainWindow(QMainWindow):
         self.conversation_id = conversation_id
         self.chat.set_system_prompt(conversation.system_prompt)
         self.chat.set_messages(self.store.messages(conversation_id))
+        self.chat.show_steps_buttons(self.store.positions_with_steps(conversation_id))
         self.tree.set_steps([])
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
@@ -389,7 +390,10 @@ class MainWindow(QMainWindow):
         self._save_answer(stats, reason, finished=True)
         w = self.chat.streaming_message
         if w is not None and self.answer_id is not None:
-            w.steps_button.setVisible(bool(self.steps_by_message.get(self.answer_id)))
+            steps = self.steps_by_message.get(self.answer_id)
+            w.steps_button.setVisible(bool(steps))
+            if steps:
+                self.store.set_steps(self.answer_id, steps)
         self.chat.finish_answer(stats, reason)
         self.live.set_kv_cache(stats)
         self.answer_id = None
@@ -427,7 +431,8 @@ class MainWindow(QMainWindow):
         """Replay the steps of the answer at `position` in the tree panel."""
         messages = self.store.messages(self.conversation_id) if self.conversation_id else []
         if 0 <= position < len(messages):
-            steps = self.steps_by_message.get(messages[position].id, [])
+            mid = messages[position].id
+            steps = self.steps_by_message.get(mid) or self.store.steps(mid)  # after a restart
             self.tree.set_steps(steps, show=0)
             self.tree.live_check.setChecked(False)
             self.tree_dock.show()
