@@ -236,10 +236,30 @@ def cmd_models(args) -> int:
 
         dtype = None if args.dtype == "keep" else args.dtype
         print(import_gguf(args.file, args.out_dir, dtype=dtype, overwrite=args.overwrite))
+    elif args.models_cmd == "pull":
+        from engine.formats.hub import pull_model
+
+        print(pull_model(args.repo_id, args.revision, progress=_download_progress()))
     elif args.models_cmd == "list":
         for name, path in demo.list_models(args.home):
             print(f"{name}\t{path}")
     return 0
+
+
+def _download_progress():
+    """A one-line terminal progress bar on stderr, redrawn at most every 1% or so."""
+    shown = [-1]
+
+    def report(event) -> None:
+        mb, total = event.done / 2**20, event.total / 2**20
+        pct = int(100 * event.done / event.total) if event.total else 0
+        if pct != shown[0]:
+            shown[0] = pct
+            end = "\n" if event.done >= event.total else ""
+            print(f"\rdownload: {mb:.1f} / {total:.1f} MB ({pct}%)", end=end, file=sys.stderr,
+                  flush=True)
+
+    return report
 
 
 def cmd_app(args) -> int:
@@ -298,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="dequantize to this dtype, or keep the GGUF's quantization",
     )
     i.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    pl = msub.add_parser("pull", help="download a model from the Hugging Face Hub into the HF "
+                         "cache (only the files a model needs; run again to resume)", **fmt)
+    pl.add_argument("repo_id", help="ORG/NAME, e.g. mlx-community/SmolLM2-135M-Instruct")
+    pl.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     ls = msub.add_parser("list", help="list models in the models folder and the HF cache", **fmt)
     ls.add_argument("--home", default=None, help="models folder (default $CANOPY_HOME/models)")
     m.set_defaults(func=cmd_models)

@@ -174,3 +174,4 @@ def default_history_path_without_app() -> Path:
     QCoreApplication.setOrganizationName("Canopy")
     QCoreApplication.setApplicationName("Canopy")
     return default_history_path()
+

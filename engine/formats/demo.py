@@ -76,6 +76,12 @@ def _is_model_dir(d: Path) -> bool:
     return (d / "config.json").is_file() and any(d.glob("*.safetensors"))
 
 
+def _is_complete_snapshot(d: Path) -> bool:
+    from .hub import is_complete_model_dir  # an interrupted pull must not look like a model
+
+    return is_complete_model_dir(d)
+
+
 def list_models(home: str | Path | None = None) -> list[ModelInfo]:
     """Model folders in the models folder, then Hugging Face cache snapshots ("org/name").
 
@@ -89,7 +95,7 @@ def list_models(home: str | Path | None = None) -> list[ModelInfo]:
     hub = _hf_hub()
     if hub.is_dir():
         for repo in sorted(hub.glob("models--*")):
-            snaps = [s for s in (repo / "snapshots").glob("*") if _is_model_dir(s)]
+            snaps = [s for s in (repo / "snapshots").glob("*") if _is_complete_snapshot(s)]
             if snaps:
                 name = repo.name.removeprefix("models--").replace("--", "/")
                 found.append(ModelInfo(name, max(snaps, key=lambda s: s.stat().st_mtime)))

@@ -113,3 +113,15 @@ def test_cli_export(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("# Trees")
     assert main(["export", "999", "--db", db]) == 2
     assert "no conversation with id 999" in capsys.readouterr().err
+
+
+def test_export_to_file_by_suffix(tmp_path):
+    from app.export import export_conversation
+
+    store, cid, _ = filled_store(tmp_path / "a.sqlite3")
+    conversation, messages = store.conversation(cid), store.messages(cid)
+    export_conversation(tmp_path / "chat.json", conversation, messages, store)
+    export_conversation(tmp_path / "chat.md", conversation, messages)
+    doc = json.loads((tmp_path / "chat.json").read_text())
+    assert doc["title"] == "Trees" and doc["messages"][1]["steps"]  # the store adds the steps
+    assert (tmp_path / "chat.md").read_text().startswith("# Trees")

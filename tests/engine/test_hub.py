@@ -1,0 +1,237 @@
+"""`canopy models pull` against a fake Hub on 127.0.0.1 that speaks the Hub's HTTP API.
+
+The server implements what huggingface_hub's snapshot_download calls: the revision endpoint
+(`/api/models/ORG/NAME/revision/REV`), the tree listing, and HEAD/GET on
+`/ORG/NAME/resolve/REV/FILE` with ETag, X-Repo-Commit and Range. Faults are injected per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from engine.errors import ModelError
+from engine.formats.demo import list_models
+from engine.formats.hub import PullCancelled, is_complete_model_dir, pull_model
+from engine.formats.loader import load_model
+from engine.testing import make_tiny_model
+
+REPO = "tiny-org/tiny-model"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeHub:
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.cut: dict[str, int] = {}  # file -> bytes sent before the connection drops (once)
+        self.fail: dict[str, int] = {}  # file -> HTTP status of every GET
+        self.gets: list[tuple[str, str | None]] = []  # (file, Range header)
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                hub.handle(self, head=True)
+
+            def do_GET(self):
+                hub.handle(self, head=False)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handle(self, req, head: bool):
+        path = req.path.split("?")[0]
+        api = f"/api/models/{REPO}/"
+        if path.startswith("/api/models/"):
+            if not path.startswith(api):
+                return self.error(req, 404, "RepoNotFound")
+            kind, _, rev = path[len(api):].partition("/")
+            if rev not in ("main", SHA):
+                return self.error(req, 404, "RevisionNotFound")
+            if kind == "revision":
+                body = {"id": REPO, "sha": SHA, "private": False,
+                        "siblings": [{"rfilename": f} for f in self.files]}
+            else:  # tree
+                body = [{"type": "file", "path": f, "size": len(b), "oid": _sha1(b)}
+                        for f, b in self.files.items()]
+            return self.send(req, 200, json.dumps(body).encode(), {"Content-Type":
+                                                                   "application/json"})
+        prefix = f"/{REPO}/resolve/"
+        if not path.startswith(prefix):
+            return self.error(req, 404, "RepoNotFound")
+        rev, _, name = path[len(prefix):].partition("/")
+        if name not in self.files:
+            return self.error(req, 404, "EntryNotFound")
+        data = self.files[name]
+        headers = {"X-Repo-Commit": SHA, "ETag": f'"{_sha1(data)}"', "Accept-Ranges": "bytes"}
+        if head:
+            headers["Content-Length"] = str(len(data))
+            req.send_response(200)
+            for k, v in headers.items():
+                req.send_header(k, v)
+            req.end_headers()
+            return
+        rng = req.headers.get("Range")
+        self.gets.append((name, rng))
+        if name in self.fail:
+            return self.error(req, self.fail[name], "")
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        status = 206 if rng else 200
+        if rng:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        body = data[start:]
+        if name in self.cut:  # promise everything, send part, drop the connection
+            n = self.cut.pop(name)
+            req.send_response(status)
+            for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                req.send_header(k, v)
+            req.end_headers()
+            req.wfile.write(body[:n])
+            req.wfile.flush()
+            req.close_connection = True
+            req.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send(req, status, body, headers)
+
+    def send(self, req, status, body: bytes, headers: dict):
+        req.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
+            req.send_header(k, v)
+        req.end_headers()
+        req.wfile.write(body)
+
+    def error(self, req, status, code):
+        headers = {"X-Error-Code": code} if code else {}
+        self.send(req, status, json.dumps({"error": code or "error"}).encode(), headers)
+
+
+def _sha1(b: bytes) -> str:
+    return hashlib.sha1(b).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    d = make_tiny_model(tmp_path_factory.mktemp("hubsrc") / "m", seed=9, shards=2)
+    files = {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+    files["model.gguf"] = b"GGUF" + bytes(1000)  # not needed: must not be downloaded
+    files["README.md"] = b"# tiny\n"
+    return files
+
+
+@pytest.fixture
+def hub(model_files):
+    server = FakeHub(dict(model_files))
+    yield server
+    server.close()
+
+
+def weight_files(files) -> list[str]:
+    return [f for f in files if f.endswith(".safetensors")]
+
+
+def test_pull_complete_only_needed_files(hub, tmp_path, model_files):
+    events = []
+    path = pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url, progress=events.append)
+    assert path == tmp_path / "models--tiny-org--tiny-model" / "snapshots" / SHA
+    names = {p.name for p in path.iterdir()}
+    assert "model.gguf" not in names and "README.md" not in names
+    for f in weight_files(model_files) + ["config.json"]:
+        assert (path / f).read_bytes() == model_files[f]
+    assert is_complete_model_dir(path)
+    load_model(path)  # a usable model folder
+    assert events and events[-1].done == events[-1].total >= sum(
+        len(model_files[f]) for f in weight_files(model_files))
+    assert {g[0] for g in hub.gets}.isdisjoint({"model.gguf", "README.md"})
+
+
+def test_dropped_connection_resumes_with_range(hub, tmp_path, model_files, monkeypatch):
+    from huggingface_hub import constants
+
+    # the client keeps only whole chunks (10 MB); small chunks let a tiny file be resumed
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    big = max(weight_files(model_files), key=lambda f: len(model_files[f]))
+    cut = len(model_files[big]) // 3
+    hub.cut[big] = cut
+    path = pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url, max_workers=1)
+    assert (path / big).read_bytes() == model_files[big]
+    ranges = [r for f, r in hub.gets if f == big]
+    assert ranges[0] is None and ranges[1] == f"bytes={cut - cut % 4096}-"  # whole chunks kept
+
+
+def test_interrupted_pull_is_not_listed_then_resumes(hub, tmp_path, model_files, monkeypatch):
+    shards = sorted(weight_files(model_files))
+    hub.fail[shards[-1]] = 500
+    with pytest.raises(ModelError, match="run the same command again|Run the same command"):
+        pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url, max_workers=1)
+    snapshot = tmp_path / "models--tiny-org--tiny-model" / "snapshots" / SHA
+    assert not is_complete_model_dir(snapshot)  # the finished files alone do not look complete
+    assert not list(tmp_path.rglob("*.incomplete"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert REPO not in [m.name for m in list_models(tmp_path / "no-models")]
+    done_before = {f for f, _ in hub.gets if f != shards[-1]}
+    hub.fail.clear()
+    hub.gets.clear()
+    path = pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url)
+    assert is_complete_model_dir(path)
+    fetched = {f for f, _ in hub.gets}
+    assert shards[-1] in fetched and done_before and not fetched & done_before  # kept
+    assert REPO in [m.name for m in list_models(tmp_path / "no-models")]
+
+
+def test_cancel_keeps_nothing_half_written(hub, tmp_path):
+    with pytest.raises(PullCancelled):
+        pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url, should_stop=lambda: True)
+    assert not list(tmp_path.rglob("*.incomplete"))
+    assert not is_complete_model_dir(tmp_path / "models--tiny-org--tiny-model" / "snapshots" / SHA)
+
+
+def test_missing_repo_and_revision(hub, tmp_path):
+    with pytest.raises(ModelError, match="No model nobody/nothing on the Hub"):
+        pull_model("nobody/nothing", cache_dir=tmp_path, endpoint=hub.url)
+    with pytest.raises(ModelError, match="has no revision 'v9'"):
+        pull_model(REPO, "v9", cache_dir=tmp_path, endpoint=hub.url)
+    with pytest.raises(ModelError, match="not a Hub repo id"):
+        pull_model("just-a-name", cache_dir=tmp_path, endpoint=hub.url)
+
+
+def test_no_network_one_clear_message(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ModelError, match="Cannot reach the Hugging Face Hub"):
+        pull_model(REPO, cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{port}")
+    assert not is_complete_model_dir(tmp_path / "models--tiny-org--tiny-model" / "snapshots" / SHA)
+
+
+def test_cli_pull(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert main(["models", "pull", REPO]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == str(tmp_path / "models--tiny-org--tiny-model" / "snapshots" / SHA)
+    assert "download" in out.err
+    assert main(["models", "pull", "nobody/nothing"]) == 2
+    assert "No model nobody/nothing" in capsys.readouterr().err
+    assert main(["models", "pull", REPO, "--revision", SHA]) == 0
+
+
+def test_hub_files_are_in_the_hf_cache_layout(hub, tmp_path):
+    path = pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url)
+    assert (tmp_path / "models--tiny-org--tiny-model" / "refs" / "main").read_text() == SHA
+    assert all(Path(p).is_symlink() or Path(p).is_file() for p in path.iterdir())
