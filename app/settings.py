@@ -167,6 +167,8 @@ class ModelPicker(QWidget):
         self.combo.setMinimumWidth(320)
         self.combo.currentIndexChanged.connect(lambda _: self.sig_path_changed.emit(self.path()))
         self.allow_none = allow_none
+        self.accepts = None  # optional filter: path -> bool (e.g. drafts that fit the target)
+        self._models: list[tuple[str, str]] = []
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         role = "draft" if allow_none else "target"
@@ -179,18 +181,28 @@ class ModelPicker(QWidget):
         self.set_models(known_models())
 
     def set_models(self, models: list[tuple[str, str]]) -> None:
+        self._models = list(models)
         current = self.path()
         self.combo.blockSignals(True)
         self.combo.clear()
         if self.allow_none:
             self.combo.addItem("(none: no draft)", "")
         for label, path in models:
-            self.combo.addItem(label, path)
+            if self.accepts is None or self.accepts(path):
+                self.combo.addItem(label, path)
         self.combo.blockSignals(False)
         self.set_path(current)
 
     def path(self) -> str:
         return self.combo.currentData() or ""
+
+    def set_filter(self, accepts) -> None:
+        """Show only models for which `accepts(path)` is true (None: all)."""
+        self.accepts = accepts
+        self.set_models(self._models)
+
+    def listed(self) -> list[str]:
+        return [self.combo.itemData(i) for i in range(self.combo.count()) if self.combo.itemData(i)]
 
     def set_path(self, path: str) -> None:
         index = self.combo.findData(path)
@@ -223,6 +235,18 @@ class SettingsDialog(QDialog):
         self.draft = ModelPicker(allow_none=True)
         demo_button = QPushButton("Use demo pair")
         demo_button.clicked.connect(self._use_demo)
+        download_button = QPushButton("Download…")
+        download_button.setToolTip("Download a model from the Hugging Face Hub")
+        download_button.clicked.connect(self.open_download)
+        self.compatible_only = QCheckBox("only drafts compatible with the target")
+        self.compatible_only.setChecked(True)
+        self.compatible_only.toggled.connect(lambda _: self._filter_drafts())
+        self._compatible: dict[tuple[str, str], bool] = {}
+        self.pull = None  # DownloadDialog's pull function (tests aim it at a local server)
+        buttons_row = QHBoxLayout()
+        buttons_row.addWidget(demo_button)
+        buttons_row.addWidget(download_button)
+        buttons_row.addStretch(1)
         self.compat = QLabel("")
         self.compat.setWordWrap(True)
         self.compat.setObjectName("compatLabel")
@@ -235,7 +259,8 @@ class SettingsDialog(QDialog):
         models = QFormLayout()
         models.addRow("Target", self.target)
         models.addRow("Draft", self.draft)
-        models.addRow("", demo_button)
+        models.addRow("", self.compatible_only)
+        models.addRow("", buttons_row)
         models.addRow("Check", self.compat)
         models.addRow("Memory budget", self.budget)
         models.addRow("", self.budget_label)
@@ -290,6 +315,7 @@ class SettingsDialog(QDialog):
         self._check_timer.timeout.connect(self.update_checks)
         self._describe_controls(demo_button, buttons)
         self.target.sig_path_changed.connect(lambda _: self._check_timer.start())
+        self.target.sig_path_changed.connect(lambda _: self._filter_drafts())
         self.draft.sig_path_changed.connect(lambda _: self._check_timer.start())
         self.budget.valueChanged.connect(lambda _: self._check_timer.start())
         self.set_values(settings)
@@ -330,6 +356,7 @@ class SettingsDialog(QDialog):
         self.top_p.setValue(s.top_p)
         self.seed.setValue(s.seed)
         self.max_tokens.setValue(s.max_tokens)
+        self._filter_drafts()
         self.update_checks()
 
     def values(self) -> AppSettings:
@@ -366,6 +393,43 @@ class SettingsDialog(QDialog):
         top = max(64, int(size / MB) + 16)
         if self.budget.maximum() != top:
             self.budget.setMaximum(top)
+
+    def _filter_drafts(self) -> None:
+        """The draft list shows only drafts whose tokenizer matches the chosen target."""
+        target = self.target.path()
+        if not (self.compatible_only.isChecked() and target):
+            self.draft.set_filter(None)
+            return
+
+        def accepts(path: str) -> bool:
+            key = (target, path)
+            if key not in self._compatible:
+                self._compatible[key] = path != target and check_pair_message(target, path)[0]
+            return self._compatible[key]
+
+        self.draft.set_filter(accepts)
+
+    def open_download(self):
+        """The Download… dialog; a finished model becomes the target (or draft) choice."""
+        from .download import DownloadDialog
+
+        dialog = DownloadDialog(self, pull=self.pull)
+        dialog.sig_downloaded.connect(self._downloaded)
+        dialog.setModal(True)
+        dialog.show()
+        self.download_dialog = dialog
+        return dialog
+
+    def _downloaded(self, path: str) -> None:
+        models = known_models()
+        if path not in [p for _, p in models]:
+            models.append((Path(path).name, path))
+        self.target.set_models(models)
+        self.draft.set_models(models)
+        picker = self.draft if self.target.path() and self.download_dialog.use_as_draft() \
+            else self.target
+        picker.set_path(path)
+        self._filter_drafts()
 
     def _use_demo(self) -> None:
         paths = demo_paths()
