@@ -240,6 +240,10 @@ def cmd_models(args) -> int:
         from engine.formats.hub import pull_model
 
         print(pull_model(args.repo_id, args.revision, progress=_download_progress()))
+    elif args.models_cmd == "catalog":
+        from engine.costmodel.catalog import catalog_markdown
+
+        print(catalog_markdown(int(args.ram_gb * 1e9) if args.ram_gb else None))
     elif args.models_cmd == "list":
         for name, path in demo.list_models(args.home):
             print(f"{name}\t{path}")
@@ -322,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "cache (only the files a model needs; run again to resume)", **fmt)
     pl.add_argument("repo_id", help="ORG/NAME, e.g. mlx-community/SmolLM2-135M-Instruct")
     pl.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    cat = msub.add_parser("catalog", help="known-good Mac pairs and how they fit this RAM "
+                          "(predicted speeds)", **fmt)
+    cat.add_argument("--ram-gb", type=float, default=None, help="RAM to plan for (default: "
+                     "this machine's)")
     ls = msub.add_parser("list", help="list models in the models folder and the HF cache", **fmt)
     ls.add_argument("--home", default=None, help="models folder (default $CANOPY_HOME/models)")
     m.set_defaults(func=cmd_models)
