@@ -25,6 +25,26 @@ from PySide6.QtWidgets import (
 MB = 2**20
 
 
+def catalog_entries() -> list[tuple[str, str]]:
+    """(repo id, label) of the catalog's models: download size and fit for this machine."""
+    try:
+        from engine.costmodel.catalog import fit, load_catalog, machine_ram_bytes
+    except ImportError:
+        return []
+    try:
+        models, pairs = load_catalog()
+    except (OSError, ValueError, KeyError):
+        return []
+    ram = machine_ram_bytes()
+    drafts = {d.repo_id: d for _, d in pairs}
+    placement = {t.repo_id: fit(t, d, ram).placement for t, d in pairs}
+    out = []
+    for repo, m in models.items():
+        role = "draft" if repo in drafts and repo not in placement else placement.get(repo, "")
+        out.append((repo, f"{repo.split('/')[-1]} · {m.download_bytes / 1e9:.1f} GB · {role}"))
+    return out
+
+
 class _Relay(QObject):
     """Lives in the GUI thread; the worker emits, Qt queues the calls to the GUI thread."""
 
@@ -60,7 +80,13 @@ class DownloadDialog(QDialog):
         self.status.setWordWrap(True)
         self.use_as = QComboBox()
         self.use_as.addItems(["target", "draft"])
+        self.catalog = QComboBox()  # known-good Mac models, with how each fits this machine
+        self.catalog.addItem("(type a repo id below)", "")
+        for repo, label in catalog_entries():
+            self.catalog.addItem(label, repo)
+        self.catalog.currentIndexChanged.connect(self._pick_catalog)
         form = QFormLayout()
+        form.addRow("Known-good", self.catalog)
         form.addRow("Repo id", self.repo)
         form.addRow("Revision", self.revision)
         form.addRow("Use as", self.use_as)
@@ -83,6 +109,11 @@ class DownloadDialog(QDialog):
         self._thread: threading.Thread | None = None
         self.path = ""
         self.error = ""
+
+    def _pick_catalog(self, _index: int) -> None:
+        repo = self.catalog.currentData()
+        if repo:
+            self.repo.setText(repo)
 
     def use_as_draft(self) -> bool:
         return self.use_as.currentText() == "draft"

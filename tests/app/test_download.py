@@ -81,3 +81,15 @@ def test_draft_list_shows_only_compatible_drafts(qtbot, tmp_path, monkeypatch):
     assert dialog.draft.listed() == [str(good)]
     dialog.compatible_only.setChecked(False)
     assert set(dialog.draft.listed()) == {str(target), str(good), str(other)}
+
+
+def test_catalog_entries_fill_the_repo_id(qtbot):
+    from app.download import DownloadDialog
+
+    dialog = DownloadDialog(pull=lambda *a, **k: None)
+    qtbot.addWidget(dialog)
+    assert dialog.catalog.count() > 6
+    dialog.catalog.setCurrentIndex(1)
+    assert dialog.repo.text().startswith("mlx-community/")
+    labels = [dialog.catalog.itemText(i) for i in range(1, dialog.catalog.count())]
+    assert any("draft" in t for t in labels) and all(" GB · " in t for t in labels)
