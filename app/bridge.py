@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -120,6 +120,8 @@ class EngineBridge(QObject):
         self._layer_probe: Callable[[], tuple] | None = None
         self._last_layers: tuple | None = None
         self._forgotten: set[int] = set()  # conversations whose prompt caches go
+        # where conversations' KV caches are kept across restarts (None: memory only)
+        self.prompt_cache_folder: str | None = None
 
     # ---- public API (GUI thread) ----
     @property
@@ -166,6 +168,9 @@ class EngineBridge(QObject):
                 _close(session)
                 return
             self._session = session
+            cache = getattr(session, "prompt_cache", None)
+            if cache is not None and self.prompt_cache_folder:
+                cache.config = replace(cache.config, folder=self.prompt_cache_folder)
             model = getattr(getattr(session, "target", None), "model", None)
             self._layer_probe = getattr(model, "layer_states", None)
             yield Loaded(_describe(session), int(getattr(session, "context_length", 0) or 0),
@@ -236,6 +241,14 @@ class EngineBridge(QObject):
     def shutdown(self, timeout: float = 10.0) -> None:
         self.stop()
         self._timer.stop()
+
+        def flush(_stop):  # conversations' caches to disk, so a reopened chat starts at once
+            cache = getattr(self._session, "prompt_cache", None)
+            if cache is not None:
+                cache.flush()
+            return iter(())
+
+        self._engine.submit(flush)
         self._engine.shutdown(timeout)
         # Closing only stops and joins the IO thread (no MLX work): safe from this thread.
         old, self._session = self._session, None

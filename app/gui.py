@@ -71,7 +71,9 @@ def create_window(*, history_path: str | Path | None = None, qsettings=None, loa
 
     store = HistoryStore(history_path or default_history_path())
     qsettings = qsettings if qsettings is not None else QSettings()
-    return MainWindow(EngineBridge(loader, stream=stream), store, qsettings)
+    bridge = EngineBridge(loader, stream=stream)
+    bridge.prompt_cache_folder = str(store.path.parent / "prompt-cache")  # next to the history
+    return MainWindow(bridge, store, qsettings)
 
 
 def run_app(args) -> int:

@@ -115,12 +115,13 @@ class PromptCacheConfig:
 
     SmolLM2-135M holds ~46 KB of fp32 keys/values per token and model, so the default byte
     bound keeps a few long conversations of the demo pair; `folder` (None: memory only)
-    receives the evicted ones as safetensors.
+    receives the evicted ones (and all of them on `flush`) as safetensors.
     """
 
     max_conversations: int = 4
     max_bytes: int | None = 1 << 30
     folder: str | None = None
+    max_disk_bytes: int = 2 << 30  # the folder's oldest files go beyond this
 
     def __post_init__(self):
         if self.max_conversations < 1:

@@ -31,8 +31,7 @@ class Session:
         self.target = target
         self.draft = draft
         # conversations' KV caches between turns; the fingerprint keeps disk entries per pair
-        pair = f"{target.path}|{draft.path if draft is not None else ''}"
-        self.prompt_cache = PromptCache(prompt_cache, fingerprint=pair)
+        self.prompt_cache = PromptCache(prompt_cache, fingerprint=_fingerprint(target, draft))
 
     @classmethod
     def load(
@@ -163,3 +162,16 @@ def _close_target(target) -> None:
     close = getattr(target, "close", None)
     if close is not None:
         close()
+
+
+def _fingerprint(target: LoadedModel, draft: LoadedModel | None) -> str:
+    """The pair's folders and their files' sizes and times: rebuilt weights, new fingerprint."""
+    parts = []
+    for model in (target, draft):
+        if model is None:
+            continue
+        folder = Path(model.path)
+        files = sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
+        parts.append(f"{folder}:{stats}")
+    return "|".join(parts)

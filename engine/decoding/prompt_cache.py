@@ -133,6 +133,19 @@ class PromptCache:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_conversation(path, entry, {"fingerprint": self.fingerprint, "key": repr(key)})
+        self._prune(keep=path)
+
+    def _prune(self, keep: Path) -> None:
+        """Delete the least recently written files while the folder exceeds max_disk_bytes."""
+        files = sorted(Path(self.config.folder).glob("*.safetensors"),
+                       key=lambda f: f.stat().st_mtime_ns)
+        total = sum(f.stat().st_size for f in files)
+        for f in files:
+            if total <= self.config.max_disk_bytes:
+                break
+            if f != keep:
+                total -= f.stat().st_size
+                f.unlink(missing_ok=True)
 
     def _read(self, key: Hashable) -> ConversationCache | None:
         path = self._path(key)

@@ -42,3 +42,28 @@ def _ask_real(qtbot, window, text):
     with qtbot.waitSignal(window.bridge.sig_generation_finished, timeout=60000):
         window.send(text)
     qtbot.waitUntil(lambda: not window.bridge.busy, timeout=5000)
+
+
+def test_reopened_chat_after_restart_reuses_the_disk_cache(qtbot, make_window, tiny_pair,
+                                                           tmp_path):
+    from app.bridge import default_loader
+
+    def start():
+        window = make_window(default_loader, history=tmp_path / "chat.sqlite3")
+        s = window.settings
+        s.target, s.draft, s.budget_mb, s.mode, s.max_tokens = (
+            str(tiny_pair["target"]), str(tiny_pair["noisy"]), 0, "tree", 8)
+        with qtbot.waitSignal(window.bridge.sig_load_finished, timeout=60000):
+            window.apply_settings(s, load=True)
+        return window
+
+    first = start()
+    _ask_real(qtbot, first, "hello")
+    cid = first.conversation_id
+    first.bridge.shutdown(timeout=30)  # as when the app quits: caches flushed to disk
+    assert list((tmp_path / "prompt-cache").glob("*.safetensors"))
+    second = start()
+    second.open_conversation(cid)
+    _ask_real(qtbot, second, "more")
+    stats = second.store.messages(cid)[-1].stats
+    assert stats["prefill_cached_tokens"] > 0

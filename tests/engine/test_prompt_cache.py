@@ -163,3 +163,30 @@ def test_common_prefix():
     assert common_prefix([], [1]) == 0
     assert common_prefix([1, 2], [1, 2]) == 2
     assert len(PromptCache()) == 0
+
+
+def test_disk_folder_is_bounded(pair, tmp_path):
+    config = PromptCacheConfig(max_conversations=1, folder=str(tmp_path / "pc"))
+    session = Session.load(*pair, prompt_cache=config)
+    answer(session, [1, 5, 6, 2], "ar", "a", max_tokens=3)
+    answer(session, [1, 7, 8, 2], "ar", "b", max_tokens=3)  # "a" goes to disk
+    one = sum(f.stat().st_size for f in (tmp_path / "pc").glob("*.safetensors"))
+    session.prompt_cache.config = PromptCacheConfig(
+        max_conversations=1, folder=str(tmp_path / "pc"), max_disk_bytes=int(one * 1.5))
+    answer(session, [1, 9, 10, 2], "ar", "c", max_tokens=3)  # "b" to disk, "a" pruned
+    assert len(list((tmp_path / "pc").glob("*.safetensors"))) == 1
+    assert session.prompt_cache.take("a").target is None
+    assert session.prompt_cache.take("b").target is not None
+
+
+def test_rebuilt_weights_do_not_restore_old_caches(tmp_path):
+    target = make_tiny_model(tmp_path / "t", num_layers=2, seed=1)
+    config = PromptCacheConfig(folder=str(tmp_path / "pc"))
+    session = Session.load(target, None, prompt_cache=config)
+    answer(session, [1, 5, 6, 7, 2], "ar", "x", max_tokens=3)
+    session.prompt_cache.flush()
+    make_tiny_model(tmp_path / "t", num_layers=2, seed=2)  # same folder, new weights
+    again = Session.load(target, None, prompt_cache=config)
+    warm = answer(again, [1, 5, 6, 7, 2], "ar", "x", max_tokens=3)
+    assert warm.stats.to_dict()["prefill_cached_tokens"] == 0
+    assert warm.token_ids == answer(again, [1, 5, 6, 7, 2], "ar", max_tokens=3).token_ids
