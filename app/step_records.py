@@ -2,7 +2,8 @@
 
 Stored with the message in SQLite (app.history), so tree replay and per-message figures work
 after a restart. Format: zlib-compressed JSON, one column per StepEvent field (columns compress
-far better than one object per step: ~1.5 KB for a 50-step answer with 40-node trees).
+better than one object per step). Measured on a tiny model: 24 steps of 48-node trees took
+8.0 KB (~330 bytes per step; their Python repr is 49 KB).
 Draft probabilities keep 4 significant digits and timings microseconds: enough to redraw a tree.
 """
 
