@@ -53,7 +53,7 @@ def export_current(window) -> str | None:
     if not path:
         return None
     try:
-        export_conversation(path, conversation, window.store.messages(cid))
+        export_conversation(path, conversation, window.store.messages(cid), window.store)
     except OSError as e:
         window.banner.show_error(f"Could not write {path}: {e.strerror}. Choose another "
                                  "folder.", "Export failed")
