@@ -240,6 +240,8 @@ class SettingsDialog(QDialog):
         download_button.clicked.connect(self.open_download)
         self.compatible_only = QCheckBox("only drafts compatible with the target")
         self.compatible_only.setChecked(True)
+        self.compatible_only.setToolTip("List only drafts whose tokenizer matches the chosen "
+                                        "target (speculation needs the same tokens)")
         self.compatible_only.toggled.connect(lambda _: self._filter_drafts())
         self._compatible: dict[tuple[str, str], bool] = {}
         self.pull = None  # DownloadDialog's pull function (tests aim it at a local server)

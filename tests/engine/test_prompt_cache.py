@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from engine.config import GenerationConfig, PromptCacheConfig
-from engine.decoding.prompt_cache import PromptCache, common_prefix
+from engine.decoding.generate import generate
+from engine.decoding.prompt_cache import PromptCache, TurnCache, common_prefix
 from engine.events import Failed, Finished, PrefillDone
 from engine.session import Session
 from engine.streaming.weights import index_model
@@ -158,8 +159,10 @@ def test_evicted_conversation_restored_from_disk(pair, tmp_path):
 
 def test_failed_turn_leaves_no_cache(resident):
     answer(resident, [1, 90, 91, 2], "ar", "fail", max_tokens=4)
-    events = list(resident.generate([1, 90, 91, 2], GenerationConfig(mode="ar", max_tokens=4),
-                                    conversation="fail", should_stop=lambda: 1 / 0))
+    assert "fail" in resident.prompt_cache
+    turn = TurnCache(resident.prompt_cache, "fail")
+    events = list(generate(resident.target, None, [1, 90, 91, 2],  # tree needs a draft: fails
+                           GenerationConfig(mode="tree", max_tokens=4), turn=turn))
     assert isinstance(events[-1], Failed)
     assert "fail" not in resident.prompt_cache
 
