@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import devices as dv
 from . import formulas as cm
+from .passes import layout
 
 CATALOG_FILE = Path(__file__).resolve().parents[2] / "resources" / "mac_pairs.json"
 
@@ -47,13 +48,8 @@ class Fit:
 def load_catalog(path: str | Path = CATALOG_FILE) -> tuple[dict[str, CatalogModel], list]:
     """(models by repo id, [(target, draft) CatalogModel pairs])."""
     doc = json.loads(Path(path).read_text())
-    bytes_per_param = doc["bits_per_param"] / 8
-    models = {
-        repo: CatalogModel(repo, m["family"], dv.ModelShape(
-            repo.split("/")[-1], m["layers"], m["hidden"], m["intermediate"], m["heads"],
-            m["kv_heads"], m["vocab"], m["tied"], bytes_per_param))
-        for repo, m in doc["models"].items()
-    }
+    models = {repo: CatalogModel(repo, m["family"], dv.load_shape(m["shape"]))
+              for repo, m in doc["models"].items()}
     pairs = [(models[p["target"]], models[p["draft"]]) for p in doc["pairs"]]
     for target, draft in pairs:
         if target.family != draft.family:
@@ -83,7 +79,7 @@ def fit(target: CatalogModel, draft: CatalogModel, ram_bytes: int,
     else:
         return Fit(target, draft, ram_bytes, max(budget, 0), "does not fit", 0, shape.layers,
                    device.name, 0.0, 0.0)
-    pinned, _ = cm.layout(timing, limit)
+    pinned, _ = layout(timing, limit)
     acc = dv.profile_acceptance()
     ar = cm.predict(timing, acc, "ar", budget_bytes=limit)
     tree = cm.predict(timing, acc, "tree", budget_bytes=limit)

@@ -27,7 +27,6 @@ def test_placement_follows_ram():
     assert mid.placement == "streamed" and 0 < mid.layers_pinned < mid.layers
     assert big.placement == "resident" and big.layers_pinned == big.layers
     assert big.ar_tokens_per_second > mid.ar_tokens_per_second > 0
-    assert big.tree_tokens_per_second > big.ar_tokens_per_second  # a good draft helps
     more = fit(target, draft, 26 * dv.GB)
     assert more.layers_pinned >= mid.layers_pinned
 
