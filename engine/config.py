@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MODES = ("ar", "chain", "tree")
+MODES = ("ar", "chain", "tree", "lookahead")
+BRANCH_SOURCES = ("prompt", "ngram")  # draft-free branch sources (engine.decoding.prompt_lookup)
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,77 @@ def platform_verify_cost_prior(streamed: bool, system: str = "", machine: str = 
 
 
 @dataclass(frozen=True)
+class LookupConfig:
+    """Draft-free branches: prompt lookup and the n-gram pool (no draft model needed).
+
+    In `tree` mode the `sources` join the draft model's tree as extra branches (or make the
+    whole tree when there is no draft; an empty tuple means the draft model's tree alone).
+    Prompt lookup matches the last `ngram_max`..`ngram_min` tokens against the prompt and the
+    conversation so far and proposes up to `max_branches` continuations of up to
+    `max_continuation` tokens (most recent match first). The n-gram pool keeps, per first
+    token, up to `pool_size` n-grams of `pool_ngram` tokens harvested from the target's own
+    predictions at every verified node. Extra branches add at most `max_nodes` nodes; each
+    node carries `prior` as its proposal probability (for display and ordering only:
+    acceptance uses the target alone).
+    """
+
+    sources: tuple[str, ...] = BRANCH_SOURCES
+    ngram_min: int = 1
+    ngram_max: int = 3
+    max_continuation: int = 8
+    max_branches: int = 3
+    max_nodes: int = 24
+    pool_ngram: int = 4
+    pool_size: int = 8
+    prior: float = 0.5
+
+    def __post_init__(self):
+        unknown = set(self.sources) - set(BRANCH_SOURCES)
+        if unknown:
+            raise ValueError(f"unknown branch source(s) {sorted(unknown)}; "
+                             f"choose from {', '.join(BRANCH_SOURCES)}")
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise ValueError("lookup n-gram sizes need 1 <= ngram_min <= ngram_max")
+        for name in ("max_continuation", "max_branches", "max_nodes", "pool_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"lookup {name} must be at least 1")
+        if self.pool_ngram < 2:
+            raise ValueError("lookup pool_ngram must be at least 2")
+        if not 0.0 < self.prior <= 1.0:
+            raise ValueError("lookup prior must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class LookaheadConfig:
+    """`lookahead` mode: Jacobi decoding with the target alone (Fu et al. 2024).
+
+    A window of `window` columns by `ngram - 1` levels of guesses rides in the verified tree;
+    the target's predictions on its last level refine the guesses and feed an n-gram pool
+    (`pool_size` n-grams of `ngram` tokens per first token); up to `candidates` pool n-grams
+    starting with the root token are verified in the same pass.
+    """
+
+    window: int = 4
+    ngram: int = 3
+    pool_size: int = 8
+    candidates: int = 4
+
+    def __post_init__(self):
+        if self.window < 1 or self.candidates < 0 or self.pool_size < 1:
+            raise ValueError("lookahead needs window >= 1, pool_size >= 1, candidates >= 0")
+        if self.ngram < 2:
+            raise ValueError("lookahead ngram must be at least 2")
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     mode: str = "tree"
     max_tokens: int = 256
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tree: TreeConfig = field(default_factory=TreeConfig)
     chain_length: int = 4  # draft tokens per step in `chain` mode
+    lookup: LookupConfig = field(default_factory=LookupConfig)
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
     prefill_chunk: int = 256
     pipeline: bool = True  # streamed target: draft while its layers load
 

@@ -53,6 +53,8 @@ class StepEvent:
     layers_pinned: int = 0
     layers_streamed: int = 0
     threshold: float = 0.0  # the drafter's fallback threshold used for this step
+    # who proposed each node (TokenTree.sources): "root", "draft", "prompt", "ngram", "jacobi"
+    tree_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

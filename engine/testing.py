@@ -131,11 +131,14 @@ def make_tiny_model(
     shards: int = 1,
     like: str | Path | None = None,
     noise: float = 0.0,
+    bigram: bool = False,
 ) -> Path:
     """Build a tiny random model directory and return its path.
 
     With `like`, copy that model's config and weights and add Gaussian `noise` (relative to each
-    tensor's scale): a draft that mostly agrees with its target.
+    tensor's scale): a draft that mostly agrees with its target. With `bigram`, attention
+    outputs are zero, so the next token depends on the current token alone: its greedy text
+    after a token repeats what followed that token before (a deterministic copier).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +173,9 @@ def make_tiny_model(
             "torch_dtype": "float32",
         }
         weights = random_weights(config, seed)
+    if bigram:
+        weights = {k: np.zeros_like(v) if k.endswith("o_proj.weight") else v
+                   for k, v in weights.items()}
     (out / "config.json").write_text(json.dumps(config, indent=1))
     save_weights(out, weights, shards)
     return out

@@ -31,6 +31,8 @@ class Proposal:
     forwards: list[tuple[int, float]] = field(default_factory=list)  # (tokens, seconds) per
     # draft forward (top-k selection included), for the cost model
     probe: bool = False  # a speculative step taken while the policy had fallen back to ar
+    free_nodes: int = 0  # nodes from draft-free sources (prompt lookup, n-grams, Jacobi): they
+    # cost verification, not draft forwards
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class StepResult:
     draft_seconds: float = 0.0
     verify_seconds: float = 0.0  # the target pass (IO waits included) and acceptance
     io_wait_seconds: float = 0.0  # of which waiting for streamed layers (draft work included)
+    target_argmax: tuple[int, ...] | None = None  # per node, for drafters that learn from it
 
 
 class Drafter(Protocol):

@@ -19,24 +19,33 @@ from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
 from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
+from .lookahead import LookaheadDrafter
 from .prompt_cache import TurnCache
+from .prompt_lookup import LookupDrafter
 from .sampling import target_distribution
 from .stats import StatsRecorder
 from .verify import accept_greedy, accept_sampled
 
 
 def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
+    if config.mode == "lookahead":
+        return LookaheadDrafter(config.lookahead)
+    sources = config.lookup.sources if config.mode == "tree" else ()
     if config.mode == "ar" or draft is None:
+        if config.mode == "tree" and sources:  # no draft model: the draft-free branches alone
+            return LookupDrafter(NoDrafter(), config.lookup)
         if config.mode != "ar":
             raise CanopyError(
-                f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar.")
+                f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar "
+                "(or --mode lookahead, which needs none).")
         return NoDrafter()
     model = DraftModel(draft.model, config.sampling, config.prefill_chunk)
     if config.mode == "chain":
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
     policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto)
-    return TreeDrafter(model, config.tree, policy)
+    drafter = TreeDrafter(model, config.tree, policy)
+    return LookupDrafter(drafter, config.lookup) if sources else drafter
 
 
 def pipeline_counts(drafter) -> dict:
@@ -134,8 +143,10 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
                     tokens, cache=cache, positions=tree.positions(committed),
                     mask=tree.attention_mask(committed), **overlap,
                 )[0]
-            if sampling.greedy:
+            argmax = None
+            if sampling.greedy or getattr(drafter, "wants_target_argmax", False):
                 argmax = mx.argmax(logits, axis=-1).tolist()
+            if sampling.greedy:
                 path, bonus = accept_greedy(tree.tokens, tree.parents, argmax)
             else:
                 probs = np.array(target_distribution(logits, sampling))
@@ -154,7 +165,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
                 drafter.rollback(committed)
         step_seconds = time.perf_counter() - step_start
         drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds,
-                                    t_drafted - step_start, t_verified - t_drafted, io_wait))
+                                    t_drafted - step_start, t_verified - t_drafted, io_wait,
+                                    None if argmax is None else tuple(argmax)))
         committed += len(path)
         held.extend(tree.tokens[i] for i in path)
         root = bonus
@@ -189,6 +201,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
             draft_seconds=t_drafted - step_start,
             verify_seconds=t_verified - t_drafted,
             threshold=drafter.threshold,
+            tree_sources=tuple(tree.sources),
             **record.io_fields(io_before, io_after),
         )
         record.step(event, tree.depth, step_seconds)

@@ -24,6 +24,8 @@ class StatsRecorder:
         self.reached = defaultdict(int)  # depth d: steps whose tree offered a node at d on the path
         self.taken = defaultdict(int)  # depth d: steps that accepted a node at depth d
         self.peak_resident = 0
+        self.proposed_by_source = defaultdict(int)  # non-root nodes per source (TokenTree)
+        self.accepted_by_source = defaultdict(int)
 
     def prefill_done(self, seconds: float) -> None:
         self.prefill_seconds = seconds
@@ -50,6 +52,10 @@ class StatsRecorder:
         self.draft_seconds += event.draft_seconds
         self.verify_seconds += event.verify_seconds
         self.peak_resident = max(self.peak_resident, event.target_resident_bytes)
+        for s in event.tree_sources[1:]:
+            self.proposed_by_source[s] += 1
+        for node in event.accepted[1:]:
+            self.accepted_by_source[event.tree_sources[node]] += 1
         # acceptance by depth: among steps whose accepted path could continue to depth d
         # (the last accepted node at depth d-1 had drafted children), how many did.
         parents = event.tree_parents
@@ -65,6 +71,10 @@ class StatsRecorder:
         decode = now - getattr(self, "decode_start", self.start)
         depths = range(1, max(self.reached, default=0) + 1)
         extra = dict(extra or {})
+        if self.proposed_by_source:
+            extra["proposed_by_source"] = dict(self.proposed_by_source)
+            extra["accepted_by_source"] = {
+                s: self.accepted_by_source[s] for s in self.proposed_by_source}
         bytes_read = io_wait = 0
         peak = self.peak_resident
         if io_end is not None:

@@ -24,25 +24,49 @@ class TokenTree:
     probs: list[float] = field(default_factory=list)  # draft P(token | parent path)
     depth: list[int] = field(default_factory=list)
     path_prob: list[float] = field(default_factory=list)  # product of probs from the root
+    # who proposed each node: "root", "draft" (draft model), "prompt" (prompt lookup),
+    # "ngram" (n-gram pool), "jacobi" (lookahead window)
+    sources: list[str] = field(default_factory=list)
 
     @classmethod
     def with_root(cls, token: int) -> TokenTree:
         tree = cls()
         tree.tokens, tree.parents, tree.probs = [token], [-1], [1.0]
-        tree.depth, tree.path_prob = [0], [1.0]
+        tree.depth, tree.path_prob, tree.sources = [0], [1.0], ["root"]
         return tree
 
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def add(self, token: int, parent: int, prob: float) -> int:
+    def add(self, token: int, parent: int, prob: float, source: str = "draft") -> int:
         """Append a child of `parent`; returns the new node's index."""
+        self.sources.append(source)
         self.tokens.append(int(token))
         self.parents.append(parent)
         self.probs.append(float(prob))
         self.depth.append(self.depth[parent] + 1)
         self.path_prob.append(self.path_prob[parent] * float(prob))
         return len(self.tokens) - 1
+
+    def child(self, node: int, token: int) -> int | None:
+        """The child of `node` carrying `token`, if any."""
+        return next((i for i in self.children(node) if self.tokens[i] == token), None)
+
+    def add_branch(self, parent: int, tokens: Sequence[int], prob: float, source: str,
+                   max_nodes: int) -> list[int]:
+        """Hang `tokens` below `parent` as a chain, reusing nodes that already carry the same
+        prefix (a trie merge: siblings stay distinct); stops once the tree has `max_nodes`.
+        Returns the node of each token placed."""
+        nodes = []
+        for t in tokens:
+            nxt = self.child(parent, int(t))
+            if nxt is None:
+                if len(self) >= max_nodes:
+                    break
+                nxt = self.add(int(t), parent, prob, source)
+            nodes.append(nxt)
+            parent = nxt
+        return nodes
 
     def children(self, node: int) -> list[int]:
         return [i for i, p in enumerate(self.parents) if p == node]

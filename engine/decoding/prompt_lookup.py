@@ -1,0 +1,114 @@
+"""Prompt lookup: draft tokens copied from the prompt and the conversation so far.
+
+Where the answer repeats text it has already seen (code edits, summaries, answers over a given
+passage) the tokens after an earlier occurrence of the last few tokens are good guesses. The
+`LookupDrafter` hangs such continuations, and n-gram pool continuations, off the root of
+another drafter's tree (the draft model's, or just the root): one pass verifies them all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import LookupConfig
+from .drafters import Proposal
+from .ngram_pool import NgramPool
+
+
+def find_continuations(
+    context: np.ndarray, ngram_min: int, ngram_max: int, max_len: int, max_branches: int
+) -> list[tuple[int, ...]]:
+    """Continuations after earlier occurrences of the context's last n tokens.
+
+    Longer matches first (n = ngram_max .. ngram_min), then the most recent occurrence first;
+    a continuation that is a prefix of one already found is skipped.
+    """
+    found: list[tuple[int, ...]] = []
+    size = len(context)
+    for n in range(ngram_max, ngram_min - 1, -1):
+        if size <= n:
+            continue
+        # windows starting at 0 .. size-n-1: each has at least one token after it
+        windows = np.lib.stride_tricks.sliding_window_view(context[: size - 1], n)
+        for start in np.flatnonzero((windows == context[-n:]).all(axis=1))[::-1]:
+            cont = tuple(int(t) for t in context[start + n : start + n + max_len])
+            if any(f[: len(cont)] == cont for f in found):
+                continue
+            found.append(cont)
+            if len(found) >= max_branches:
+                return found
+    return found
+
+
+class LookupDrafter:
+    """Adds draft-free branches (prompt lookup, n-gram pool) to `inner`'s tree.
+
+    `inner` is a TreeDrafter (the merged tree) or a NoDrafter (draft-free tree mode). The extra
+    nodes cost verification only; `Proposal.free_nodes` tells the cost model how many.
+    """
+
+    def __init__(self, inner, config: LookupConfig):
+        self.inner, self.config = inner, config
+        self.history: list[int] = []  # committed tokens (the target cache's contents)
+        self.pool = NgramPool(config.pool_ngram, config.pool_size) if (
+            "ngram" in config.sources) else None
+        self.wants_target_argmax = self.pool is not None
+        self.work_while_waiting = getattr(inner, "work_while_waiting", None)
+        self.step_committed = 0
+
+    @property
+    def threshold(self) -> float:
+        return self.inner.threshold
+
+    @property
+    def wait_tokens(self) -> int:
+        return getattr(self.inner, "wait_tokens", 0)
+
+    @property
+    def wait_tokens_used(self) -> int:
+        return getattr(self.inner, "wait_tokens_used", 0)
+
+    def prefill(self, prompt_ids):
+        self.inner.prefill(prompt_ids)
+        self.history = list(prompt_ids[:-1])
+
+    def branches(self, root: int) -> list[tuple[str, tuple[int, ...]]]:
+        cfg, out = self.config, []
+        if "prompt" in cfg.sources:
+            context = np.array(self.history + [root], dtype=np.int64)
+            conts = find_continuations(context, cfg.ngram_min, cfg.ngram_max,
+                                       cfg.max_continuation, cfg.max_branches)
+            out += [("prompt", c) for c in conts]
+        if self.pool is not None:
+            out += [("ngram", g) for g in self.pool.lookup(root, cfg.max_branches)]
+        return out
+
+    def propose(self, root, committed):
+        proposal: Proposal = self.inner.propose(root, committed)
+        tree = proposal.tree
+        self.step_committed = committed
+        before = len(tree)
+        cap = before + self.config.max_nodes
+        for source, tokens in self.branches(root):
+            tree.add_branch(0, tokens, self.config.prior, source, cap)
+        extra = len(tree) - before
+        if extra:
+            proposal.proposal_probs = list(proposal.proposal_probs) + [None] * extra
+            proposal.chain = False
+            proposal.free_nodes += extra
+        return proposal
+
+    def commit(self, tree, path, bonus, committed):
+        self.inner.commit(tree, path, bonus, committed)
+        self.history.extend(tree.tokens[i] for i in path)
+
+    def rollback(self, committed):
+        self.inner.rollback(committed)
+        del self.history[committed:]
+
+    def feedback(self, result):
+        self.inner.feedback(result)
+        if self.pool is not None and result.target_argmax is not None:
+            c = self.step_committed
+            before = self.history[max(0, c - self.config.pool_ngram) : c]
+            self.pool.harvest(result.proposal.tree, result.target_argmax, before)
