@@ -1,0 +1,177 @@
+"""Drafts without a draft model: prompt lookup, the n-gram pool, lookahead (Jacobi) decoding and
+the merged tree. Every mode must emit exactly the target's greedy tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.config import GenerationConfig, LookaheadConfig, LookupConfig, SamplingConfig
+from engine.decoding.generate import generate
+from engine.decoding.lookahead import LookaheadDrafter
+from engine.decoding.ngram_pool import NgramPool
+from engine.decoding.prompt_lookup import find_continuations
+from engine.decoding.tree import TokenTree
+from engine.events import Failed, Finished, StepEvent
+from engine.formats.loader import load_model
+from engine.testing import make_tiny_model
+
+from test_tree_decoding import two_sample_chi2_pvalue  # tests/engine is on sys.path
+
+PROMPT_ONLY = LookupConfig(sources=("prompt",))
+NO_BRANCHES = LookupConfig(sources=())
+
+
+def run(target, draft, ids, **kw):
+    events = list(generate(target, draft, ids, GenerationConfig(**kw)))
+    assert isinstance(events[-1], Finished), events[-1]
+    return events
+
+
+def prompts_with_repeats(rng, count):
+    """Random prompts, half of them quoting an earlier passage of themselves."""
+    out = []
+    for k in range(count):
+        ids = [int(t) for t in rng.integers(0, 260, int(rng.integers(1, 30)))]
+        if k % 2:
+            passage = [int(t) for t in rng.integers(0, 260, 12)]
+            ids = passage + ids + passage[: int(rng.integers(1, 12))]
+        out.append(ids)
+    return out
+
+
+def test_find_continuations_longest_then_most_recent():
+    ctx = np.array([1, 2, 3, 9, 8, 2, 3, 7, 7, 5, 2, 3])
+    # 2-gram (2, 3): after index 5 comes 7 7 5 ..., after index 1 comes 9 8 ...
+    assert find_continuations(ctx, 1, 2, 3, 4)[:2] == [(7, 7, 5), (9, 8, 2)]
+    assert find_continuations(ctx, 1, 2, 3, 1) == [(7, 7, 5)]
+    # a continuation that is a prefix of one already found adds nothing
+    assert find_continuations(np.array([4, 6, 4, 6, 4]), 1, 1, 2, 5) == [(6, 4)]
+    assert find_continuations(np.array([1, 2, 3]), 1, 3, 4, 4) == []
+
+
+def test_add_branch_merges_shared_prefixes_and_respects_the_cap():
+    tree = TokenTree.with_root(0)
+    a = tree.add_branch(0, [5, 6, 7], 0.5, "prompt", 100)
+    b = tree.add_branch(0, [5, 6, 8], 0.5, "ngram", 100)
+    assert a[:2] == b[:2] and a[2] != b[2] and len(tree) == 5
+    assert tree.sources == ["root", "prompt", "prompt", "prompt", "ngram"]
+    assert tree.add_branch(0, [1, 2, 3], 0.5, "prompt", 6) == [5]
+
+
+def test_ngram_pool_harvests_path_tails_and_target_predictions():
+    tree = TokenTree.with_root(10)
+    x = tree.add(11, 0, 0.5)
+    tree.add(12, x, 0.5)
+    tree.add(13, 0, 0.5)
+    pool = NgramPool(n=3, size=2)
+    pool.harvest(tree, [20, 21, 22, 23], before=[9])
+    assert pool.lookup(9, 5) == [(10, 20)]
+    assert pool.lookup(10, 5) == [(13, 23), (11, 21)]  # most recent first
+    assert pool.lookup(11, 5) == [(12, 22)]
+    pool.add([10, 1, 2])
+    assert pool.lookup(10, 5) == [(1, 2), (13, 23)]  # capped at `size` per first token
+
+
+def test_lookahead_window_is_a_tree_of_diagonals():
+    drafter = LookaheadDrafter(LookaheadConfig(window=3, ngram=4, candidates=0))
+    drafter.prefill(list(range(30, 60)))
+    tree = drafter.propose(7, 29).tree
+    nodes = drafter.window_nodes
+    assert len(nodes) == 3 and all(len(row) == 3 for row in nodes)
+    for j, row in enumerate(nodes):
+        for i, node in enumerate(row):
+            assert tree.depth[node] == i + j + 1
+            assert tree.tokens[node] == drafter.levels[j][i]
+            assert tree.sources[node] in ("jacobi", "ngram")
+
+
+def test_mode_tree_without_a_draft_uses_draft_free_branches(loaded_pair):
+    events = run(loaded_pair["target"], None, [1, 2, 3, 1, 2], mode="tree", max_tokens=8)
+    assert events[-1].stats.mode == "tree"
+    failed = list(generate(loaded_pair["target"], None, [1, 2], GenerationConfig(
+        mode="tree", lookup=NO_BRANCHES)))[-1]
+    assert isinstance(failed, Failed) and "draft model" in failed.message
+
+
+@pytest.mark.parametrize("case", ["lookahead", "lookahead-wide", "lookahead-n2", "prompt",
+                                  "free", "merged", "merged-fixed"])
+def test_greedy_draft_free_modes_equal_ar(loaded_pair, case):
+    target, noisy = loaded_pair["target"], loaded_pair["noisy"]
+    kw = {
+        "lookahead": dict(mode="lookahead"),
+        "lookahead-wide": dict(mode="lookahead", lookahead=LookaheadConfig(6, 4, 4, 6)),
+        "lookahead-n2": dict(mode="lookahead", lookahead=LookaheadConfig(3, 2, 2, 1)),
+        "prompt": dict(mode="tree", lookup=PROMPT_ONLY),
+        "free": dict(mode="tree"),
+        "merged": dict(mode="tree"),
+        "merged-fixed": dict(mode="tree", lookup=LookupConfig(max_nodes=40, max_branches=6)),
+    }[case]
+    draft = noisy if case.startswith("merged") else None
+    if case == "merged-fixed":
+        from engine.config import TreeConfig
+        kw["tree"] = TreeConfig(adaptive=False, max_nodes=16)
+    rng = np.random.default_rng(abs(hash(case)) % 2**32)
+    for ids in prompts_with_repeats(rng, 4):
+        n = int(rng.integers(5, 50))
+        ar = run(target, None, ids, mode="ar", max_tokens=n)[-1]
+        events = run(target, draft, ids, max_tokens=n, **kw)
+        assert events[-1].token_ids == ar.token_ids, (case, ids)
+        assert events[-1].stats.target_passes <= ar.stats.target_passes
+        for s in (e for e in events if isinstance(e, StepEvent)):
+            assert len(s.tree_sources) == len(s.tree_tokens) and s.tree_sources[0] == "root"
+            assert set(s.tree_sources[1:]) <= {"draft", "prompt", "ngram", "jacobi"}
+
+
+@pytest.fixture(scope="module")
+def copier(tmp_path_factory):
+    """A tiny model whose next token depends on the current one only, and a prompt that quotes
+    the model's own greedy chain from `start`: the answer copies the quoted passage."""
+    model = load_model(make_tiny_model(tmp_path_factory.mktemp("copier"), seed=5, bigram=True))
+    start = 40
+    chain = run(model, None, [start], mode="ar", max_tokens=48)[-1].token_ids
+    assert len(set(chain)) > 8  # a passage, not a two-token loop
+    junk = [t for t in range(100, 140) if t != start and t not in chain][:10]
+    return model, junk + [start, *chain] + junk[::-1] + [start]
+
+
+def test_prompt_lookup_alone_copies_a_quoted_passage_fast(copier):
+    model, prompt = copier
+    ar = run(model, None, prompt, mode="ar", max_tokens=40)[-1]
+    lookup = run(model, None, prompt, mode="tree", max_tokens=40, lookup=PROMPT_ONLY)[-1]
+    assert lookup.token_ids == ar.token_ids
+    assert lookup.stats.tokens_per_pass > 1.5, lookup.stats.tokens_per_pass
+    assert lookup.stats.extra["accepted_by_source"]["prompt"] > 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_seeded_sampled_lookahead_emits_what_ar_emits(loaded_pair, seed):
+    """Guessed nodes are deterministic proposals: one uniform per emitted token, as in ar."""
+    sampling = SamplingConfig(0.9, 0.95, seed=seed)
+    ids = [3, 4, 5, 3, 4]
+    ar = run(loaded_pair["target"], None, ids, mode="ar", max_tokens=30, sampling=sampling)
+    la = run(loaded_pair["target"], None, ids, mode="lookahead", max_tokens=30,
+             sampling=sampling)
+    assert la[-1].token_ids == ar[-1].token_ids
+
+
+@pytest.mark.slow
+def test_sampled_lookahead_matches_target_alone_distribution(copier):
+    """Two-sample chi-square on tokens 2 and 3 (after multi-token accepted steps)."""
+    model, prompt = copier
+    runs = 400
+
+    def samples(mode, seed0):
+        out = []
+        for s in range(runs):
+            cfg = GenerationConfig(mode=mode, max_tokens=4,
+                                   sampling=SamplingConfig(1.0, 1.0, seed=seed0 + s))
+            out.append(list(generate(model, None, prompt, cfg))[-1].token_ids)
+        return out
+
+    ar, la = samples("ar", 0), samples("lookahead", 50_000)
+    for position in (1, 2):
+        a = [x[position] if len(x) > position else -1 for x in ar]
+        b = [x[position] if len(x) > position else -1 for x in la]
+        p = two_sample_chi2_pvalue(a, b)
+        assert p > 1e-3, (position, p)
