@@ -39,3 +39,29 @@ def test_demo_pair_tree_and_chain_equal_ar(demo_session, prompt):
     assert tree.stats.target_passes < ar.stats.target_passes
     if prompt.startswith("What is the capital"):
         assert "Paris" in tree.text
+
+
+QUOTE = ("Rewrite this function with a docstring, keeping the code the same:\n\n"
+         "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n"
+         "    return total / len(values)\n")
+
+
+@pytest.mark.slow
+@pytest.mark.demo
+@pytest.mark.parametrize("prompt", [PROMPTS[1], QUOTE])
+def test_demo_pair_draft_free_modes_equal_ar(demo_pair, demo_session, prompt):
+    """Lookahead, prompt lookup alone (no draft) and the merged tree emit ar's tokens."""
+    from engine.config import LookupConfig
+
+    ids = demo_session.encode_chat([{"role": "user", "content": prompt}])
+    target_alone = Session.load(demo_pair[0], None)
+    ar = answer(demo_session, prompt, "ar")
+    for session, cfg in (
+        (target_alone, GenerationConfig(mode="lookahead", max_tokens=32)),
+        (target_alone, GenerationConfig(mode="tree", max_tokens=32,
+                                        lookup=LookupConfig(sources=("prompt",)))),
+        (demo_session, GenerationConfig(mode="tree", max_tokens=32)),
+    ):
+        got = list(session.generate(ids, cfg))[-1]
+        assert isinstance(got, Finished), got
+        assert got.token_ids == ar.token_ids, cfg.mode

@@ -175,3 +175,30 @@ def test_sampled_lookahead_matches_target_alone_distribution(copier):
         b = [x[position] if len(x) > position else -1 for x in la]
         p = two_sample_chi2_pvalue(a, b)
         assert p > 1e-3, (position, p)
+
+
+def test_streamed_target_at_half_budget_equals_resident_ar(tmp_path):
+    """Lookahead, draft-free tree and merged tree through a target streamed at 50 % budget."""
+    from test_streaming_generate import budget_for
+
+    from engine.session import Session
+
+    target = make_tiny_model(tmp_path / "t", num_layers=6, seed=11, shards=2)
+    draft = make_tiny_model(tmp_path / "d", like=target, noise=0.1, seed=2)
+    budget = budget_for(target, 0.5)
+    resident = Session.load(target, None)
+    streamed = Session.load(target, draft, budget_bytes=budget)
+    streamed_alone = Session.load(target, None, budget_bytes=budget)
+    rng = np.random.default_rng(8)
+    for ids in prompts_with_repeats(rng, 2):
+        ar = list(resident.generate(ids, GenerationConfig(mode="ar", max_tokens=16)))[-1]
+        for session, mode in ((streamed_alone, "lookahead"), (streamed_alone, "tree"),
+                              (streamed, "tree")):
+            events = list(session.generate(ids, GenerationConfig(mode=mode, max_tokens=16)))
+            got = events[-1]
+            assert isinstance(got, Finished), got
+            assert got.token_ids == ar.token_ids, (mode, session is streamed)
+            assert 0 < got.stats.peak_target_resident_bytes <= budget
+            assert got.stats.target_bytes_read > 0
+            assert all(e.target_resident_bytes <= budget for e in events
+                       if isinstance(e, StepEvent))
