@@ -17,11 +17,13 @@ from app.blas import maybe_reexec_with_openblas
 from engine.config import (
     BENCH_MAX_TOKENS,
     BENCH_PROMPTS,
+    BRANCH_SOURCES,
     IOBENCH_LAYERS,
     IOBENCH_MB,
     IOBENCH_REPEAT,
     MODES,
     GenerationConfig,
+    LookupConfig,
     SamplingConfig,
     StreamConfig,
 )
@@ -95,7 +97,14 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=sampling.seed,
                    help="random seed for sampling (default: random)")
     p.add_argument("--mode", choices=list(MODES), default=_GEN.mode,
-                   help="ar: target alone; chain: a draft chain per step; tree: a token tree")
+                   help="ar: target alone; chain: a draft chain per step; tree: a token tree "
+                        "(without a draft: prompt lookup and the n-gram pool); lookahead: "
+                        "Jacobi decoding with the target alone")
+    p.add_argument("--no-draft", action="store_true",
+                   help="use the target alone (tree mode: draft-free branches only)")
+    p.add_argument("--branches", type=branch_sources, default=_GEN.lookup.sources,
+                   help="draft-free branch sources in tree mode: comma-separated from "
+                        f"{', '.join(BRANCH_SOURCES)}, or 'none' (default: all)")
     p.add_argument("--tree-nodes", type=int, default=tree.max_nodes, help="tree node budget")
     p.add_argument("--tree-depth", type=int, default=tree.max_depth, help="tree depth cap")
     p.add_argument("--threshold", type=float, default=tree.threshold,
@@ -121,7 +130,20 @@ def generation_config(args) -> GenerationConfig:
         tree=tree,
         chain_length=args.chain_length,
         pipeline=not args.no_pipeline,
+        lookup=LookupConfig(sources=args.branches),
     )
+
+
+def branch_sources(text: str) -> tuple[str, ...]:
+    """`--branches prompt,ngram` -> ("prompt", "ngram"); `none` -> ()."""
+    if text.strip() == "none":
+        return ()
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [n for n in names if n not in BRANCH_SOURCES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown source {', '.join(unknown)}; choose from "
+                                         f"{', '.join(BRANCH_SOURCES)} or none")
+    return names
 
 
 def stream_config(args) -> StreamConfig:
@@ -152,13 +174,14 @@ def resolve_pair(args, mode: str = "tree") -> tuple[str, str | None]:
                 "No model given and the demo pair is not built yet. Run "
                 "`canopy models demo` first, or pass --target DIR."
             )
-    if mode == "ar" and args.draft is None:
+    if (mode in ("ar", "lookahead") and args.draft is None) or getattr(args, "no_draft", False):
         draft = None
     for folder in (target, draft):
         if folder is not None:
             check_model_folder(Path(folder).expanduser())
-    if mode != "ar" and draft is None:
-        raise ModelError(f"--mode {mode} needs a draft model: pass --draft DIR (or --mode ar).")
+    if mode == "chain" and draft is None:
+        raise ModelError("--mode chain needs a draft model: pass --draft DIR (or --mode ar, "
+                         "lookahead or tree, which work without one).")
     return str(target), (str(draft) if draft else None)
 
 

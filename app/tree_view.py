@@ -3,8 +3,10 @@
 `layout_tree` is pure (a tidy layout: leaves get consecutive rows, parents sit between their
 children). `TokenTreeView` draws nodes coloured by status (root, accepted path, rejected, the
 target's bonus token; also marked by a glyph and border style, not only colour), emphasised by
-draft path probability, with hover tooltips, wheel zoom and fit. `TreePanel` adds a step slider
-that replays every step of a message; Left/Right (or Page Up/Down) in the view move through steps.
+draft path probability, with a stripe on the left edge naming who proposed the node (draft
+model, prompt lookup, n-gram pool, Jacobi window), hover tooltips, wheel zoom and fit.
+`TreePanel` adds a step slider that replays every step of a message; Left/Right (or Page
+Up/Down) in the view move through steps.
 """
 
 from __future__ import annotations
@@ -39,12 +41,24 @@ MIN_NODE_W, GAP, ROW_H = 40, 18, 36
 COLORS = LIGHT.tree  # status -> (fill, border); DARK.tree in dark mode
 # status glyphs: accepted / rejected / bonus differ by more than colour
 MARKS = {"root": "", "accepted": "✓", "rejected": "✗", "bonus": "★"}
+SOURCE_COLORS = {  # TokenTree.sources -> the stripe on a node's left edge (both themes)
+    "draft": "#3d5a80",
+    "prompt": "#f2a900",
+    "ngram": "#00a3a3",
+    "jacobi": "#d6336c",
+}
+SOURCE_LABELS = {"draft": "draft model", "prompt": "prompt", "ngram": "n-gram pool",
+                 "jacobi": "Jacobi"}
+STRIPE_W = 5
 
 
 def legend_html(colors: dict[str, tuple[str, str]] = COLORS) -> str:
     return " ".join(
         f'<span style="background-color:{fill}; color:white">&nbsp;{MARKS[name]} {name}&nbsp;'
         "</span>" for name, (fill, _) in colors.items()
+    ) + "&nbsp;&nbsp;source: " + " ".join(
+        f'<span style="color:{color}">&#9612;</span>{SOURCE_LABELS[name]}'
+        for name, color in SOURCE_COLORS.items()
     )
 
 
@@ -61,6 +75,7 @@ class NodeInfo:
     path_prob: float  # draft probability of the whole path from the root
     depth: int
     status: str  # root | accepted | rejected | bonus
+    source: str = ""  # who proposed it (TokenTree.sources); "" for the root and the bonus
 
 
 def tree_nodes(step: StepEvent) -> list[NodeInfo]:
@@ -74,8 +89,9 @@ def tree_nodes(step: StepEvent) -> list[NodeInfo]:
         status = "root" if i == 0 else ("accepted" if i in accepted else "rejected")
         text = step.tree_texts[i] if i < len(step.tree_texts) else ""
         prob = step.tree_probs[i] if i < len(step.tree_probs) else 1.0
+        source = step.tree_sources[i] if i and i < len(step.tree_sources) else ""
         nodes.append(NodeInfo(i, parent, step.tree_tokens[i], text, prob, paths[i], deps[i],
-                              status))
+                              status, source))
     if step.bonus_token is not None and step.accepted:
         last = step.accepted[-1]
         nodes.append(NodeInfo(len(nodes), last, step.bonus_token, bonus_text(step), 1.0,
@@ -137,7 +153,8 @@ def node_width(node: NodeInfo) -> float:
     label, small = _fonts()
     text = QFontMetricsF(label).horizontalAdvance(display_text(node.text))
     prob = QFontMetricsF(small).horizontalAdvance(prob_label(node))
-    return max(MIN_NODE_W, min(NODE_W, max(text, prob) + 12))
+    stripe = STRIPE_W if node.source in SOURCE_COLORS else 0
+    return max(MIN_NODE_W, min(NODE_W, max(text, prob) + 12 + stripe))
 
 
 class NodeItem(QGraphicsRectItem):
@@ -166,10 +183,18 @@ class NodeItem(QGraphicsRectItem):
         prob.setFont(small)
         prob.setBrush(QBrush(QColor(prob_color)))
         prob.setPos(5, 16)
+        if node.source in SOURCE_COLORS:
+            stripe = QGraphicsRectItem(0, 0, STRIPE_W, NODE_H, self)
+            stripe.setBrush(QBrush(QColor(SOURCE_COLORS[node.source])))
+            stripe.setPen(QPen(Qt.PenStyle.NoPen))
+            label.setPos(5 + STRIPE_W, 1)
+            prob.setPos(5 + STRIPE_W, 16)
+        source = SOURCE_LABELS.get(node.source, "target" if node.status == "bonus" else "")
         self.setToolTip(
             f"<b>{_html(node.text) or '∅'}</b> (token {node.token})<br>"
             f"status: {node.status}<br>depth: {node.depth}<br>"
-            f"draft prob: {node.prob:.3f}<br>path prob: {node.path_prob:.3f}"
+            + (f"proposed by: {source}<br>" if source else "")
+            + f"draft prob: {node.prob:.3f}<br>path prob: {node.path_prob:.3f}"
         )
 
     def hoverEnterEvent(self, event):

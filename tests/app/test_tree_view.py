@@ -101,3 +101,26 @@ def test_slider_replays_steps(qtbot):
     assert blocker.args == [1] and panel.view.step is steps[1]
     assert not panel.live_check.isChecked()
     assert "step 2/5" in panel.info.text()
+
+
+def test_nodes_show_their_source_with_a_legend(qtbot):
+    from dataclasses import replace
+
+    from app.tree_view import LEGEND, SOURCE_COLORS, SOURCE_LABELS
+
+    step = random_tree(12, seed=4)
+    sources = ("root",) + tuple(("draft", "prompt", "ngram", "jacobi")[i % 4] for i in range(11))
+    step = replace(step, tree_sources=sources)
+    nodes = tree_nodes(step)
+    assert [n.source for n in nodes[:12]] == ["", *sources[1:]] and nodes[-1].source == ""
+    panel = TreePanel()
+    qtbot.addWidget(panel)
+    panel.set_steps([step])
+    for i in range(1, 12):
+        item = panel.view.items_by_index[i]
+        stripes = [c.brush().color().name() for c in item.childItems()
+                   if hasattr(c, "rect")]
+        assert stripes == [SOURCE_COLORS[sources[i]]], (i, stripes)
+        assert SOURCE_LABELS[sources[i]] in item.toolTip()
+    assert not [c for c in panel.view.items_by_index[0].childItems() if hasattr(c, "rect")]
+    assert all(label in LEGEND for label in SOURCE_LABELS.values())
