@@ -2,7 +2,8 @@
 
 Plots: tokens/s over time, tokens per target pass, acceptance by tree depth, IO MB/s, IO wait,
 target bytes resident vs the budget; below them a strip of target layers (pinned / resident /
-loading / streamed). Data arrive per step (`add_step`); plots redraw in `refresh`, once a frame.
+loading / streamed) and a summary line with acceptance per node source. Data arrive per step
+(`add_step`); plots redraw in `refresh`, once a frame.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 from engine.events import StepEvent
 
 from .accessibility import describe
-from .steps import DepthAcceptance
+from .steps import DepthAcceptance, SourceAcceptance
 from .theme import LIGHT, Theme
 
 LAYER_COLORS = LIGHT.layers  # DARK.layers in dark mode
@@ -155,6 +156,7 @@ class LivePanel(QWidget):
         self.io_wait_ms: list[float] = []
         self.resident_mb: list[float] = []
         self.depth = DepthAcceptance.empty()
+        self.sources = SourceAcceptance.empty()
         self._pending = True
         self.refresh()
 
@@ -179,6 +181,7 @@ class LivePanel(QWidget):
         self.io_wait_ms.append(step.io_wait_seconds * 1000)
         self.resident_mb.append(step.target_resident_bytes / MB)
         self.depth.add(step)
+        self.sources.add(step)
         if step.layers_pinned + step.layers_streamed and not self._has_live_layers:
             self.strip.set_counts(step.layers_pinned, step.layers_streamed)
         self._pending = True
@@ -237,6 +240,7 @@ class LivePanel(QWidget):
                 f"{total / len(self.tokens):.2f} tokens/pass · "
                 f"{total / max(elapsed, 1e-6):.1f} tok/s · "
                 f"IO wait {sum(self.io_wait_ms) / 1000:.2f} s"
+                + (f" · {self.sources.summary()}" if self.sources.proposed else "")
             )
         else:
             self.summary.setText("Waiting for the first step…")

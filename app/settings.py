@@ -29,7 +29,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import MODES, GenerationConfig, SamplingConfig, StreamConfig, TreeConfig
+from engine.config import (
+    BRANCH_SOURCES,
+    MODES,
+    GenerationConfig,
+    LookupConfig,
+    SamplingConfig,
+    StreamConfig,
+    TreeConfig,
+)
 
 from .accessibility import describe
 from .theme import theme_for
@@ -49,6 +57,7 @@ class AppSettings:
     tree_threshold: float = _GEN.tree.threshold
     tree_adaptive: bool = _GEN.tree.adaptive
     chain_length: int = _GEN.chain_length
+    lookup_branches: bool = bool(_GEN.lookup.sources)  # tree: prompt lookup + n-gram branches
     temperature: float = _GEN.sampling.temperature
     top_p: float = _GEN.sampling.top_p
     seed: int = -1  # -1: random
@@ -69,6 +78,7 @@ class AppSettings:
             tree=TreeConfig(max_nodes=self.tree_max_nodes, max_depth=self.tree_max_depth,
                             threshold=self.tree_threshold, adaptive=self.tree_adaptive),
             chain_length=self.chain_length,
+            lookup=LookupConfig(sources=BRANCH_SOURCES if self.lookup_branches else ()),
         )
 
 
@@ -125,7 +135,8 @@ def check_pair_message(target: str, draft: str) -> tuple[bool, str]:
     if not target:
         return False, "Pick a target model."
     if not draft:
-        return True, "No draft: plain autoregressive decoding."
+        return True, ("No draft: tree mode uses prompt lookup and the n-gram pool; "
+                      "lookahead needs none; ar decodes alone.")
     try:
         return True, "Compatible: " + check_pair(target, draft)
     except CanopyError as exc:
@@ -276,6 +287,7 @@ class SettingsDialog(QDialog):
         self.threshold = _dspin(0.0, 1.0, 0.005, 3)
         self.adaptive = QCheckBox("adapt the threshold online")
         self.chain = _spin(1, 32)
+        self.branches = QCheckBox("tree: add prompt-lookup and n-gram branches")
         decoding = QFormLayout()
         decoding.addRow("Mode", self.mode)
         decoding.addRow("Tree budget (nodes)", self.tree_nodes)
@@ -283,6 +295,7 @@ class SettingsDialog(QDialog):
         decoding.addRow("Threshold", self.threshold)
         decoding.addRow("", self.adaptive)
         decoding.addRow("Chain length", self.chain)
+        decoding.addRow("", self.branches)
         decoding_box = QGroupBox("Decoding")
         decoding_box.setLayout(decoding)
 
@@ -334,6 +347,9 @@ class SettingsDialog(QDialog):
             (self.threshold, "Threshold", "Stop drafting a branch below this path probability"),
             (self.adaptive, "Adaptive threshold", "Tune the threshold from acceptance"),
             (self.chain, "Chain length", "Draft tokens per pass in chain mode"),
+            (self.branches, "Draft-free branches", "Copy continuations from the prompt and the "
+             "conversation, and n-grams the target predicted, into the tree (verified in the "
+             "same pass; no draft model needed)"),
             (self.temperature, "Temperature", "0: greedy (identical to the target alone)"),
             (self.top_p, "Top-p", "Sample from the smallest set with this probability"),
             (self.seed, "Seed", "Random seed for sampling (random: a new one each time)"),
@@ -354,6 +370,7 @@ class SettingsDialog(QDialog):
         self.threshold.setValue(s.tree_threshold)
         self.adaptive.setChecked(s.tree_adaptive)
         self.chain.setValue(s.chain_length)
+        self.branches.setChecked(s.lookup_branches)
         self.temperature.setValue(s.temperature)
         self.top_p.setValue(s.top_p)
         self.seed.setValue(s.seed)
@@ -369,6 +386,7 @@ class SettingsDialog(QDialog):
         out.tree_max_nodes, out.tree_max_depth = self.tree_nodes.value(), self.tree_depth.value()
         out.tree_threshold, out.tree_adaptive = self.threshold.value(), self.adaptive.isChecked()
         out.chain_length = self.chain.value()
+        out.lookup_branches = self.branches.isChecked()
         out.temperature, out.top_p = self.temperature.value(), self.top_p.value()
         out.seed, out.max_tokens = self.seed.value(), self.max_tokens.value()
         return out

@@ -82,3 +82,29 @@ class DepthAcceptance:
 
     def rates(self) -> list[float]:
         return [a / r if r else 0.0 for a, r in zip(self.accepted, self.reached, strict=True)]
+
+
+@dataclass
+class SourceAcceptance:
+    """Running accepted / proposed node counts per source (TokenTree.sources), as the engine's
+    `accepted_by_source` / `proposed_by_source` stats."""
+
+    proposed: dict[str, int]
+    accepted: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> SourceAcceptance:
+        return cls({}, {})
+
+    def add(self, step: StepEvent) -> None:
+        for source in step.tree_sources[1:]:
+            self.proposed[source] = self.proposed.get(source, 0) + 1
+        for node in step.accepted[1:]:
+            if node < len(step.tree_sources):
+                source = step.tree_sources[node]
+                self.accepted[source] = self.accepted.get(source, 0) + 1
+
+    def summary(self) -> str:
+        """E.g. 'accepted by source: draft 12/40 · prompt 8/9'."""
+        parts = [f"{s} {self.accepted.get(s, 0)}/{n}" for s, n in self.proposed.items()]
+        return "accepted by source: " + " · ".join(parts) if parts else ""

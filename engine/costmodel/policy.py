@@ -291,9 +291,12 @@ class StepPolicy:
         self.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
         for m, s in getattr(result.proposal, "forwards", ()):
             self.forwards.append((m, s, self.steps))
-        self.ar_sampled |= n == 1
-        if n > 1:
-            self._observe_tree(tree, result.accepted)
+        # draft-free nodes (appended after the draft's) cost verification only: they count in
+        # the pass size above, not as speculation by the draft
+        drafted = n - getattr(result.proposal, "free_nodes", 0)
+        self.ar_sampled |= drafted == 1
+        if drafted > 1:
+            self._observe_tree(tree, result.accepted, drafted)
             self.evidence += 1
         self._refit()
         best, ar = self.best_nodes(), self.ar_rate()
@@ -307,7 +310,7 @@ class StepPolicy:
             self.nodes = nodes
             if spec < ar and (self.evidence >= 2 or not self.can_win()):
                 self._enter("ar")
-        elif n > 1:  # a probe
+        elif drafted > 1:  # a probe
             if spec >= ar * RETURN_MARGIN:
                 self.nodes = nodes
                 self._enter("tree")
@@ -316,15 +319,15 @@ class StepPolicy:
         elif self.timing_bound and self.since % PROBE_FIRST == 0:
             self.timing_bound = not self.can_win()  # ar's pass time is measured: recheck
 
-    def _observe_tree(self, tree, accepted) -> None:
+    def _observe_tree(self, tree, accepted, n: int) -> None:
         decay = DECAY ** (self.steps - self.last_tree_step)
         self.last_tree_step = self.steps
         self.seen *= decay
         self.accepted *= decay
         self.mass *= decay
         taken = set(accepted)
-        cum, total = [0] * len(tree), 0
-        for i in range(1, len(tree)):
+        cum, total = [0] * n, 0
+        for i in range(1, n):
             b = self.bin_of(tree.path_prob[i])
             hit = i in taken
             self.seen[b] += 1
@@ -332,8 +335,8 @@ class StepPolicy:
             self.mass[b] += tree.path_prob[i]
             total += hit
             cum[i] = total
-        depth, path = max(tree.depth), len(accepted) - 1
-        self.trees.append(TreeRecord(self.steps, len(tree), cum, depth, path))
+        depth, path = max(tree.depth[:n]), sum(1 for a in accepted[1:] if a < n)
+        self.trees.append(TreeRecord(self.steps, n, cum, depth, path))
 
     def _enter(self, mode: str) -> None:
         self.mode, self.since = mode, 0

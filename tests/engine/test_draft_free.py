@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_tree_decoding import two_sample_chi2_pvalue  # tests/engine is on sys.path
 
 from engine.config import GenerationConfig, LookaheadConfig, LookupConfig, SamplingConfig
 from engine.decoding.generate import generate
@@ -15,8 +16,6 @@ from engine.decoding.tree import TokenTree
 from engine.events import Failed, Finished, StepEvent
 from engine.formats.loader import load_model
 from engine.testing import make_tiny_model
-
-from test_tree_decoding import two_sample_chi2_pvalue  # tests/engine is on sys.path
 
 PROMPT_ONLY = LookupConfig(sources=("prompt",))
 NO_BRANCHES = LookupConfig(sources=())
