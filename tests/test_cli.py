@@ -138,3 +138,20 @@ def test_bench_io_says_what_cold_means(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "cold (page cache dropped)" in out.stdout or "cold (fresh file" in out.stdout
     assert "warm:" in out.stdout and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["--mode", "lookahead"], ["--mode", "tree"],
+                                  ["--mode", "tree", "--branches", "prompt"]])
+def test_draft_free_modes_need_no_draft(tiny_pair, ar_ids, args):
+    out = canopy("generate", "--target", tiny_pair["target"], "--prompt", "hello there",
+                 "--max-tokens", 24, "--json", *args)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["token_ids"] == ar_ids
+    assert set(data["stats"]["proposed_by_source"]) <= {"prompt", "ngram", "jacobi"}
+
+
+def test_unknown_branch_source_exits_2(tiny_pair):
+    out = canopy("generate", "--target", tiny_pair["target"], "--prompt", "x",
+                 "--branches", "prompt,bogus")
+    assert out.returncode == 2 and "bogus" in out.stderr
