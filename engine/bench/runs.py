@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..config import GenerationConfig, SamplingConfig
+from ..config import GenerationConfig, LookupConfig, SamplingConfig
 from ..events import Failed, Finished, StepEvent
 
 BUDGETS = ("resident", "50%", "25%")
@@ -82,6 +82,8 @@ def run_canopy(session, ids: list[int], cfg: Config, max_tokens: int, prompt: in
         sampling=sampling_config(cfg.sampling, prompt),
         chain_length=max(cfg.k, 1),
         pipeline=cfg.pipeline,
+        # draft-model trees only: the cost model predicts those (merged trees: issue 12's bench)
+        lookup=LookupConfig(sources=()),
     )
     reset = getattr(session.target.model, "reset_peak", None)
     if reset is not None:

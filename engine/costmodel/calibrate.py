@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..config import GenerationConfig, SamplingConfig, TreeConfig
+from ..config import GenerationConfig, LookupConfig, SamplingConfig, TreeConfig
 from . import formulas as cm
 from .acceptance import StepRecord, acceptance_from, run_steps
 from .drift import DriftProbe, Probe, median_probe
@@ -123,6 +123,7 @@ def calibrate(
                 tree=tree,
                 chain_length=k,
                 pipeline=False,
+                lookup=LookupConfig(sources=()),  # the draft model's own trees
             )
             steps = run_steps(session, ids, cfg)
             records[mode] += steps
