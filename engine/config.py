@@ -78,8 +78,10 @@ class LookupConfig:
     `max_continuation` tokens (most recent match first). The n-gram pool keeps, per first
     token, up to `pool_size` n-grams of `pool_ngram` tokens harvested from the target's own
     predictions at every verified node. Extra branches add at most `max_nodes` nodes; each
-    node carries `prior` as its proposal probability (for display and ordering only:
-    acceptance uses the target alone).
+    node carries `prior` as its proposal probability (for display only: acceptance uses the
+    target alone). Each source's acceptance by depth is learned online starting from
+    `prior ** depth`; nodes whose learned acceptance falls below the draft policy's per-node
+    threshold (at least `min_prob`) are not proposed.
     """
 
     sources: tuple[str, ...] = BRANCH_SOURCES
@@ -91,6 +93,7 @@ class LookupConfig:
     pool_ngram: int = 4
     pool_size: int = 8
     prior: float = 0.5
+    min_prob: float = 0.05
 
     def __post_init__(self):
         unknown = set(self.sources) - set(BRANCH_SOURCES)
@@ -106,6 +109,8 @@ class LookupConfig:
             raise ValueError("lookup pool_ngram must be at least 2")
         if not 0.0 < self.prior <= 1.0:
             raise ValueError("lookup prior must be in (0, 1]")
+        if not 0.0 <= self.min_prob < 1.0:
+            raise ValueError("lookup min_prob must be in [0, 1)")
 
 
 @dataclass(frozen=True)

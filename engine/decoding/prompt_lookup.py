@@ -40,6 +40,48 @@ def find_continuations(
     return found
 
 
+class BranchPrior:
+    """P(a draft-free node at depth d is accepted), per source, learned online.
+
+    Per depth, the acceptance rate of nodes whose parent was accepted (decaying counts,
+    smoothed toward the rate one level up, which starts at `prior`); P(d) is their product.
+    A depth never tried inherits the rate above it, so a source that keeps being right grows
+    its branches deeper.
+    """
+
+    def __init__(self, prior: float, decay: float = 0.97):
+        self.prior, self.decay = prior, decay
+        self.reached: dict[str, list[float]] = {}  # depth d: nodes whose parent was accepted
+        self.hit: dict[str, list[float]] = {}  # ... and that were accepted themselves
+
+    def prob(self, source: str, depth: int) -> float:
+        reached, hit = self.reached.get(source, ()), self.hit.get(source, ())
+        p, rate = 1.0, self.prior
+        for d in range(1, depth + 1):
+            if d < len(reached):
+                rate = (hit[d] + 2 * rate) / (reached[d] + 2)
+            p *= rate
+        return p
+
+    def observe(self, tree, accepted, first: int) -> None:
+        """Count nodes `first`.. of a verified tree (the draft-free ones)."""
+        for source in self.reached:
+            self.reached[source] = [x * self.decay for x in self.reached[source]]
+            self.hit[source] = [x * self.decay for x in self.hit[source]]
+        taken = set(accepted)
+        for i in range(first, len(tree)):
+            if tree.parents[i] not in taken:
+                continue
+            source, depth = tree.sources[i], tree.depth[i]
+            reached = self.reached.setdefault(source, [])
+            hit = self.hit.setdefault(source, [])
+            while len(reached) <= depth:
+                reached.append(0.0)
+                hit.append(0.0)
+            reached[depth] += 1
+            hit[depth] += i in taken
+
+
 class LookupDrafter:
     """Adds draft-free branches (prompt lookup, n-gram pool) to `inner`'s tree.
 
@@ -55,6 +97,8 @@ class LookupDrafter:
         self.wants_target_argmax = self.pool is not None
         self.work_while_waiting = getattr(inner, "work_while_waiting", None)
         self.step_committed = 0
+        self.prior = BranchPrior(config.prior)
+        self.first_extra = 0  # index of the first draft-free node of the current tree
 
     @property
     def threshold(self) -> float:
@@ -87,10 +131,18 @@ class LookupDrafter:
         proposal: Proposal = self.inner.propose(root, committed)
         tree = proposal.tree
         self.step_committed = committed
-        before = len(tree)
+        before = self.first_extra = len(tree)
         cap = before + self.config.max_nodes
-        for source, tokens in self.branches(root):
-            tree.add_branch(0, tokens, self.config.prior, source, cap)
+        # a node is worth its verification slot while its learned acceptance clears the draft
+        # policy's per-node threshold (or min_prob); the first branch's first node always goes,
+        # so a source that fell below the cut can earn its way back
+        cut = max(self.config.min_prob, self.inner.threshold)
+        for k, (source, tokens) in enumerate(self.branches(root)):
+            keep = 0
+            while keep < len(tokens) and (
+                    (k == 0 and keep == 0) or self.prior.prob(source, keep + 1) >= cut):
+                keep += 1
+            tree.add_branch(0, tokens[:keep], self.config.prior, source, cap)
         extra = len(tree) - before
         if extra:
             proposal.proposal_probs = list(proposal.proposal_probs) + [None] * extra
@@ -108,6 +160,7 @@ class LookupDrafter:
 
     def feedback(self, result):
         self.inner.feedback(result)
+        self.prior.observe(result.proposal.tree, result.accepted, self.first_extra)
         if self.pool is not None and result.target_argmax is not None:
             c = self.step_committed
             before = self.history[max(0, c - self.config.pool_ngram) : c]

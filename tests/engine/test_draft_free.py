@@ -11,7 +11,7 @@ from engine.config import GenerationConfig, LookaheadConfig, LookupConfig, Sampl
 from engine.decoding.generate import generate
 from engine.decoding.lookahead import LookaheadDrafter
 from engine.decoding.ngram_pool import NgramPool
-from engine.decoding.prompt_lookup import find_continuations
+from engine.decoding.prompt_lookup import BranchPrior, find_continuations
 from engine.decoding.tree import TokenTree
 from engine.events import Failed, Finished, StepEvent
 from engine.formats.loader import load_model
@@ -70,6 +70,19 @@ def test_ngram_pool_harvests_path_tails_and_target_predictions():
     assert pool.lookup(11, 5) == [(12, 22)]
     pool.add([10, 1, 2])
     assert pool.lookup(10, 5) == [(1, 2), (13, 23)]  # capped at `size` per first token
+
+
+def test_branch_prior_learns_how_deep_a_source_is_right():
+    prior = BranchPrior(0.5)
+    assert prior.prob("prompt", 3) == pytest.approx(0.125)
+    for _ in range(30):  # prompt branches: right 6 deep; n-gram branches: wrong at once
+        tree = TokenTree.with_root(0)
+        right = tree.add_branch(0, [1, 2, 3, 4, 5, 6], 0.5, "prompt", 100)
+        tree.add_branch(0, [9, 8], 0.5, "ngram", 100)
+        prior.observe(tree, [0, *right], first=1)
+    assert prior.prob("prompt", 10) > 0.5  # depths never tried inherit the rate above
+    assert prior.prob("ngram", 1) < 0.05
+    assert prior.prob("jacobi", 2) == pytest.approx(0.25)  # unseen source: the prior
 
 
 def test_lookahead_window_is_a_tree_of_diagonals():
