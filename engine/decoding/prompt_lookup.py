@@ -96,6 +96,7 @@ class LookupDrafter:
             "ngram" in config.sources) else None
         self.wants_target_argmax = self.pool is not None
         self.work_while_waiting = getattr(inner, "work_while_waiting", None)
+        self.draft = getattr(inner, "draft", None)  # the draft model, for the prompt cache
         self.step_committed = 0
         self.prior = BranchPrior(config.prior)
         self.first_extra = 0  # index of the first draft-free node of the current tree

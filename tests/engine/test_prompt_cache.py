@@ -161,8 +161,8 @@ def test_failed_turn_leaves_no_cache(resident):
     answer(resident, [1, 90, 91, 2], "ar", "fail", max_tokens=4)
     assert "fail" in resident.prompt_cache
     turn = TurnCache(resident.prompt_cache, "fail")
-    events = list(generate(resident.target, None, [1, 90, 91, 2],  # tree needs a draft: fails
-                           GenerationConfig(mode="tree", max_tokens=4), turn=turn))
+    events = list(generate(resident.target, None, [1, 90, 91, 2],  # chain needs a draft: fails
+                           GenerationConfig(mode="chain", max_tokens=4), turn=turn))
     assert isinstance(events[-1], Failed)
     assert "fail" not in resident.prompt_cache
 
