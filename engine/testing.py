@@ -116,6 +116,17 @@ def save_weights(out_dir: Path, weights: dict, shards: int = 1) -> None:
     (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
 
+def resize_vocab(weights: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """Cut or zero-pad the vocabulary rows of the embedding and the LM head to `rows`."""
+    out = dict(weights)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        if name in out:
+            w = out[name][:rows]
+            pad = np.zeros((rows - len(w), w.shape[1]), w.dtype)
+            out[name] = np.concatenate([w, pad]) if len(pad) else w
+    return out
+
+
 def make_tiny_model(
     out_dir: str | Path,
     *,
@@ -126,7 +137,7 @@ def make_tiny_model(
     num_heads: int = 4,
     num_kv_heads: int = 2,
     intermediate_size: int = 128,
-    vocab_padding: int = 0,
+    vocab_padding: int | None = None,
     tie_word_embeddings: bool = False,
     shards: int = 1,
     like: str | Path | None = None,
@@ -135,10 +146,12 @@ def make_tiny_model(
 ) -> Path:
     """Build a tiny random model directory and return its path.
 
-    With `like`, copy that model's config and weights and add Gaussian `noise` (relative to each
-    tensor's scale): a draft that mostly agrees with its target. With `bigram`, attention
-    outputs are zero, so the next token depends on the current token alone: its greedy text
-    after a token repeats what followed that token before (a deterministic copier).
+    `vocab_padding`: embedding/head rows beyond the tokenizer's vocabulary (as Qwen pads its
+    models; default 0). With `like`, copy that model's config and weights and add Gaussian `noise`
+    (relative to each tensor's scale): a draft that mostly agrees with its target; a given
+    `vocab_padding` then resizes the copy's vocabulary (rows cut, or zero rows added). With
+    `bigram`, attention outputs are zero, so the next token depends on the current token alone:
+    its greedy text after a token repeats what followed that token before (a deterministic copier).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,6 +169,9 @@ def make_tiny_model(
             else v
             for k, v in base.items()
         }
+        if vocab_padding is not None:
+            config["vocab_size"] = n_vocab + vocab_padding
+            weights = resize_vocab(weights, config["vocab_size"])
     else:
         config = {
             "model_type": model_type,
@@ -166,7 +182,7 @@ def make_tiny_model(
             "num_attention_heads": num_heads,
             "num_key_value_heads": num_kv_heads,
             "rms_norm_eps": 1e-5,
-            "vocab_size": n_vocab + vocab_padding,
+            "vocab_size": n_vocab + (vocab_padding or 0),
             "max_position_embeddings": 2048,
             "rope_theta": 10000.0,
             "tie_word_embeddings": tie_word_embeddings,

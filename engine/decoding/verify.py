@@ -41,6 +41,13 @@ def accept_greedy(
         node = nxt
 
 
+def fit_vocab(q: np.ndarray, size: int) -> np.ndarray:
+    """q over the target's vocabulary: padded vocabularies differ in length (Qwen2.5 0.5B has
+    151,936 rows, 7B 152,064); rows only one side has carry no mass on the other side."""
+    q = np.asarray(q, dtype=np.float64)[:size]
+    return np.pad(q, (0, size - len(q))) if len(q) < size else q
+
+
 def accept_sampled(
     tokens: Sequence[int],
     parents: Sequence[int],
@@ -52,7 +59,8 @@ def accept_sampled(
 
     target_probs: [n_nodes, vocab], p(. | path to node) after temperature/top-p.
     proposal_probs[c]: the distribution q that child c's token was drawn from, or None when the
-    drafter chose it deterministically (top-k), i.e. q = one-hot(token).
+    drafter chose it deterministically (top-k), i.e. q = one-hot(token). q may be shorter or
+    longer than p (padded vocabularies); it is read over p's vocabulary.
 
     Maths, at an accepted node with target distribution p and children x_1..x_k (each x_i ~ q_i):
       try x_i in order: accept with probability min(1, p(x_i) / q_i(x_i));
@@ -81,14 +89,16 @@ def accept_sampled(
             x = tokens[c]
             q = proposal_probs[c]
             q_x = 1.0 if q is None else float(q[x])
-            if q_x > 0 and rng.random() < min(1.0, p[x] / q_x):
+            p_x = float(p[x]) if x < len(p) else 0.0  # a draft-only padding row: p(x) = 0
+            if q_x > 0 and rng.random() < min(1.0, p_x / q_x):
                 accepted = c
                 break
             if q is None:
                 residual = p.copy()
-                residual[x] = 0.0
+                if x < len(p):
+                    residual[x] = 0.0
             else:
-                residual = np.maximum(p - np.asarray(q, dtype=np.float64), 0.0)
+                residual = np.maximum(p - fit_vocab(q, len(p)), 0.0)
             total = residual.sum()
             if total <= 0:  # p == q: a rejection cannot happen; keep p as it was
                 continue
