@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.errors import ConfigError
 from engine.events import Finished, StepEvent
 
 from .accessibility import describe
@@ -338,6 +339,11 @@ class MainWindow(QMainWindow):
         self.send(text)
 
     def _generate(self) -> None:
+        try:  # the dialog cannot produce invalid settings; a hand-edited AppSettings can
+            config = self.settings.generation_config()
+        except ConfigError as exc:
+            self.banner.show_error(str(exc), "Invalid setting")
+            return
         history = [{"role": m.role, "content": m.content}
                    for m in self.store.messages(self.conversation_id)]
         self.answer_id = self.store.add_message(self.conversation_id, "assistant", "",
@@ -350,8 +356,7 @@ class MainWindow(QMainWindow):
         self.live.reset()
         self.refresh_conversations()
         system = self.chat.system_edit.text().strip() or None
-        self.bridge.chat(history, self.settings.generation_config(), system,
-                         conversation=self.conversation_id)
+        self.bridge.chat(history, config, system, conversation=self.conversation_id)
 
     def _on_prefill(self, tokens: int, seconds: float) -> None:
         self._prompt_tokens = tokens

@@ -31,8 +31,10 @@ from PySide6.QtWidgets import (
 
 from engine.config import (
     BRANCH_SOURCES,
+    LIMITS,
     MODES,
     GenerationConfig,
+    Limit,
     LookupConfig,
     SamplingConfig,
     StreamConfig,
@@ -44,6 +46,16 @@ from .theme import theme_for
 
 MB = 2**20
 _GEN = GenerationConfig()  # every default below is the engine's (engine/config.py)
+# AppSettings field -> the engine setting whose LIMITS it must respect
+LIMITED = {
+    "tree_max_nodes": "max_nodes",
+    "tree_max_depth": "max_depth",
+    "tree_threshold": "threshold",
+    "chain_length": "chain_length",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "max_tokens",
+}
 
 
 @dataclass
@@ -72,7 +84,7 @@ class AppSettings:
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(
             mode=self.mode if self.mode in MODES else _GEN.mode,
-            max_tokens=max(1, self.max_tokens),
+            max_tokens=self.max_tokens,
             sampling=SamplingConfig(self.temperature, self.top_p,
                                     None if self.seed < 0 else self.seed),
             tree=TreeConfig(max_nodes=self.tree_max_nodes, max_depth=self.tree_max_depth,
@@ -83,7 +95,8 @@ class AppSettings:
 
 
 def load_settings(qs: QSettings) -> AppSettings:
-    """Read every field, falling back to the default when missing or malformed."""
+    """Read every field, falling back to the default when missing, malformed or outside the
+    engine's LIMITS (a settings file from an older version may hold top_p = 0)."""
     out = AppSettings()
     for f in fields(AppSettings):
         default = getattr(out, f.name)
@@ -94,6 +107,8 @@ def load_settings(qs: QSettings) -> AppSettings:
             else:
                 value = type(default)(value)
         except (TypeError, ValueError):
+            value = default
+        if f.name in LIMITED and not LIMITS[LIMITED[f.name]].allows(value):
             value = default
         setattr(out, f.name, value)
     return out
@@ -282,11 +297,11 @@ class SettingsDialog(QDialog):
 
         self.mode = QComboBox()
         self.mode.addItems(list(MODES))
-        self.tree_nodes = _spin(1, 512)
-        self.tree_depth = _spin(1, 64)
-        self.threshold = _dspin(0.0, 1.0, 0.005, 3)
+        self.tree_nodes = _spin(LIMITS["max_nodes"], 512)
+        self.tree_depth = _spin(LIMITS["max_depth"], 64)
+        self.threshold = _dspin(LIMITS["threshold"], 1.0, 0.005, 3)
         self.adaptive = QCheckBox("adapt the threshold online")
-        self.chain = _spin(1, 32)
+        self.chain = _spin(LIMITS["chain_length"], 32)
         self.branches = QCheckBox("tree: add prompt-lookup and n-gram branches")
         decoding = QFormLayout()
         decoding.addRow("Mode", self.mode)
@@ -299,11 +314,12 @@ class SettingsDialog(QDialog):
         decoding_box = QGroupBox("Decoding")
         decoding_box.setLayout(decoding)
 
-        self.temperature = _dspin(0.0, 2.0, 0.05, 2)
-        self.top_p = _dspin(0.0, 1.0, 0.05, 2)
-        self.seed = _spin(-1, 2**31 - 1)
+        self.temperature = _dspin(LIMITS["temperature"], 2.0, 0.05, 2)
+        self.top_p = _dspin(LIMITS["top_p"], 1.0, 0.05, 2)
+        self.seed = QSpinBox()
+        self.seed.setRange(-1, 2**31 - 1)  # -1: a random seed (the engine gets None)
         self.seed.setSpecialValueText("random")
-        self.max_tokens = _spin(1, 32768)
+        self.max_tokens = _spin(LIMITS["max_tokens"], 32768)
         sampling = QFormLayout()
         sampling.addRow("Temperature (0: greedy)", self.temperature)
         sampling.addRow("Top-p", self.top_p)
@@ -460,15 +476,18 @@ class SettingsDialog(QDialog):
             self.sig_build_demo_requested.emit()
 
 
-def _spin(lo: int, hi: int) -> QSpinBox:
+def _spin(limit: Limit, top: int) -> QSpinBox:
+    """A spin box that cannot leave `limit` (`top`: the largest value offered in the GUI)."""
     box = QSpinBox()
-    box.setRange(lo, hi)
+    box.setRange(int(limit.low) + limit.low_open, int(min(top, limit.high)))
     return box
 
 
-def _dspin(lo: float, hi: float, step: float, decimals: int) -> QDoubleSpinBox:
+def _dspin(limit: Limit, top: float, step: float, decimals: int) -> QDoubleSpinBox:
+    """As `_spin`; an open lower bound (top_p > 0) starts one displayed step above it."""
     box = QDoubleSpinBox()
-    box.setRange(lo, hi)
-    box.setSingleStep(step)
     box.setDecimals(decimals)
+    low = limit.low + (10.0**-decimals if limit.low_open else 0.0)
+    box.setRange(low, min(top, limit.high))
+    box.setSingleStep(step)
     return box

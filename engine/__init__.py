@@ -12,16 +12,18 @@ Layout (the folder tree is the design):
 - top level: config (defaults), events, errors, session, runtime (the one MLX thread)
 
 Public API: ``Session``, ``GenerationConfig``, ``SamplingConfig``, ``TreeConfig``, the event
-types and ``CanopyError``. ``Session`` is imported lazily so that reading configs and events does
+types, ``CanopyError`` / ``ConfigError`` and ``LIMITS`` (what each setting accepts). ``Session`` is imported lazily so that reading configs and events does
 not load MLX.
 """
 
-from .config import GenerationConfig, SamplingConfig, TreeConfig
-from .errors import CanopyError
+from .config import LIMITS, GenerationConfig, SamplingConfig, TreeConfig
+from .errors import CanopyError, ConfigError
 from .events import Event, Failed, Finished, LoadProgress, PrefillDone, StepEvent
 
 __all__ = [
+    "LIMITS",
     "CanopyError",
+    "ConfigError",
     "Event",
     "Failed",
     "Finished",

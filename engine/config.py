@@ -1,11 +1,81 @@
-"""Frozen configuration for a generation request."""
+"""Frozen configuration for a generation request, validated on construction.
+
+`LIMITS` is the one statement of what each setting accepts; the dataclasses check it and the
+GUI sets its spin box ranges from it, so no front end can hand the engine a setting that would
+make NaN distributions or an empty tree.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import numbers
+from dataclasses import dataclass, field, fields
+
+from .errors import ConfigError
 
 MODES = ("ar", "chain", "tree", "lookahead")
 BRANCH_SOURCES = ("prompt", "ngram")  # draft-free branch sources (engine.decoding.prompt_lookup)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Allowed values of one numeric setting: low <= value (< or <=) high."""
+
+    low: float
+    high: float = math.inf
+    integer: bool = False
+    low_open: bool = False  # True: `low` itself is not allowed (top_p > 0)
+    meaning: str = ""  # what the setting is, for the error message
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        low = f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "" if math.isinf(self.high) else f" and <= {self.high:g}"
+        return f"{kind} {low}{high}"
+
+    def allows(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.integer and not isinstance(value, numbers.Integral):
+            return False
+        if math.isnan(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+
+LIMITS: dict[str, Limit] = {
+    "temperature": Limit(0.0, meaning="sampling temperature; 0 is greedy"),
+    "top_p": Limit(0.0, 1.0, low_open=True, meaning="nucleus mass kept; 1 turns top-p off"),
+    "seed": Limit(0, 2**63 - 1, integer=True, meaning="random seed"),
+    "max_nodes": Limit(1, integer=True, meaning="tree node budget (root included)"),
+    "max_depth": Limit(1, integer=True, meaning="tree depth cap"),
+    "top_k": Limit(1, integer=True, meaning="children drafted per expanded node"),
+    "expand_width": Limit(1, integer=True, meaning="frontier nodes expanded per draft forward"),
+    "threshold": Limit(0.0, 1.0, meaning="fallback threshold on a path's draft probability"),
+    "max_tokens": Limit(1, integer=True, meaning="tokens to generate"),
+    "chain_length": Limit(1, integer=True, meaning="draft tokens per step in chain mode"),
+    "prefill_chunk": Limit(1, integer=True, meaning="prompt tokens per prefill forward"),
+    "auto_max_nodes": Limit(1, integer=True, meaning="largest node budget the auto policy uses"),
+    "max_forwards": Limit(1, integer=True, meaning="draft forwards that grow one tree"),
+    "verify_cost_prior": Limit(0.0, meaning="prior cost of one more verified token, in passes"),
+    "prefetch": Limit(1, integer=True, meaning="streamed layers read ahead of compute"),
+}
+OPTIONAL = {"seed", "verify_cost_prior"}  # None is allowed: chosen at generation time
+
+
+def check_limits(config) -> None:
+    """Raise ConfigError naming the first setting of `config` outside its LIMITS."""
+    for f in fields(config):
+        limit = LIMITS.get(f.name)
+        value = getattr(config, f.name)
+        if limit is None or (value is None and f.name in OPTIONAL):
+            continue
+        if not limit.allows(value):
+            raise ConfigError(
+                f"Invalid setting {f.name} = {value!r} ({limit.meaning}): it must be "
+                f"{limit.describe()}."
+            )
 
 
 @dataclass(frozen=True)
@@ -13,6 +83,9 @@ class SamplingConfig:
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self):
+        check_limits(self)
 
     @property
     def greedy(self) -> bool:
@@ -45,8 +118,7 @@ class TreeConfig:
     verify_cost_prior: float | None = None  # None: platform_verify_cost_prior() at generation
 
     def __post_init__(self):
-        if self.verify_cost_prior is not None and not self.verify_cost_prior >= 0:
-            raise ValueError(f"verify_cost_prior must be >= 0, not {self.verify_cost_prior!r}")
+        check_limits(self)
 
 
 # The auto policy's prior for the cost of verifying one more token, in one-token target passes
@@ -149,9 +221,11 @@ class GenerationConfig:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
+            raise ConfigError(f"Unknown mode {self.mode!r}: choose one of {', '.join(MODES)}.")
+        check_limits(self)
+        for name, kind in (("sampling", SamplingConfig), ("tree", TreeConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(f"Invalid setting {name}: expected a {kind.__name__}.")
 
 
 DEFAULT_PREFETCH = 2  # streamed layers the IO thread may hold ready ahead of compute
@@ -169,10 +243,7 @@ class StreamConfig:
     bypass_cache: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.prefetch, int) or self.prefetch < 1:
-            raise ValueError(
-                f"prefetch must be a whole number of layers >= 1, not {self.prefetch!r}"
-            )
+        check_limits(self)
 
 
 BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many sampled, bad-draft)

@@ -19,3 +19,7 @@ class ContextLengthError(CanopyError):
 
 class StreamingError(CanopyError):
     """Reading target layers failed (IO error, short read, corrupt header)."""
+
+
+class ConfigError(CanopyError, ValueError):
+    """A generation setting is outside what it accepts (e.g. top_p <= 0)."""

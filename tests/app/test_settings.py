@@ -49,3 +49,27 @@ def test_check_messages(tiny_pair, tmp_path):
     assert "Whole target" in budget_plan(str(tiny_pair["target"]), 0)
     plan = budget_plan(str(tiny_pair["target"]), 1)
     assert "layers pinned" in plan or "too small" in plan
+
+
+def test_spin_boxes_cannot_reach_invalid_settings(qtbot):
+    """Every spin box pushed below its range stops at a value the engine accepts."""
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    for box in (dialog.tree_nodes, dialog.tree_depth, dialog.threshold, dialog.chain,
+                dialog.temperature, dialog.top_p, dialog.max_tokens):
+        box.setValue(-1000)
+    values = dialog.values()
+    assert values.top_p > 0 and values.max_tokens >= 1 and values.tree_max_nodes >= 1
+    values.generation_config()  # raises ConfigError if any setting were invalid
+    for box in (dialog.threshold, dialog.top_p):
+        box.setValue(1000)
+    dialog.values().generation_config()
+
+
+def test_invalid_stored_settings_fall_back_to_defaults(tmp_path):
+    qs = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    for key, value in (("top_p", 0.0), ("temperature", -2.0), ("tree_max_nodes", 0)):
+        qs.setValue(key, value)
+    loaded = load_settings(qs)
+    assert loaded == AppSettings()
+    loaded.generation_config()
