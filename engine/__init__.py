@@ -12,8 +12,8 @@ Layout (the folder tree is the design):
 - top level: config (defaults), events, errors, session, runtime (the one MLX thread)
 
 Public API: ``Session``, ``GenerationConfig``, ``SamplingConfig``, ``TreeConfig``, the event
-types, ``CanopyError`` / ``ConfigError`` and ``LIMITS`` (what each setting accepts). ``Session`` is imported lazily so that reading configs and events does
-not load MLX.
+types, ``CanopyError`` / ``ConfigError`` and ``LIMITS`` (what each setting accepts). ``Session``
+is imported lazily so that reading configs and events does not load MLX.
 """
 
 from .config import LIMITS, GenerationConfig, SamplingConfig, TreeConfig
