@@ -13,10 +13,11 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from engine.decoding.stats import DepthAcceptance
 from engine.events import StepEvent
 
 from .accessibility import describe
-from .steps import DepthAcceptance, SourceAcceptance
+from .steps import SourceAcceptance
 from .theme import LIGHT, Theme
 
 LAYER_COLORS = LIGHT.layers  # DARK.layers in dark mode
@@ -155,7 +156,7 @@ class LivePanel(QWidget):
         self.io_mbps: list[float] = []
         self.io_wait_ms: list[float] = []
         self.resident_mb: list[float] = []
-        self.depth = DepthAcceptance.empty()
+        self.depth = DepthAcceptance()
         self.sources = SourceAcceptance.empty()
         self._pending = True
         self.refresh()

@@ -91,6 +91,7 @@ class AppSettings:
                             threshold=self.tree_threshold, adaptive=self.tree_adaptive),
             chain_length=self.chain_length,
             lookup=LookupConfig(sources=BRANCH_SOURCES if self.lookup_branches else ()),
+            tree_texts=True,  # the token tree view shows every node's text
         )
 
 

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from engine.events import StepEvent
 
 from .accessibility import describe
-from .steps import bonus_text, depths, path_probs
+from .steps import bonus_text
 from .theme import LIGHT, Theme
 
 NODE_W, NODE_H = 104, 30  # NODE_W: the widest node; short tokens get narrower boxes
@@ -81,21 +81,19 @@ class NodeInfo:
 def tree_nodes(step: StepEvent) -> list[NodeInfo]:
     """The step's tree as nodes, plus the bonus token as an extra child of the accepted path."""
     parents = list(step.tree_parents)
-    paths = path_probs(parents, step.tree_probs)
-    deps = depths(parents)
+    paths, deps = step.tree_path_probs, step.tree_depths
     accepted = set(step.accepted)
     nodes = []
     for i, parent in enumerate(parents):
         status = "root" if i == 0 else ("accepted" if i in accepted else "rejected")
-        text = step.tree_texts[i] if i < len(step.tree_texts) else ""
-        prob = step.tree_probs[i] if i < len(step.tree_probs) else 1.0
+        text = step.tree_texts[i] if step.tree_texts else ""  # asked for by the GUI's config
         source = step.tree_sources[i] if i and i < len(step.tree_sources) else ""
-        nodes.append(NodeInfo(i, parent, step.tree_tokens[i], text, prob, paths[i], deps[i],
-                              status, source))
+        nodes.append(NodeInfo(i, parent, step.tree_tokens[i], text, step.tree_probs[i],
+                              paths[i], deps[i], status, source))
     if step.bonus_token is not None and step.accepted:
         last = step.accepted[-1]
         nodes.append(NodeInfo(len(nodes), last, step.bonus_token, bonus_text(step), 1.0,
-                              paths[last] if last < len(paths) else 1.0, deps[last] + 1, "bonus"))
+                              paths[last], deps[last] + 1, "bonus"))
     return nodes
 
 

@@ -218,6 +218,10 @@ class GenerationConfig:
     lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
     prefill_chunk: int = 256
     pipeline: bool = True  # streamed target: draft while its layers load
+    # decode every tree node's text into StepEvent.tree_texts (a tree view wants it; the CLI and
+    # bench do not). A flag, not a lazy property: events stay plain data, safe to pass between
+    # threads and to serialize, and the tokenizer is only used on the engine thread.
+    tree_texts: bool = False
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -39,11 +39,15 @@ class StepEvent:
     tree_tokens: tuple[int, ...]
     tree_parents: tuple[int, ...]
     tree_probs: tuple[float, ...]  # draft probability of each node given its parent (root 1.0)
-    tree_texts: tuple[str, ...]  # each node's token as text, for display
+    tree_depths: tuple[int, ...]  # each node's depth (root 0)
+    tree_path_probs: tuple[float, ...]  # draft probability of the path root..node (root 1.0)
+    tree_texts: tuple[str, ...]  # each node's token as text; () unless config.tree_texts
     accepted: tuple[int, ...]
     bonus_token: int | None
     token_ids: tuple[int, ...]  # tokens emitted this step, in order
     from_draft: tuple[bool, ...]  # per emitted token: drafted and accepted (True) or target's own
+    token_texts: tuple[str, ...]  # per emitted token, the text it completed ("" while a
+    # multi-byte character is incomplete); "".join(token_texts) == text
     text: str  # emitted text delta
     draft_seconds: float = 0.0
     verify_seconds: float = 0.0
@@ -59,7 +63,12 @@ class StepEvent:
 
 @dataclass(frozen=True)
 class Stats:
-    """Totals of one generation. `to_dict()` gives the JSON form (snake_case keys)."""
+    """Totals of one generation. `to_dict()` gives the JSON form (snake_case keys).
+
+    Decode figures (`target_bytes_read`, `..._per_token`, `io_wait_seconds`) are the sums over
+    the StepEvents; what the streamed target read while prefilling is under `prefill_*`.
+    `acceptance_by_depth` is engine.decoding.stats.DepthAcceptance's definition.
+    """
 
     mode: str
     prompt_tokens: int
@@ -70,7 +79,7 @@ class Stats:
     prefill_seconds: float
     decode_seconds: float
     time_to_first_token: float
-    acceptance_by_depth: tuple[float, ...]  # P(accept depth d | reached depth d-1), d = 1..
+    acceptance_by_depth: tuple[float, ...]  # [d - 1]: P(accept depth d | could), d = 1..
     draft_tokens_proposed: int = 0
     draft_tokens_accepted: int = 0
     draft_seconds: float = 0.0
@@ -79,6 +88,8 @@ class Stats:
     target_bytes_read: int = 0
     target_bytes_read_per_token: float = 0.0
     io_wait_seconds: float = 0.0
+    prefill_target_bytes_read: int = 0
+    prefill_io_wait_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

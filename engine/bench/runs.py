@@ -3,7 +3,8 @@
 Decode speed excludes the prompt: Canopy's `Stats.tokens_per_second` counts every emitted token
 over the decode steps (its prefill stops before the last prompt token); for mlx-lm, whose prompt
 pass already yields the first token, it is (N - 1) tokens over the time from the first token
-to the last.
+to the last. IO figures (bytes read, IO wait) are decode-only too, so `io_wait_fraction` is IO
+wait over decode seconds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import GenerationConfig, LookupConfig, SamplingConfig
+from ..decoding.stats import DepthAcceptance
 from ..events import Failed, Finished, StepEvent
 
 BUDGETS = ("resident", "50%", "25%")
@@ -59,11 +61,9 @@ class Sample:
     passes: int
     proposed: int = 0  # draft tokens proposed
     accepted: int = 0
-    depth1: tuple[int, int] = (
-        0,
-        0,
-    )  # (steps whose first draft token was accepted, steps offering one)
-    bytes_read: int = 0
+    # (taken, reached) at depth 1 in engine.decoding.stats.DepthAcceptance's definition
+    depth1: tuple[int, int] = (0, 0)
+    bytes_read: int = 0  # decode only, like io_wait (prefill IO is not in `seconds` either)
     peak_resident: int = 0
     io_wait: float = 0.0
     root_only: int = 0  # tree steps that drafted nothing (auto fallback to ar)
@@ -88,15 +88,14 @@ def run_canopy(session, ids: list[int], cfg: Config, max_tokens: int, prompt: in
     reset = getattr(session.target.model, "reset_peak", None)
     if reset is not None:
         reset()
-    root_only = nodes = d1_taken = d1_reached = 0
+    root_only = nodes = 0
+    depth = DepthAcceptance()
     for event in session.generate(ids, gen):
         if isinstance(event, StepEvent):
             n = len(event.tree_tokens)
             nodes += n
             root_only += n == 1 and cfg.mode == "tree"
-            if n > 1:
-                d1_reached += 1
-                d1_taken += len(event.accepted) > 1
+            depth.add(event)
         elif isinstance(event, Failed):
             raise RuntimeError(f"{cfg.key}: {event.message}")
         elif isinstance(event, Finished):
@@ -110,7 +109,7 @@ def run_canopy(session, ids: list[int], cfg: Config, max_tokens: int, prompt: in
                 passes=s.target_passes,
                 proposed=s.draft_tokens_proposed,
                 accepted=s.draft_tokens_accepted,
-                depth1=(d1_taken, d1_reached),
+                depth1=(depth.taken[0], depth.reached[0]) if depth.reached else (0, 0),
                 bytes_read=s.target_bytes_read,
                 peak_resident=peak,
                 io_wait=s.io_wait_seconds,

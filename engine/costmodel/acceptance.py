@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import GenerationConfig
+from ..decoding.stats import acceptance_by_depth
 from ..events import PrefillDone, StepEvent
 from . import formulas as cm
 
@@ -52,15 +53,12 @@ def tree_curve(events: list[StepEvent], max_nodes: int) -> tuple[float, ...]:
 
 
 def chain_alpha(events: list[StepEvent], k: int) -> tuple[float, ...]:
-    """alpha_d = P(depth d accepted | depth d - 1 accepted) from chain steps of length k."""
-    lengths = np.array([len(e.accepted) - 1 for e in events if len(e.tree_tokens) == k + 1])
-    if lengths.size == 0:
+    """alpha_d (d = 1..k): acceptance by depth (engine.decoding.stats) over chain steps of k."""
+    full = [e for e in events if len(e.tree_tokens) == k + 1]
+    if not full:
         return (0.0,)
-    alpha = []
-    for d in range(1, k + 1):
-        reached = (lengths >= d - 1).sum()
-        alpha.append(float((lengths >= d).sum() / reached) if reached else 0.0)
-    return tuple(alpha)
+    alpha = acceptance_by_depth(full)
+    return alpha + (0.0,) * (k - len(alpha))
 
 
 def top_leaf(event: StepEvent) -> int:

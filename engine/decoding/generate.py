@@ -115,7 +115,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
         model(mx.array([body[i : i + config.prefill_chunk]]), cache=cache)
         mx.eval([c.keys for c in cache])
     drafter.prefill(prompt_ids)
-    record.prefill_done(time.perf_counter() - t0)
+    record.prefill_done(time.perf_counter() - t0, io_snapshot(model))
     yield PrefillDone(len(prompt_ids), record.prefill_seconds)
 
     detok = tokenizer.detokenizer
@@ -129,7 +129,6 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
             reason = "cancelled"
             break
         step_start = time.perf_counter()
-        io_before = io_snapshot(model)
         done = False
         try:
             proposal = drafter.propose(root, committed)
@@ -181,30 +180,33 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
         keep = min(keep, config.max_tokens - len(generated))
         emitted, from_draft = emitted[:keep], from_draft[:keep]
         generated.extend(emitted)
-        text = ""
+        token_texts = []
         for t in emitted:
             detok.add_token(t)
-            text += detok.last_segment
-        io_after = io_snapshot(model)
+            token_texts.append(detok.last_segment)
         event = StepEvent(
             index=step,
             mode=config.mode,
             tree_tokens=tuple(tree.tokens),
             tree_parents=tuple(tree.parents),
             tree_probs=tuple(tree.probs),
-            tree_texts=tuple(tokenizer.decode([t]) for t in tree.tokens),
+            tree_texts=tuple(tokenizer.decode([t]) for t in tree.tokens)
+            if config.tree_texts else (),
             accepted=tuple(path),
             bonus_token=bonus if keep == len(path) else None,
             token_ids=tuple(emitted),
             from_draft=tuple(from_draft),
-            text=text,
+            text="".join(token_texts),
+            tree_depths=tuple(tree.depth),
+            tree_path_probs=tuple(tree.path_prob),
+            token_texts=tuple(token_texts),
             draft_seconds=t_drafted - step_start,
             verify_seconds=t_verified - t_drafted,
             threshold=drafter.threshold,
             tree_sources=tuple(tree.sources),
-            **record.io_fields(io_before, io_after),
+            **record.io_fields(io_snapshot(model)),
         )
-        record.step(event, tree.depth, step_seconds)
+        record.step(event)
         yield event
         step += 1
         if reason == "eos":

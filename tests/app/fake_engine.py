@@ -14,6 +14,16 @@ ANSWER = (
 )
 
 
+def tree_shape(parents, probs) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """(depth, path probability) of every node, as the engine's TokenTree records them."""
+    depths: list[int] = []
+    paths: list[float] = []
+    for p, prob in zip(parents, probs):
+        depths.append(depths[p] + 1 if p >= 0 else 0)
+        paths.append(paths[p] * prob if p >= 0 else 1.0)
+    return tuple(depths), tuple(paths)
+
+
 def make_step(index: int, words: list[str], n_accept: int, width: int = 2, depth: int = 3,
               mode: str = "tree", bonus: str | None = " x") -> StepEvent:
     """A tree: root, a main chain of `depth` nodes, `width - 1` rejected siblings per level.
@@ -35,11 +45,14 @@ def make_step(index: int, words: list[str], n_accept: int, width: int = 2, depth
     accepted = (0, *chain[:n_accept])
     emitted = [texts[i] for i in chain[:n_accept]] + ([bonus] if bonus is not None else [])
     flags = (True,) * n_accept + ((False,) if bonus is not None else ())
+    depths, paths = tree_shape(parents, probs)
     return StepEvent(
         index=index, mode=mode, tree_tokens=tuple(tokens), tree_parents=tuple(parents),
-        tree_probs=tuple(probs), tree_texts=tuple(texts), accepted=accepted,
+        tree_probs=tuple(probs), tree_depths=depths, tree_path_probs=paths,
+        tree_texts=tuple(texts), accepted=accepted,
         bonus_token=7 if bonus is not None else None, token_ids=tuple(range(len(flags))),
-        from_draft=flags, text="".join(emitted), draft_seconds=0.01, verify_seconds=0.02,
+        from_draft=flags, token_texts=tuple(emitted), text="".join(emitted),
+        draft_seconds=0.01, verify_seconds=0.02,
         io_wait_seconds=0.005, bytes_read=3_000_000, target_resident_bytes=40_000_000,
         layers_pinned=20, layers_streamed=10, threshold=0.05,
     )

@@ -10,7 +10,7 @@ from app.tree_view import (
     tree_nodes,
 )
 from engine.events import StepEvent
-from tests.app.fake_engine import make_step
+from tests.app.fake_engine import make_step, tree_shape
 
 
 def random_tree(n: int, seed: int = 0) -> StepEvent:
@@ -23,12 +23,15 @@ def random_tree(n: int, seed: int = 0) -> StepEvent:
             break
         node = kids[0]
         path.append(node)
+    probs = [1.0] + [rng.random() for _ in range(n - 1)]
+    depths, paths = tree_shape(parents, probs)
+    texts = [f"t{i}" for i in path[1:]] + ["B"]
     return StepEvent(
         index=0, mode="tree", tree_tokens=tuple(range(n)), tree_parents=tuple(parents),
-        tree_probs=tuple([1.0] + [rng.random() for _ in range(n - 1)]),
+        tree_probs=tuple(probs), tree_depths=depths, tree_path_probs=paths,
         tree_texts=tuple(f"t{i}" for i in range(n)), accepted=tuple(path), bonus_token=999,
         token_ids=tuple(range(len(path))), from_draft=(True,) * (len(path) - 1) + (False,),
-        text="".join(f"t{i}" for i in path[1:]) + "B",
+        token_texts=tuple(texts), text="".join(texts),
     )
 
 
