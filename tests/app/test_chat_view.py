@@ -13,6 +13,16 @@ def test_step_sources_draft_then_target():
     assert step_sources(step) == bytes([DRAFT] * 4 + [TARGET])
 
 
+def test_step_sources_follow_each_tokens_text_segment():
+    """Two drafted byte tokens make one character "é" (the first completes nothing); the tint
+    follows the engine's per-token segments, not the nodes' single-token texts ("\ufffd")."""
+    from dataclasses import replace
+
+    step = replace(make_step(0, ["\ufffd", "\ufffd"], 2, bonus="!"),
+                   token_texts=("", "é", "!"), text="é!")
+    assert step_sources(step) == bytes([DRAFT, TARGET])
+
+
 def test_markdown_tints_and_code_blocks():
     text = "Hi **there**\n```py\nx = 1\n```\n- item"
     sources = bytes([DRAFT] * 5 + [TARGET] * (len(text) - 5))

@@ -107,17 +107,30 @@ def test_eos_inside_the_tree_stops_like_ar(loaded_pair):
     assert tree_eos.token_ids == ar_eos.token_ids == ar[: ar.index(eos)]
 
 
-def test_step_events_carry_the_tree(loaded_pair):
-    events = run(loaded_pair["target"], loaded_pair["noisy"], [1, 2, 3], mode="tree",
-                 max_tokens=20)
+@pytest.mark.parametrize("tree_texts", [False, True])
+def test_step_events_carry_the_tree(loaded_pair, tree_texts):
+    target = loaded_pair["target"]
+    events = run(target, loaded_pair["noisy"], [1, 2, 3], mode="tree", max_tokens=20,
+                 tree_texts=tree_texts)
     steps = [e for e in events if isinstance(e, StepEvent)]
     emitted = [t for s in steps for t in s.token_ids]
     assert tuple(emitted) == events[-1].token_ids
     for s in steps:
-        assert len(s.tree_tokens) == len(s.tree_parents) == len(s.tree_probs) == len(s.tree_texts)
+        n = len(s.tree_tokens)
+        assert n == len(s.tree_parents) == len(s.tree_probs) == len(s.tree_depths)
+        assert n == len(s.tree_path_probs)
         assert s.accepted[0] == 0 and all(s.tree_parents[i] < i for i in range(len(s.tree_parents)))
         assert s.from_draft.count(True) <= len(s.accepted) - 1
-    assert "".join(s.text for s in steps) in events[-1].text
+        for i, p in enumerate(s.tree_parents):
+            assert s.tree_depths[i] == (s.tree_depths[p] + 1 if p >= 0 else 0)
+            expected = s.tree_path_probs[p] * s.tree_probs[i] if p >= 0 else 1.0
+            assert s.tree_path_probs[i] == pytest.approx(expected)
+        assert len(s.token_texts) == len(s.token_ids) and "".join(s.token_texts) == s.text
+        if tree_texts:
+            assert s.tree_texts == tuple(target.tokenizer.decode([t]) for t in s.tree_tokens)
+        else:
+            assert s.tree_texts == ()  # decoding every node's text is only done when asked
+    assert events[-1].text.startswith("".join(s.text for s in steps))
 
 
 def test_cancel_then_generate_again_is_still_lossless(loaded_pair):
