@@ -78,7 +78,10 @@ def generate(
 ) -> Iterator[Event]:
     """Yield PrefillDone, one StepEvent per target pass, then Finished (or Failed).
 
-    With greedy sampling the emitted ids equal the target's own greedy decoding in every mode.
+    With greedy sampling the emitted ids equal the target's own greedy decoding in every mode,
+    up to near ties in half precision: fp16/bf16 logits of a many-token tree pass and of a
+    one-token pass differ in the last bits, so where the two best tokens are that close the
+    argmax (and the rest of the text) may differ (tests/engine/test_demo_half_precision.py).
     `turn`: the conversation's prompt cache; only the prompt past its common prefix is
     prefilled, and the caches go back to it when the answer is complete.
     """
