@@ -49,3 +49,27 @@ def test_resident_target_reads_nothing(loaded_pair):
                            GenerationConfig(mode="ar", max_tokens=4)))
     st = events[-1].stats
     assert st.target_bytes_read == st.prefill_target_bytes_read == 0
+
+
+def test_bench_uses_decode_figures_and_the_shared_acceptance(streamed, monkeypatch):
+    """A bench row's bytes, IO wait and depth-1 acceptance are the StepEvents' figures."""
+    from engine.bench.runs import Aggregate, Config, run_canopy
+    from engine.decoding.stats import acceptance_by_depth
+
+    seen = []
+    original = streamed.generate
+
+    def recording(ids, config, should_stop=None):
+        for event in original(ids, config, should_stop):
+            seen.append(event)
+            yield event
+
+    monkeypatch.setattr(streamed, "generate", recording)
+    sample = run_canopy(streamed, list(range(40, 80)), Config("canopy", "chain", "25%", "greedy",
+                                                             k=3), 12, 0)
+    steps = [e for e in seen if isinstance(e, StepEvent)]
+    assert sample.bytes_read == sum(s.bytes_read for s in steps)
+    assert sample.io_wait == pytest.approx(sum(s.io_wait_seconds for s in steps), abs=1e-9)
+    row = Aggregate(Config("canopy", "chain", "25%", "greedy", k=3), [sample]).summary()
+    assert row["io_wait_fraction"] == pytest.approx(sample.io_wait / sample.seconds)
+    assert row["acceptance_depth1"] == acceptance_by_depth(steps)[0]
