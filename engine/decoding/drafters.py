@@ -101,12 +101,19 @@ class DraftModel:
     Its cache holds the committed tokens it has processed; `pending` are committed tokens it has
     not seen yet (accepted nodes it never expanded). Tree nodes it expands are appended to the
     cache in expansion order (`slot_nodes`) until `commit` keeps the accepted ones.
+
+    Padded vocabularies may differ in size (`target_vocab`): the draft only proposes ids the
+    target has, and target tokens beyond the draft's rows are fed to it as id 0 (an embedding
+    lookup out of range reads arbitrary memory; the target verifies everything anyway).
     """
 
-    def __init__(self, model, sampling: SamplingConfig, prefill_chunk: int = 256):
+    def __init__(self, model, sampling: SamplingConfig, prefill_chunk: int = 256,
+                 target_vocab: int | None = None):
         self.model = model
         self.sampling = sampling
         self.prefill_chunk = prefill_chunk
+        self.vocab = model.args.vocab_size
+        self.proposable = min(self.vocab, target_vocab or self.vocab)
         self.cache: list[KVCache] = make_cache(len(model.layers))
         self.pending: list[int] = []
         self.slot_nodes: list[int] = []
@@ -114,6 +121,8 @@ class DraftModel:
 
     def distribution(self, logits: mx.array) -> mx.array:
         """Draft probabilities: the sampling distribution, or softmax (confidence) if greedy."""
+        if self.proposable < self.vocab:  # rows the target lacks: never propose them
+            logits = logits[..., : self.proposable]
         if self.sampling.greedy:
             return mx.softmax(logits.astype(mx.float32), axis=-1)
         return target_distribution(logits, self.sampling)
@@ -121,12 +130,16 @@ class DraftModel:
     def prefill(self, prompt_ids: list[int]) -> None:
         """Process all but the last prompt token (the first step's root); a cache kept from an
         earlier turn (engine.decoding.prompt_cache) already holds the first `offset` of them."""
-        body = prompt_ids[self.offset : -1]
+        body = self.feedable(prompt_ids[self.offset : -1])
         for i in range(0, len(body), self.prefill_chunk):
             chunk = mx.array([body[i : i + self.prefill_chunk]])
             self.model(chunk, cache=self.cache)
             mx.eval([c.keys for c in self.cache])
         self.pending = []
+
+    def feedable(self, ids: list[int]) -> list[int]:
+        """`ids` with any id beyond the draft's rows (a target's padding token) replaced by 0."""
+        return [t if t < self.vocab else 0 for t in ids]
 
     @property
     def offset(self) -> int:
@@ -134,8 +147,9 @@ class DraftModel:
 
     def catch_up(self) -> None:
         """Feed the pending committed tokens (they pile up while the drafter falls back to ar)."""
-        for i in range(0, len(self.pending), self.prefill_chunk):
-            self.model(mx.array([self.pending[i : i + self.prefill_chunk]]), cache=self.cache)
+        pending = self.feedable(self.pending)
+        for i in range(0, len(pending), self.prefill_chunk):
+            self.model(mx.array([pending[i : i + self.prefill_chunk]]), cache=self.cache)
             mx.eval([c.keys for c in self.cache])
         self.pending = []
 
@@ -143,7 +157,7 @@ class DraftModel:
         """Feed pending tokens + root as a chain; returns the root's draft distribution."""
         if len(self.pending) >= self.prefill_chunk:
             self.catch_up()
-        chain = self.pending + [root]
+        chain = self.feedable(self.pending + [root])
         self.pending = []
         self.slot_nodes = [0]
         logits = self.model(mx.array([chain]), cache=self.cache)

@@ -27,7 +27,8 @@ from .stats import StatsRecorder
 from .verify import accept_greedy, accept_sampled
 
 
-def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
+def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
+                 target_vocab: int | None = None):
     if config.mode == "lookahead":
         return LookaheadDrafter(config.lookahead)
     sources = config.lookup.sources if config.mode == "tree" else ()
@@ -39,7 +40,7 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator):
                 f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar "
                 "(or --mode lookahead, which needs none).")
         return NoDrafter()
-    model = DraftModel(draft.model, config.sampling, config.prefill_chunk)
+    model = DraftModel(draft.model, config.sampling, config.prefill_chunk, target_vocab)
     if config.mode == "chain":
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
@@ -101,7 +102,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
     rng = np.random.default_rng(sampling.seed)
     tokenizer = target.tokenizer
     eos = set(getattr(tokenizer, "eos_token_ids", None) or [])
-    drafter = make_drafter(draft, config, rng)
+    drafter = make_drafter(draft, config, rng, target.model.args.vocab_size)
     model = target.model
     cache = turn.target_cache(target.num_layers, prompt_ids)
     turn.attach_draft(drafter, prompt_ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -32,10 +34,30 @@ def test_fixture_vocab_sizes(padded):
     check_pair(padded["target"], padded["shorter"])  # the pair is accepted as compatible
 
 
+class InRange:
+    """A model that fails the test when fed an id beyond its rows (MLX would read arbitrary
+    memory: garbage logits, NaN, or a segfault)."""
+
+    def __init__(self, model):
+        self.model, self.vocab = model, model.args.vocab_size
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, tokens, *args, **kw):
+        assert int(tokens.max().item()) < self.vocab, "an id beyond this model's vocabulary"
+        return self.model(tokens, *args, **kw)
+
+
+def checked(path):
+    loaded = load_model(path)
+    return replace(loaded, model=InRange(loaded.model))
+
+
 @pytest.mark.parametrize("draft", ["shorter", "longer"])
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_chain_and_tree_run_with_padded_vocabularies(padded, draft, temperature):
-    target, d = load_model(padded["target"]), load_model(padded[draft])
+    target, d = checked(padded["target"]), checked(padded[draft])
     sampling = SamplingConfig(temperature, 0.9 if temperature else 1.0, seed=1)
     runs = {}
     for mode in ("ar", "chain", "tree"):
@@ -45,6 +67,9 @@ def test_chain_and_tree_run_with_padded_vocabularies(padded, draft, temperature)
         runs[mode] = last.token_ids
     if temperature == 0.0:
         assert runs["chain"] == runs["tree"] == runs["ar"]
+    else:  # the target samples its padding rows here: the draft must still be fed valid ids
+        n_tokenizer = len(target.tokenizer.get_vocab())
+        assert any(t >= n_tokenizer for t in runs["ar"] + runs["tree"])
 
 
 def test_residual_reads_the_draft_over_the_targets_vocabulary():
@@ -65,3 +90,19 @@ def test_residual_reads_the_draft_over_the_targets_vocabulary():
     path, _ = accept_sampled([9, 4], [-1, 0], np.stack([p, p]), [None, q_pad],
                              np.random.default_rng(0))
     assert path == [0]  # a token only the draft's padding has: p(x) = 0, always rejected
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_longer_draft_never_proposes_ids_the_target_lacks(padded, temperature):
+    import mlx.core as mx
+
+    from engine.decoding.drafters import DraftModel
+
+    draft, target = load_model(padded["longer"]), load_model(padded["target"])
+    model = DraftModel(draft.model, SamplingConfig(temperature, 1.0),
+                       target_vocab=target.vocab_size)
+    logits = mx.zeros((2, draft.vocab_size))
+    logits[:, -1] = 50.0  # the draft's favourite is a row only its padding has
+    dist = model.distribution(logits)
+    assert dist.shape == (2, target.vocab_size)
+    assert mx.allclose(dist.sum(axis=-1), mx.ones(2)).item()
