@@ -133,6 +133,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
             reason = "cancelled"
             break
         step_start = time.perf_counter()
+        io_before = io_snapshot(model)  # the policy's wait of this pass (events: since last step)
         done = False
         try:
             proposal = drafter.propose(root, committed)

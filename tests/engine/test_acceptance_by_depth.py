@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from engine.costmodel.calibrate import chain_alpha
+from engine.costmodel.acceptance import chain_alpha
 from engine.decoding.stats import acceptance_by_depth
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from engine.config import LIMITS, GenerationConfig, SamplingConfig, TreeConfig
+from engine.config import LIMITS, GenerationConfig, SamplingConfig, StreamConfig, TreeConfig
 from engine.errors import CanopyError, ConfigError
 
 BAD = [
@@ -24,6 +24,9 @@ BAD = [
     (TreeConfig, "threshold", -0.01),
     (TreeConfig, "threshold", 1.01),
     (TreeConfig, "max_nodes", 4.5),
+    (TreeConfig, "max_forwards", 0),
+    (TreeConfig, "verify_cost_prior", -1.0),
+    (StreamConfig, "prefetch", 0),
     (GenerationConfig, "max_tokens", 0),
     (GenerationConfig, "max_tokens", "12"),
     (GenerationConfig, "chain_length", 0),
@@ -52,7 +55,7 @@ def test_boundary_values_are_allowed(config):
 
 
 def test_every_limit_is_checked_by_some_config():
-    names = {f for kind in (SamplingConfig, TreeConfig, GenerationConfig)
+    names = {f for kind in (SamplingConfig, TreeConfig, GenerationConfig, StreamConfig)
              for f in kind.__dataclass_fields__}
     assert set(LIMITS) <= names
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from engine.config import GenerationConfig, SamplingConfig, TreeConfig
-from engine.costmodel.policy import Plan
+from engine.costmodel.policy import Plan, StepPolicy
 from engine.decoding import generate as generate_module
 from engine.decoding.drafters import DraftModel
 from engine.decoding.generate import generate
@@ -56,18 +56,16 @@ def test_eos_inside_an_accepted_draft_path(loaded_pair):
     assert eos not in got.token_ids
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(StepPolicy):
     """Falls back to ar for steps 2..13, so 12+ committed tokens pile up for the draft."""
 
-    def __init__(self, tree, **_):
-        self.tree, self.calls, self.threshold = tree, 0, tree.threshold
+    calls = 0
 
     def plan(self) -> Plan:
         self.calls += 1
-        return Plan(not 2 <= self.calls <= 13, self.tree.max_nodes, self.threshold)
-
-    def observe(self, result) -> None:
-        pass
+        if 2 <= self.calls <= 13:
+            return Plan(False, 1, self.threshold)
+        return super().plan()
 
 
 def test_prompt_longer_than_prefill_chunk_and_draft_catch_up(loaded_pair, monkeypatch):
@@ -83,8 +81,9 @@ def test_prompt_longer_than_prefill_chunk_and_draft_catch_up(loaded_pair, monkey
         return original(self)
 
     monkeypatch.setattr(DraftModel, "catch_up", spy)
-    monkeypatch.setattr(generate_module, "AutoPolicy", ScriptedPolicy)
-    tree, steps = finish(target, draft, prompt, mode="tree", max_tokens=30, prefill_chunk=8)
+    monkeypatch.setattr(generate_module, "StepPolicy", ScriptedPolicy)
+    tree, steps = finish(target, draft, prompt, mode="tree", max_tokens=30, prefill_chunk=8,
+                         tree=TreeConfig(auto=False))  # speculate whenever not scripted to ar
     assert chunked_ar.token_ids == tree.token_ids == whole.token_ids
     assert chunks and max(chunks) > 8  # the draft caught up on more than one chunk
     assert sum(len(s.tree_tokens) > 1 for s in steps[13:]) > 0  # and drafted again after

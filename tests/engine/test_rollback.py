@@ -3,6 +3,7 @@ prefix, the generation ends with Failed, and generating again equals `ar`."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import mlx.core as mx
@@ -13,10 +14,13 @@ from engine.decoding.drafters import TreeDrafter
 from engine.decoding.generate import generate
 from engine.events import Failed, Finished, StepEvent
 from engine.session import Session
+from engine.streaming import weights as W
+from engine.streaming.streamed_model import load_streamed_model
 from engine.testing import make_tiny_model
 
 PROMPT = [5, 6, 7, 8, 9]
-CONFIG = GenerationConfig(mode="tree", max_tokens=24, tree=TreeConfig(auto=False))
+CONFIG = GenerationConfig(mode="tree", max_tokens=24,
+                          tree=TreeConfig(max_nodes=16, max_forwards=4, auto=False))
 
 
 class FailingForward:
@@ -56,6 +60,11 @@ def test_fault_mid_verify_rolls_back_then_equals_ar(loaded_pair):
     assert isinstance(again, Finished) and again.token_ids == ar.token_ids
 
 
+def slow_reader(*a, **kw):  # storage slower than a tiny draft's forward: waits have room
+    time.sleep(0.02)
+    return W.read_tensors(*a, **kw)
+
+
 @pytest.fixture(scope="module")
 def streamed_session(tmp_path_factory):
     root = tmp_path_factory.mktemp("rollback")
@@ -63,8 +72,8 @@ def streamed_session(tmp_path_factory):
     draft = make_tiny_model(root / "d", like=target, noise=0.1, seed=2)
     resident = Session.load(target, draft)
     ar = list(resident.generate(PROMPT, replace(CONFIG, mode="ar")))[-1].token_ids
-    streamed = Session.load(target, draft, budget_bytes=resident.target.nbytes() // 2,
-                            hook_policy="always")
+    streamed = Session(load_streamed_model(target, resident.target.nbytes() // 2,
+                                           reader=slow_reader), resident.draft)
     yield streamed, ar
     streamed.target.close()
 
@@ -76,11 +85,11 @@ def test_fault_in_draft_work_during_a_streamed_pass(streamed_session, monkeypatc
     calls = {"n": 0}
     original = TreeDrafter.work_while_waiting
 
-    def flaky(self):
+    def flaky(self, *args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("injected fault in draft work during IO")
-        return original(self)
+        return original(self, *args)
 
     monkeypatch.setattr(TreeDrafter, "work_while_waiting", flaky)
     events = list(session.generate(PROMPT, CONFIG))
