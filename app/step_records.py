@@ -17,8 +17,8 @@ from engine.events import StepEvent
 
 VERSION = 1
 FIELDS = tuple(f.name for f in fields(StepEvent))
-TUPLES = {"tree_tokens", "tree_parents", "tree_probs", "tree_texts", "accepted", "token_ids",
-          "from_draft"}
+TUPLES = {"tree_tokens", "tree_parents", "tree_probs", "tree_depths", "tree_path_probs",
+          "tree_texts", "accepted", "token_ids", "from_draft", "token_texts"}
 
 
 def encode_steps(steps: list[StepEvent]) -> bytes:
@@ -48,12 +48,25 @@ def decode_steps(blob: bytes | None) -> list[StepEvent]:
         for name in TUPLES & values.keys():
             values[name] = tuple(values[name])
         values["from_draft"] = tuple(bool(x) for x in values.get("from_draft", ()))
-        steps.append(StepEvent(**values))
+        steps.append(StepEvent(**(_derived(values) | values)))
     return steps
 
 
+def _derived(values: dict) -> dict:
+    """Fields that records written before they existed lack: depths and path probabilities
+    from the tree; the step's text as its last token's segment (the split is not recorded)."""
+    depths: list[int] = []
+    paths: list[float] = []
+    for parent, prob in zip(values["tree_parents"], values["tree_probs"]):
+        depths.append(depths[parent] + 1 if parent >= 0 else 0)
+        paths.append(paths[parent] * prob if parent >= 0 else 1.0)
+    n = len(values["token_ids"])
+    texts = ("",) * (n - 1) + (values["text"],) if n else ()
+    return {"tree_depths": tuple(depths), "tree_path_probs": tuple(paths), "token_texts": texts}
+
+
 def _compact(name: str, value):
-    if name == "tree_probs":
+    if name in ("tree_probs", "tree_path_probs"):
         return [float(f"{p:.4g}") for p in value]
     if name == "from_draft":
         return [int(x) for x in value]

@@ -1,6 +1,7 @@
 """Step records survive a restart; conversations export to Markdown/JSON and import back."""
 
 import json
+import zlib
 
 import pytest
 
@@ -32,12 +33,26 @@ def test_step_records_round_trip_compactly():
     for a, b in zip(steps, back):
         assert (a.tree_tokens, a.tree_parents, a.accepted, a.token_ids, a.text, a.from_draft) == (
             b.tree_tokens, b.tree_parents, b.accepted, b.token_ids, b.text, b.from_draft)
+        assert (a.tree_depths, a.token_texts) == (b.tree_depths, b.token_texts)
         assert b.tree_probs == pytest.approx(a.tree_probs, rel=1e-3)
+        assert b.tree_path_probs == pytest.approx(a.tree_path_probs, rel=1e-3)
         assert b.verify_seconds == pytest.approx(a.verify_seconds, abs=1e-6)
     assert len(blob) < len(repr(steps)) / 5
     assert decode_steps(b"") == []
     with pytest.raises(ValueError, match="unreadable"):
         decode_steps(b"not zlib")
+
+
+def test_records_written_before_the_step_fields_existed_still_load():
+    steps = script_for(ANSWER)[:3]
+    doc = json.loads(zlib.decompress(encode_steps(steps)))
+    for name in ("tree_depths", "tree_path_probs", "token_texts"):
+        del doc["columns"][name]
+    back = decode_steps(zlib.compress(json.dumps(doc).encode()))
+    for a, b in zip(steps, back):
+        assert b.tree_depths == a.tree_depths
+        assert b.tree_path_probs == pytest.approx(a.tree_path_probs, rel=1e-3)
+        assert "".join(b.token_texts) == a.text and len(b.token_texts) == len(a.token_ids)
 
 
 def test_replay_after_reopening_the_database(tmp_path):
