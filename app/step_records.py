@@ -18,7 +18,7 @@ from engine.events import StepEvent
 VERSION = 1
 FIELDS = tuple(f.name for f in fields(StepEvent))
 TUPLES = {"tree_tokens", "tree_parents", "tree_probs", "tree_depths", "tree_path_probs",
-          "tree_texts", "accepted", "token_ids", "from_draft", "token_texts"}
+          "tree_texts", "tree_sources", "accepted", "token_ids", "from_draft", "token_texts"}
 
 
 def encode_steps(steps: list[StepEvent]) -> bytes:
