@@ -64,7 +64,8 @@ class Session:
 
             target = load_streamed_model(
                 target_dir, budget_bytes, prefetch=stream.prefetch,
-                bypass_cache=stream.bypass_cache, **stream_options)
+                bypass_cache=stream.bypass_cache, read_timeout=stream.read_timeout,
+                **stream_options)
         draft = None
         try:
             if draft_dir is not None:
