@@ -168,26 +168,14 @@ def test_disk_full_while_building_a_model_leaves_nothing_half_built(pair, tmp_pa
     assert (out / "config.json").is_file()
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A 256 kB tmpfs (root on Linux only): a real full disk."""
-    import shutil
-    import subprocess
-
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if not shutil.which("mount") or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-            capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=True)
-
-
-def test_really_full_disk_while_building_a_model(pair, tiny_tmpfs):
+def test_really_full_disk_while_building_a_model(pair, tmp_path):
     from engine.formats import demo
+    from tests.tmpfs import tiny_tmpfs
 
-    out = tiny_tmpfs / "draft"
-    with pytest.raises(CanopyError, match=f"{out} failed: .*(?:disk full|No space left)"):
-        demo.make_draft(pair[0], out)
-    assert list(tiny_tmpfs.iterdir()) == []
+    with tiny_tmpfs(tmp_path / "full") as mnt:
+        if mnt is None:
+            pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
+        out = mnt / "draft"
+        with pytest.raises(CanopyError, match=f"{out} failed: .*(?:disk full|No space left)"):
+            demo.make_draft(pair[0], out)
+        assert list(mnt.iterdir()) == []
