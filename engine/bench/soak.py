@@ -94,6 +94,11 @@ class _Pair:
                                      read_timeout=stream.read_timeout)
         self.streamed = Session(target, self.resident.draft)
 
+    def quiesce(self) -> None:
+        """Stop the IO thread between passes (it restarts with the next one), so a sample
+        never counts the file it happens to be reading."""
+        self.streamed.target.model.stop()
+
     def close(self) -> None:
         self.streamed.close()
         self.resident.close()
@@ -136,7 +141,9 @@ def _one(session, i: int, mode: str, sampled: bool, cancel: str,
     return "failed", (), "the generator ended without Finished or Failed"
 
 
-def _sample(label: str, done: int, t0: float) -> SoakSample:
+def _sample(label: str, done: int, t0: float, pair: _Pair | None) -> SoakSample:
+    if pair is not None:
+        pair.quiesce()
     gc.collect()
     return SoakSample(label, done, time.perf_counter() - t0, sample_process())
 
@@ -156,7 +163,7 @@ def run_soak(target_dir: str | Path, draft_dir: str | Path, config: SoakConfig |
                      stream or StreamConfig())
 
     pair = load()
-    samples = [_sample("start", 0, t0)]
+    samples = [_sample("start", 0, t0, pair)]
     yield samples[-1]
     greedy: dict[int, tuple[int, ...]] = {}
     reloads = cancelled = failures = mismatches = 0
@@ -186,15 +193,15 @@ def run_soak(target_dir: str | Path, draft_dir: str | Path, config: SoakConfig |
                           time.perf_counter() - start, error)
             done = i + 1
             if done % config.sample_every == 0 and done < config.generations:
-                samples.append(_sample("every", done, t0))
+                samples.append(_sample("every", done, t0, pair))
                 yield samples[-1]
-        samples.append(_sample("end", config.generations, t0))
+        samples.append(_sample("end", config.generations, t0, pair))
         yield samples[-1]
     finally:
         if pair is not None:
             pair.close()
     pair = None
-    samples.append(_sample("closed", config.generations, t0))
+    samples.append(_sample("closed", config.generations, t0, None))
     yield samples[-1]
     yield summarize(samples, config, reloads, cancelled, failures, mismatches, errors,
                     time.perf_counter() - t0)

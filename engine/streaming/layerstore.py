@@ -28,7 +28,7 @@ import mlx.core as mx
 from ..config import DEFAULT_PREFETCH, DEFAULT_READ_TIMEOUT
 from ..costmodel.rules import WaitFacts, room_bytes
 from ..errors import StreamingError
-from ..runtime import release_thread_streams
+from ..runtime import MLXJob, run_on_mlx_thread
 from .weights import ReadCancelled, WeightIndex, plan_reads, read_tensors
 
 WAIT_POLL = 0.05  # seconds between checks that the IO thread is still alive
@@ -110,7 +110,7 @@ class LayerStore:
         self._epoch = 0  # bumped when a stuck IO thread is abandoned; its results are dropped
         self.read_timeout = read_timeout
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._thread: MLXJob | None = None
         self._counters = dict(bytes_read=0, io_seconds=0.0, io_wait_seconds=0.0, layers_read=0,
                               passes=0, hook_seconds=0.0, hook_calls=0)
         self.clock = clock
@@ -130,9 +130,8 @@ class LayerStore:
             stale, self._ready = list(self._ready), deque()
             for i, _ in stale:
                 self._reserved -= self.nbytes[i]
-            self._thread = threading.Thread(target=self._run, args=(self._epoch,),
-                                            name="canopy-io", daemon=True)
-            self._thread.start()
+            epoch = self._epoch
+            self._thread = run_on_mlx_thread(lambda: self._run(epoch), "canopy-io")
 
     def _stopped(self, epoch: int) -> bool:
         return self._stop or self._epoch != epoch
@@ -153,47 +152,45 @@ class LayerStore:
             return True
 
     def _run(self, epoch: int) -> None:
-        try:
-            pos = 0
-            while True:
-                i = self.streamed[pos % len(self.streamed)]
-                nbytes = self.nbytes[i]
-                if not self._wait_for_room(i, epoch):
-                    return
-                t0 = self.clock()
-                try:
-                    weights = self.reader(self.runs[i], stamps=self.index.stamps,
-                                          bypass_cache=self.bypass_cache,
-                                          should_stop=lambda: self._stopped(epoch))
-                except BaseException as e:
-                    with self._cond:
-                        if self._epoch != epoch:  # abandoned: the store already moved on
-                            return
-                        self._reserved -= nbytes
-                        self._loading = None
-                        if not isinstance(e, ReadCancelled):
-                            self._error = _as_streaming_error(e, i, self.runs[i])
-                        self._cond.notify_all()
-                    return
+        # runs on a parked MLX thread (engine.runtime), which keeps its MLX stream
+        pos = 0
+        while True:
+            i = self.streamed[pos % len(self.streamed)]
+            nbytes = self.nbytes[i]
+            if not self._wait_for_room(i, epoch):
+                return
+            t0 = self.clock()
+            try:
+                weights = self.reader(self.runs[i], stamps=self.index.stamps,
+                                      bypass_cache=self.bypass_cache,
+                                      should_stop=lambda: self._stopped(epoch))
+            except BaseException as e:
                 with self._cond:
-                    if self._epoch != epoch:
+                    if self._epoch != epoch:  # abandoned: the store already moved on
                         return
+                    self._reserved -= nbytes
                     self._loading = None
-                    c = self._counters
-                    dt = self.clock() - t0
-                    c["io_seconds"] += dt
-                    self._bandwidth = _average(self._bandwidth, nbytes / max(dt, 1e-9))
-                    c["bytes_read"] += nbytes
-                    c["layers_read"] += 1
-                    if self._stop:
-                        self._reserved -= nbytes
-                        return
-                    self._ready.append((i, weights))
+                    if not isinstance(e, ReadCancelled):
+                        self._error = _as_streaming_error(e, i, self.runs[i])
                     self._cond.notify_all()
-                del weights
-                pos += 1
-        finally:
-            release_thread_streams()
+                return
+            with self._cond:
+                if self._epoch != epoch:
+                    return
+                self._loading = None
+                c = self._counters
+                dt = self.clock() - t0
+                c["io_seconds"] += dt
+                self._bandwidth = _average(self._bandwidth, nbytes / max(dt, 1e-9))
+                c["bytes_read"] += nbytes
+                c["layers_read"] += 1
+                if self._stop:
+                    self._reserved -= nbytes
+                    return
+                self._ready.append((i, weights))
+                self._cond.notify_all()
+            del weights
+            pos += 1
 
     # ---- compute side ----------------------------------------------------------------------
     def take(
@@ -282,7 +279,7 @@ class LayerStore:
             self._stop = True
             self._cond.notify_all()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and thread.thread is not threading.current_thread():
             thread.join(timeout)
         with self._cond:
             for j, _ in self._ready:
@@ -294,7 +291,7 @@ class LayerStore:
         self._closed = True
 
     @property
-    def io_thread(self) -> threading.Thread | None:
+    def io_thread(self) -> MLXJob | None:
         return self._thread
 
     def count_pass(self) -> None:
