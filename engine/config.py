@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 MODES = ("ar", "chain", "tree", "lookahead")
@@ -13,6 +14,14 @@ class SamplingConfig:
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.temperature < math.inf:
+            raise ValueError("temperature must be a finite number, 0 (greedy) or more")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError("seed must not be negative")
 
     @property
     def greedy(self) -> bool:
@@ -65,6 +74,13 @@ def platform_verify_cost_prior(streamed: bool, system: str = "", machine: str = 
     system, machine = system or platform.system(), machine or platform.machine()
     apple = system == "Darwin" and machine == "arm64"
     return APPLE_RESIDENT_VERIFY_COST if apple and not streamed else VERIFY_COST_PRIOR
+
+    def __post_init__(self):
+        for name in ("max_nodes", "max_depth", "top_k", "expand_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"tree {name} must be at least 1")
+        if not 0 <= self.threshold <= 1:
+            raise ValueError("tree threshold must be a probability in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,8 @@ class GenerationConfig:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        if self.chain_length < 1:
+            raise ValueError("chain_length must be at least 1")
 
 
 DEFAULT_PREFETCH = 2  # streamed layers the IO thread may hold ready ahead of compute
