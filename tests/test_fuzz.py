@@ -257,6 +257,7 @@ CLI_VALUES = {
     "--mode": ["ar", "chain", "tree", "bogus", ""],
     "--budget-mb": ["0", "-5", "nan", "1e-9", "1e12", "0.3"],
     "--prefetch": ["0", "-1", "1"],
+    "--read-timeout": ["0", "-1", "nan", "30"],
     "--tree-nodes": ["0", "-3", "1", "16"],
     "--tree-depth": ["0", "-1", "4"],
     "--threshold": ["nan", "-1", "2", "0.1"],

@@ -100,6 +100,16 @@ def test_stuck_read_ends_the_pass_naming_the_file(pair, reference):
         target.close()
 
 
+def test_cli_read_timeout_option(pair, capsys):
+    from app.cli import main
+
+    base = ["generate", "--target", str(pair[0]), "--prompt", "hi", "--max-tokens", "2",
+            "--mode", "ar", "--budget-mb", "1"]
+    assert main([*base, "--read-timeout", "0"]) == 2
+    assert "--read-timeout" in capsys.readouterr().err
+    assert main([*base, "--read-timeout", "30"]) == 0
+
+
 def test_stuck_read_through_the_layer_store_directly(pair):
     unblock = threading.Event()
 
