@@ -215,11 +215,11 @@ def test_gguf_reader_and_import(base, tmp_path):
     for n, (case, blob) in enumerate(F.gguf_cases(data, end, seed=3)):
         f.write_bytes(blob)
         outcome("GGUF header scan", case, lambda: scan_gguf(f))
-        if not case.startswith("truncated") or n % 97 == 0:  # imports are slower: a sample
+        if n % 2 == 0 if not case.startswith("truncated") else n % 97 == 0:  # a sample
             imported += 1
             outcome("GGUF import", case,
                     lambda: import_gguf(f, tmp_path / "out", overwrite=True))
-    assert imported > 100 and sum(COUNTS["GGUF header scan"].values()) > end
+    assert imported > 60 and sum(COUNTS["GGUF header scan"].values()) > end
 
 
 def test_prompts_through_the_engine(base):
