@@ -13,8 +13,12 @@ grew the process by a thread per model load.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import functools
+import gc
 import itertools
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -26,6 +30,27 @@ from .events import Failed
 # A job takes a `should_stop()` poll and yields events; it must stop cooperatively.
 Job = Callable[[Callable[[], bool]], Iterator[object]]
 _SHUTDOWN = object()
+
+
+def release_memory() -> None:
+    """Give the memory of dropped models back to the OS: MLX's buffer cache, then glibc's free
+    heap pages. Measured (Linux, demo pair): RSS after closing 967 MB, after this 108 MB.
+    macOS's allocator returns large frees itself, so there only MLX's cache is cleared."""
+    gc.collect()
+    mx.clear_cache()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl)
+    except OSError:
+        return None
 
 
 def release_thread_streams() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import GenerationConfig, SamplingConfig, SoakConfig, StreamConfig
 from ..events import Failed, Finished, StepEvent
+from ..runtime import release_memory
 from .process import ProcessSample, sample_process
 
 MODES = ("ar", "chain", "tree")
@@ -173,7 +174,7 @@ def run_soak(target_dir: str | Path, draft_dir: str | Path, config: SoakConfig |
             if i and config.reload_every and i % config.reload_every == 0:
                 pair.close()
                 pair = None
-                gc.collect()
+                release_memory()
                 pair = load()
                 reloads += 1
             mode, streamed, sampled, cancel = schedule(i, config)
@@ -201,6 +202,7 @@ def run_soak(target_dir: str | Path, draft_dir: str | Path, config: SoakConfig |
         if pair is not None:
             pair.close()
     pair = None
+    release_memory()
     samples.append(_sample("closed", config.generations, t0, None))
     yield samples[-1]
     yield summarize(samples, config, reloads, cancelled, failures, mismatches, errors,
