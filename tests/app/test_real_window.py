@@ -77,7 +77,7 @@ def test_type_enter_stop_regenerate_with_real_events(qtbot, make_window, tmp_pat
     from PySide6.QtGui import QGuiApplication
 
     loader = FakeLoader()
-    loader.session.delay = 0.03  # slow enough to press Stop mid-answer
+    loader.session.delay = 0.15  # slow enough to press Stop mid-answer on a busy machine
     window = make_window(loader)
     s = window.settings
     s.target, s.draft = "/models/t", "/models/d"
