@@ -5,6 +5,9 @@ window uses them: two finished exchanges, then a third answer written as it stre
 `FINISHED <json>` after each finished answer and `PARTIAL <json>` once the third answer has been
 saved a few times, then keeps generating (slowly) until killed.
 
+`python -m tests.kill_child pull CACHE ENDPOINT`: `pull_model` from a fake Hub; once bytes of a
+weight file arrive, prints `DOWNLOADING` and stalls that download until killed.
+
 `python -m tests.kill_child demo HOME [STAGE]`: `canopy models demo --home HOME`; with STAGE
 ("target" or "draft") the weights of that model are half written, `WRITING <stage>` is printed
 and the process waits to be killed.
@@ -70,8 +73,23 @@ def demo(home: str, stage: str | None) -> None:
     print(json.dumps({"target": str(target), "draft": str(draft)}), flush=True)
 
 
+def pull(cache: str, endpoint: str) -> None:
+    from engine.formats.hub import pull_model
+    from tests.fake_hub import REPO
+
+    def progress(event):
+        if event.done > 0:
+            print("DOWNLOADING", flush=True)
+            time.sleep(120)  # mid-file: the worker thread holds the half-written blob
+
+    pull_model(REPO, cache_dir=cache, endpoint=endpoint, progress=progress, max_workers=1)
+    print("DONE", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "history":
         history(*sys.argv[2:5])
+    elif sys.argv[1] == "pull":
+        pull(*sys.argv[2:4])
     else:
         demo(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)

@@ -129,3 +129,30 @@ def test_kill_during_demo_build_then_rebuild(fake_wheel_home, stage):
         assert (home / demo.TARGET_NAME / "config.json").stat().st_mtime_ns == target_mtime
     session = Session.load(paths["target"], paths["draft"])
     assert session.encode("hello")
+
+
+def test_kill_during_hub_download_then_resume(tmp_path):
+    """A download killed mid-file is not a model folder (not listed, not loadable as one); the
+    next pull completes it and the result loads."""
+    pytest.importorskip("huggingface_hub")
+    from engine.formats.hub import is_complete_model_dir, pull_model
+    from engine.formats.loader import load_model
+    from tests.fake_hub import REPO, SHA, FakeHub, tiny_repo_files
+
+    files = tiny_repo_files(tmp_path / "src")
+    hub = FakeHub(dict(files))
+    try:
+        cache = tmp_path / "cache"
+        proc = spawn("pull", str(cache), hub.url)
+        read_until(proc, "DOWNLOADING")
+        kill9(proc)
+        snapshot = cache / "models--tiny-org--tiny-model" / "snapshots" / SHA
+        assert not is_complete_model_dir(snapshot)
+        path = pull_model(REPO, cache_dir=cache, endpoint=hub.url)
+        assert path == snapshot and is_complete_model_dir(path)
+        for name, data in files.items():
+            if (path / name).exists():
+                assert (path / name).read_bytes() == data
+        load_model(path)
+    finally:
+        hub.close()
