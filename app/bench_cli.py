@@ -26,8 +26,8 @@ def run_bench_command(args) -> int:
     from engine.bench.run import BenchSpec, run_bench
 
     stream = checked(stream_config, args)
-    spec = BenchSpec.quick_run() if args.quick else BenchSpec.full_run(args.prompts,
-                                                                        args.max_tokens)
+    spec = BenchSpec.quick_run() if args.quick else checked(BenchSpec.full_run, args.prompts,
+                                                                            args.max_tokens)
     if not args.quick and args.target:
         resolve_pair(args)  # both folders checked before the long run starts
     out = Path(args.out)

@@ -261,6 +261,11 @@ class EngineBridge(QObject):
     def _close_session(self, _should_stop) -> Iterator[object]:
         old, self._session = self._session, None
         _close(old)
+        if old is not None:
+            from engine.runtime import release_memory
+
+            del old
+            release_memory()  # else the old pair's ~1 GB stays in the process until reused
         return iter(())
 
     def _on_job_end(self, job_id: int) -> None:

@@ -25,11 +25,13 @@ from engine.config import (
     GenerationConfig,
     LookupConfig,
     SamplingConfig,
+    SoakConfig,
     StreamConfig,
 )
 
 _GEN = GenerationConfig()
 _STREAM = StreamConfig()
+_SOAK = SoakConfig()
 
 
 class SettingsError(Exception):
@@ -79,6 +81,8 @@ def add_stream_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--prefetch", type=int, default=_STREAM.prefetch,
                    help="streamed layers the IO thread may read ahead")
+    p.add_argument("--read-timeout", type=float, default=_STREAM.read_timeout,
+                   help="seconds one streamed layer read may take before the answer fails")
 
 
 def add_budget_arg(p: argparse.ArgumentParser) -> None:
@@ -147,7 +151,8 @@ def branch_sources(text: str) -> tuple[str, ...]:
 
 
 def stream_config(args) -> StreamConfig:
-    return StreamConfig(prefetch=args.prefetch, bypass_cache=not args.no_cache_bypass)
+    return StreamConfig(prefetch=args.prefetch, bypass_cache=not args.no_cache_bypass,
+                        read_timeout=args.read_timeout)
 
 
 def budget_bytes(args) -> int | None:
@@ -312,6 +317,12 @@ def cmd_bench(args) -> int:
     return run_bench_command(args)
 
 
+def cmd_soak(args) -> int:
+    from app.soak_cli import run_soak_cli
+
+    return run_soak_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = {"formatter_class": HelpFormatter}
     parser = Parser(prog="canopy", description=__doc__.splitlines()[0], **fmt)
@@ -403,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--io-repeat", type=int, default=IOBENCH_REPEAT, help="--io: passes per reader")
     b.add_argument("--io-dir", default=None, help="--io: folder for its files (default: tmp)")
     b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("soak", help="many generations in one process: memory, fds, threads",
+                       **fmt)
+    add_pair_args(s)
+    add_budget_arg(s)
+    add_stream_args(s)
+    s.add_argument("--generations", type=int, default=_SOAK.generations, help="generations")
+    s.add_argument("--max-tokens", type=int, default=_SOAK.max_tokens,
+                   help="new tokens per generation")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_soak)
     return parser
 
 

@@ -73,7 +73,9 @@ def create_window(*, history_path: str | Path | None = None, qsettings=None, loa
     qsettings = qsettings if qsettings is not None else QSettings()
     bridge = EngineBridge(loader, stream=stream)
     bridge.prompt_cache_folder = str(store.path.parent / "prompt-cache")  # next to the history
-    return MainWindow(bridge, store, qsettings)
+    window = MainWindow(bridge, store, qsettings)
+    store.on_error = lambda message: window.banner.show_error(message, "History not saved")
+    return window
 
 
 def run_app(args) -> int:

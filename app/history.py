@@ -4,15 +4,21 @@ An answer is written as it streams (`update_message` once per repaint), so killi
 nothing that was on screen; such a message reopens with `finished = False`. A finished answer's
 per-step records (app.step_records) are stored with it for tree replay after a restart.
 The store is plain sqlite3; only `default_history_path` asks Qt where app data lives.
+A write that fails (disk full, read-only folder) is rolled back - what was saved before stays
+intact - and becomes one HistoryError, or a call to `on_error` (the window's banner).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.errors import CanopyError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -61,6 +67,33 @@ class Message:
     finished: bool = True
 
 
+class HistoryError(CanopyError):
+    """The conversation history could not be read or saved."""
+
+
+def _saving(method):
+    """Roll back a failed write and report it once, clearly; the store stays usable."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            try:
+                self._db.rollback()
+            except sqlite3.Error:
+                pass
+            error = HistoryError(
+                f"Could not save the conversation history to {self.path}: {e}. Free some disk "
+                "space (or make the folder writable); what was saved before is kept.")
+            if self.on_error is None:
+                raise error from e
+            self.on_error(str(error))
+            return None
+
+    return wrapper
+
+
 def default_history_path() -> Path:
     from PySide6.QtCore import QStandardPaths
 
@@ -71,25 +104,32 @@ def default_history_path() -> Path:
 class HistoryStore:
     """Conversations and their messages. One connection, used from the GUI thread."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, on_error: Callable[[str], None] | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path))
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        for table, column, decl in MIGRATIONS:
-            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-        self._db.commit()
+        self.on_error = on_error  # failed writes: called with the message instead of raising
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path))
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a kill
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            for table, column, decl in MIGRATIONS:
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            self._db.commit()
+        except (OSError, sqlite3.Error) as e:
+            raise HistoryError(
+                f"Cannot open the conversation history {self.path}: {e}. Move the file away "
+                "(a new history is started) or free some disk space.") from e
 
     def close(self) -> None:
         self._db.close()
 
     # ---- conversations ----
+    @_saving
     def create_conversation(self, title: str = "New chat", system_prompt: str = "") -> int:
         now = time.time()
         cur = self._db.execute(
@@ -99,16 +139,19 @@ class HistoryStore:
         self._db.commit()
         return int(cur.lastrowid)
 
+    @_saving
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         self._db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
         self._db.commit()
 
+    @_saving
     def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
         self._db.execute(
             "UPDATE conversations SET system_prompt=? WHERE id=?", (system_prompt, conversation_id)
         )
         self._db.commit()
 
+    @_saving
     def delete_conversation(self, conversation_id: int) -> None:
         self._db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
         self._db.commit()
@@ -137,6 +180,7 @@ class HistoryStore:
         return [_conversation(r) for r in rows]
 
     # ---- messages ----
+    @_saving
     def add_message(
         self, conversation_id: int, role: str, content: str = "", *, finished: bool = True
     ) -> int:
@@ -154,6 +198,7 @@ class HistoryStore:
         self._db.commit()
         return int(cur.lastrowid)
 
+    @_saving
     def update_message(
         self,
         message_id: int,
@@ -187,6 +232,7 @@ class HistoryStore:
         )
         return [_message(r) for r in rows]
 
+    @_saving
     def set_steps(self, message_id: int, steps: list) -> None:
         """Store an answer's StepEvents (compactly) for replay after a restart."""
         from .step_records import encode_steps
@@ -212,6 +258,7 @@ class HistoryStore:
             (conversation_id,))
         return {r["position"] for r in rows}
 
+    @_saving
     def delete_messages_from(self, conversation_id: int, position: int) -> None:
         """Drop the message at `position` and all later ones (edit-and-resend, regenerate)."""
         self._db.execute(

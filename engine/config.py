@@ -60,6 +60,8 @@ LIMITS: dict[str, Limit] = {
     "max_forwards": Limit(1, integer=True, meaning="draft forwards that grow one tree"),
     "verify_cost_prior": Limit(0.0, meaning="prior cost of one more verified token, in passes"),
     "prefetch": Limit(1, integer=True, meaning="streamed layers read ahead of compute"),
+    "read_timeout": Limit(0.0, 24 * 3600.0, low_open=True,
+                          meaning="seconds one layer read may take before the pass fails"),
 }
 OPTIONAL = {"seed", "verify_cost_prior"}  # None is allowed: chosen at generation time
 
@@ -137,6 +139,13 @@ def platform_verify_cost_prior(streamed: bool, system: str = "", machine: str = 
     system, machine = system or platform.system(), machine or platform.machine()
     apple = system == "Darwin" and machine == "arm64"
     return APPLE_RESIDENT_VERIFY_COST if apple and not streamed else VERIFY_COST_PRIOR
+
+    def __post_init__(self):
+        for name in ("max_nodes", "max_depth", "top_k", "expand_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"tree {name} must be at least 1")
+        if not 0 <= self.threshold <= 1:
+            raise ValueError("tree threshold must be a probability in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,7 @@ class GenerationConfig:
 
 
 DEFAULT_PREFETCH = 2  # streamed layers the IO thread may hold ready ahead of compute
+DEFAULT_READ_TIMEOUT = 60.0  # seconds one streamed layer read may take (stuck storage)
 
 
 @dataclass(frozen=True)
@@ -241,10 +251,13 @@ class StreamConfig:
 
     prefetch: streamed layers the IO thread may hold ready ahead of compute (>= 1).
     bypass_cache: evict what is read from the OS page cache, so passes really read storage.
+    read_timeout: seconds one layer read may take before the pass ends with a StreamingError
+        naming the file (a stuck network volume or dying disk must not hang the app forever).
     """
 
     prefetch: int = DEFAULT_PREFETCH
     bypass_cache: bool = True
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
     def __post_init__(self):
         check_limits(self)
@@ -274,3 +287,31 @@ class PromptCacheConfig:
             raise ValueError("max_conversations must be at least 1")
         if self.max_bytes is not None and self.max_bytes < 0:
             raise ValueError("max_bytes must be positive (or None: no byte bound)")
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """`canopy soak`: many short generations in one process (engine.bench.soak)."""
+
+    generations: int = 200
+    max_tokens: int = 8
+    reload_every: int = 50  # reload both models every this many generations (0: never)
+    sample_every: int = 20  # process samples (RSS, fds, threads, MLX memory)
+    warmup: int = 20  # growth is measured from the first sample at or after this many
+    cancel_every: int = 7  # every 7th generation is cancelled mid-answer (0: never)
+    temperature: float = 0.7  # of the sampled generations
+    budget_fraction: float = 0.5  # streamed target: budget as a fraction of its weight bytes
+
+    def __post_init__(self):
+        if self.generations < 1:
+            raise ValueError("generations must be at least 1")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if self.sample_every < 1:
+            raise ValueError("sample_every must be at least 1")
+        if min(self.reload_every, self.warmup, self.cancel_every) < 0:
+            raise ValueError("reload_every, warmup and cancel_every must not be negative")
+        if not 0 < self.budget_fraction <= 1:
+            raise ValueError("budget_fraction must be in (0, 1]")
+        if not self.temperature > 0:
+            raise ValueError("temperature of the sampled generations must be positive")

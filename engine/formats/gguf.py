@@ -304,11 +304,28 @@ def save_model_dir(out: Path, arrays: dict[str, mx.array], progress: Progress = 
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
 
+def write_failure(out_dir: Path, exc: BaseException) -> ModelError:
+    """A failed write of a model folder (disk full, read-only, quota) as one clear error."""
+    try:
+        free = f"{shutil.disk_usage(out_dir.parent).free / 2**20:.0f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    else:  # MLX's writer raises RuntimeError("[write] Unable to write N bytes to file.")
+        reason = f"{str(exc).removeprefix('[write] ')} (is the disk full?)"
+    return ModelError(f"Writing the model to {out_dir} failed: {reason}; {free}. Nothing was "
+                      "kept; free some disk space (or choose another folder) and try again.")
+
+
 def staging_dir(out_dir: Path) -> Path:
     """A fresh sibling folder to build `out_dir` in; rename it into place when complete."""
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise write_failure(out_dir, e) from e
     return tmp
 
 
@@ -379,6 +396,9 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str | None
         del weights
         save_model_dir(tmp, arrays, progress, f"converting {path.name}")
         publish(tmp, out)
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failure(out, e) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,6 +9,7 @@ quantized.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from ..errors import ModelError
 from ..models import FAMILIES, family
 
 SUPPORTED = ", ".join(sorted(FAMILIES))
+SIZE_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
+             "num_key_value_heads", "vocab_size", "max_position_embeddings", "head_dim")
 
 
 @dataclass
@@ -87,7 +90,42 @@ def read_config(path: Path) -> dict:
         raise ModelError(
             f"{cfg_file} lacks required keys: {', '.join(missing)}. The config is incomplete."
         )
+    check_config_values(config, cfg_file)
     return config
+
+
+def check_config_values(config: dict, cfg_file: Path) -> None:
+    """Sizes are positive integers that fit a shape, eps/theta finite numbers, heads divide."""
+
+    def bad(key: str, why: str) -> ModelError:
+        return ModelError(f"{cfg_file}: {key} = {config[key]!r} is invalid ({why}). The config is "
+                          "corrupt or belongs to another format; fix or re-download it.")
+
+    for key in SIZE_KEYS:
+        v = config.get(key)
+        if v is None and key in ("num_key_value_heads", "max_position_embeddings", "head_dim"):
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 2**31:
+            raise bad(key, "must be a whole number from 1 to 2**31-1")
+    for key in ("rms_norm_eps", "rope_theta"):
+        v = config.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise bad(key, "must be a positive finite number")
+    heads, kv = config["num_attention_heads"], config.get("num_key_value_heads") or 1
+    if "head_dim" not in config and config["hidden_size"] % heads:
+        raise bad("num_attention_heads", "must divide hidden_size")
+    if heads % kv:
+        raise bad("num_key_value_heads", "must divide num_attention_heads")
+
+
+def new_model(config: dict, where: Path) -> nn.Module:
+    """The architecture `config` describes (lazy random init); config trouble -> ModelError."""
+    fam = family(config["model_type"])
+    try:
+        return fam.Model(fam.ModelArgs.from_dict(config))
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, OverflowError) as e:
+        raise ModelError(f"{where}/config.json has values this model cannot be built from "
+                         f"({type(e).__name__}: {e}). Fix or re-download it.") from e
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -145,7 +183,8 @@ def check_weights(expected: dict, found: dict, where: Path) -> None:
             )
 
 
-def quantize_like_checkpoint(model: nn.Module, config: dict, names: Mapping[str, object]) -> None:
+def quantize_like_checkpoint(model: nn.Module, config: dict, names: Mapping[str, object],
+                             where: Path) -> None:
     """Quantize `model` the way the checkpoint is (config key `quantization`), in place.
 
     A module is quantized when the checkpoint has its `.scales`; mlx-lm style per-module
@@ -164,7 +203,11 @@ def quantize_like_checkpoint(model: nn.Module, config: dict, names: Mapping[str,
             return False
         return dict(override) if isinstance(override, dict) else True
 
-    nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=predicate)
+    try:
+        nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=predicate)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ModelError(f"{where}/config.json has an unusable \"quantization\" entry ({q!r}: "
+                         f"{type(e).__name__} {e}). Fix or re-download it.") from e
 
 
 def build_shell(config: dict, names: Mapping[str, object], where: Path):
@@ -176,10 +219,9 @@ def build_shell(config: dict, names: Mapping[str, object], where: Path):
     Returns:
         (shell, sanitized names, expected parameters by name).
     """
-    fam = family(config["model_type"])
-    model = fam.Model(fam.ModelArgs.from_dict(config))
+    model = new_model(config, where)
     names = model.sanitize(dict(names))
-    quantize_like_checkpoint(model, config, names)
+    quantize_like_checkpoint(model, config, names, where)
     expected = dict(tree_flatten(model.parameters()))
     check_weights(expected, names, where)
     return model, names, expected

@@ -14,4 +14,4 @@ FAMILIES = {
 
 def family(model_type: str):
     """The module implementing `model_type`, or None when unsupported."""
-    return FAMILIES.get(model_type)
+    return FAMILIES.get(model_type) if isinstance(model_type, str) else None

@@ -5,9 +5,12 @@ and evaluates what it reads on its own thread (MLX streams are per thread), so c
 receives evaluated arrays. A layer's bytes count against the budget from the moment its read
 starts until compute releases it; the IO thread waits while the next read would cross the
 budget or `prefetch` layers are already waiting. Compute waits with a timeout loop that checks
-the IO thread is alive, so an IO error is raised as StreamingError, never a hang. While compute
-waits, the store reports facts (engine.costmodel.rules.WaitFacts) to a hook that decides
-whether to do draft work (the policy's decision, not the store's).
+the IO thread is alive, so an IO error is raised as StreamingError, never a hang; a read
+that takes longer than `read_timeout` (stuck storage) ends the pass the same way. The stuck
+thread is abandoned (a blocked read cannot be interrupted): a new epoch starts with the next
+pass, and the old thread exits without touching the store when its read returns. While
+compute waits, the store reports facts (engine.costmodel.rules.WaitFacts) to a hook that
+decides whether to do draft work (the policy's decision, not the store's).
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from ..config import DEFAULT_PREFETCH
+from ..config import DEFAULT_PREFETCH, DEFAULT_READ_TIMEOUT
 from ..costmodel.rules import WaitFacts, room_bytes
 from ..errors import StreamingError
-from ..runtime import release_thread_streams
+from ..runtime import MLXJob, run_on_mlx_thread
 from .weights import ReadCancelled, WeightIndex, plan_reads, read_tensors
 
 WAIT_POLL = 0.05  # seconds between checks that the IO thread is still alive
@@ -90,6 +93,7 @@ class LayerStore:
         bypass_cache: bool = True,
         reader: Callable[..., dict[str, mx.array]] = read_tensors,
         clock: Callable[[], float] = time.perf_counter,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ):
         self.index, self.streamed, self.budget = index, list(streamed), budget
         self.prefetch, self.bypass_cache, self.reader = max(1, prefetch), bypass_cache, reader
@@ -103,8 +107,10 @@ class LayerStore:
         self._reserved = self._peak = base_bytes
         self._error: StreamingError | None = None
         self._stop = False
+        self._epoch = 0  # bumped when a stuck IO thread is abandoned; its results are dropped
+        self.read_timeout = read_timeout
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._thread: MLXJob | None = None
         self._counters = dict(bytes_read=0, io_seconds=0.0, io_wait_seconds=0.0, layers_read=0,
                               passes=0, hook_seconds=0.0, hook_calls=0)
         self.clock = clock
@@ -124,61 +130,67 @@ class LayerStore:
             stale, self._ready = list(self._ready), deque()
             for i, _ in stale:
                 self._reserved -= self.nbytes[i]
-            self._thread = threading.Thread(target=self._run, name="canopy-io", daemon=True)
-            self._thread.start()
+            epoch = self._epoch
+            self._thread = run_on_mlx_thread(lambda: self._run(epoch), "canopy-io")
 
-    def _wait_for_room(self, nbytes: int) -> bool:
+    def _stopped(self, epoch: int) -> bool:
+        return self._stop or self._epoch != epoch
+
+    def _wait_for_room(self, i: int, epoch: int) -> bool:
+        nbytes = self.nbytes[i]
         with self._cond:
-            while not self._stop and (
+            while not self._stopped(epoch) and (
                 len(self._ready) >= self.prefetch or self._reserved + nbytes > self.budget
             ):
                 self._cond.wait()
-            if self._stop:
+            if self._stopped(epoch):
                 return False
             self._reserved += nbytes
             self._peak = max(self._peak, self._reserved)
-            self._loading = self.streamed[self._pos % len(self.streamed)]
+            self._loading = i
             self._load_start = self.clock()
             return True
 
-    def _run(self) -> None:
-        try:
-            self._pos = 0
-            while True:
-                i = self.streamed[self._pos % len(self.streamed)]
-                nbytes = self.nbytes[i]
-                if not self._wait_for_room(nbytes):
-                    return
-                t0 = self.clock()
-                try:
-                    weights = self.reader(self.runs[i], stamps=self.index.stamps,
-                                          bypass_cache=self.bypass_cache,
-                                          should_stop=lambda: self._stop)
-                except BaseException as e:
-                    with self._cond:
-                        self._reserved -= nbytes
-                        self._loading = None
-                        if not isinstance(e, ReadCancelled):
-                            self._error = _as_streaming_error(e, i, self.runs[i])
-                        self._cond.notify_all()
-                    return
+    def _run(self, epoch: int) -> None:
+        # runs on a parked MLX thread (engine.runtime), which keeps its MLX stream
+        pos = 0
+        while True:
+            i = self.streamed[pos % len(self.streamed)]
+            nbytes = self.nbytes[i]
+            if not self._wait_for_room(i, epoch):
+                return
+            t0 = self.clock()
+            try:
+                weights = self.reader(self.runs[i], stamps=self.index.stamps,
+                                      bypass_cache=self.bypass_cache,
+                                      should_stop=lambda: self._stopped(epoch))
+            except BaseException as e:
                 with self._cond:
-                    self._loading = None
-                    c = self._counters
-                    dt = self.clock() - t0
-                    c["io_seconds"] += dt
-                    self._bandwidth = _average(self._bandwidth, nbytes / max(dt, 1e-9))
-                    c["bytes_read"] += nbytes
-                    c["layers_read"] += 1
-                    if self._stop:
-                        self._reserved -= nbytes
+                    if self._epoch != epoch:  # abandoned: the store already moved on
                         return
-                    self._ready.append((i, weights))
+                    self._reserved -= nbytes
+                    self._loading = None
+                    if not isinstance(e, ReadCancelled):
+                        self._error = _as_streaming_error(e, i, self.runs[i])
                     self._cond.notify_all()
-                del weights
-                self._pos += 1
-        finally:
-            release_thread_streams()
+                return
+            with self._cond:
+                if self._epoch != epoch:
+                    return
+                self._loading = None
+                c = self._counters
+                dt = self.clock() - t0
+                c["io_seconds"] += dt
+                self._bandwidth = _average(self._bandwidth, nbytes / max(dt, 1e-9))
+                c["bytes_read"] += nbytes
+                c["layers_read"] += 1
+                if self._stop:
+                    self._reserved -= nbytes
+                    return
+                self._ready.append((i, weights))
+                self._cond.notify_all()
+            del weights
+            pos += 1
 
     # ---- compute side ----------------------------------------------------------------------
     def take(
@@ -206,6 +218,7 @@ class LayerStore:
                         return weights
                     if self._error is not None:
                         raise self._error
+                    self._check_read_time()
                     if self._thread is None or not self._thread.is_alive():
                         raise StreamingError(
                             "The layer reader stopped (the model was closed or cancelled) "
@@ -229,6 +242,25 @@ class LayerStore:
             with self._cond:
                 self._counters["io_wait_seconds"] += waited
 
+    def _check_read_time(self) -> None:
+        """Abandon a read older than `read_timeout` and raise. (Caller holds the lock.)"""
+        i = self._loading
+        if i is None or self.clock() - self._load_start <= self.read_timeout:
+            return
+        self._epoch += 1  # the thread's later results are dropped; it exits when unblocked
+        self._stop, self._thread, self._loading = True, None, None
+        self._reserved -= self.nbytes[i]
+        for j, _ in self._ready:
+            self._reserved -= self.nbytes[j]
+        self._ready.clear()
+        self._cond.notify_all()
+        files = ", ".join(sorted({str(r.file) for r in self.runs[i]}))
+        self._error = StreamingError(
+            f"Reading layer {i} from {files} did not finish within {self.read_timeout:g} s: the "
+            "disk or network volume is stuck or far too slow. The reader was stopped; check the "
+            "storage and try again (or raise the read timeout).")
+        raise self._error
+
     def _wait_facts(self, i: int, waited: float) -> WaitFacts:
         """What compute waiting for layer i can know (caller holds the lock)."""
         elapsed = self.clock() - self._load_start if self._loading == i else None
@@ -247,7 +279,7 @@ class LayerStore:
             self._stop = True
             self._cond.notify_all()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and thread.thread is not threading.current_thread():
             thread.join(timeout)
         with self._cond:
             for j, _ in self._ready:
@@ -259,7 +291,7 @@ class LayerStore:
         self._closed = True
 
     @property
-    def io_thread(self) -> threading.Thread | None:
+    def io_thread(self) -> MLXJob | None:
         return self._thread
 
     def count_pass(self) -> None:

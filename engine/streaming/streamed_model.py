@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..config import DEFAULT_PREFETCH
+from ..config import DEFAULT_PREFETCH, DEFAULT_READ_TIMEOUT
 from ..costmodel.rules import WaitFacts
 from ..formats.loader import LoadedModel, build_shell, load_tokenizer, read_config
 from ..models.cache import cache_state
@@ -127,6 +127,7 @@ def load_streamed_model(
     prefetch: int = DEFAULT_PREFETCH,
     bypass_cache: bool = True,
     reader: Callable[..., dict[str, mx.array]] = read_tensors,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> StreamedLoadedModel:
     """Load a target whose weight bytes resident never exceed `budget_bytes`.
 
@@ -134,6 +135,7 @@ def load_streamed_model(
         prefetch: layers the IO thread may hold ready ahead of compute.
         bypass_cache: evict what is read from the OS page cache (so passes really read storage).
         reader: the layer reader (tests inject faults here).
+        read_timeout: seconds a layer read may take before the pass fails (stuck storage).
     """
     path = Path(path).expanduser()
     config = read_config(path)
@@ -158,7 +160,8 @@ def load_streamed_model(
     sub = WeightIndex(index.tensors, tuple(tuple(names[k] for k in ks) for ks in layer_names),
                       index.other, index.stamps)
     store = LayerStore(sub, streamed, base_bytes + sum(layer_bytes[i] for i in pinned),
-                       budget_bytes, prefetch, bypass_cache, reader)
+                       budget_bytes, prefetch, bypass_cache, reader,
+                       read_timeout=read_timeout)
     model = StreamedModel(shell, pinned, store, lp)
     store.start()
     return StreamedLoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)
