@@ -6,6 +6,7 @@ import time
 from collections import defaultdict
 
 from ..events import Stats, StepEvent
+from ..streaming.memory import peak_rss_bytes
 
 
 class StatsRecorder:
@@ -108,5 +109,6 @@ class StatsRecorder:
             target_bytes_read=bytes_read,
             target_bytes_read_per_token=bytes_read / generated if generated else 0.0,
             io_wait_seconds=io_wait,
+            peak_rss_bytes=peak_rss_bytes(),
             extra=extra,
         )

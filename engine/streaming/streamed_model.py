@@ -17,11 +17,12 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..config import DEFAULT_PREFETCH
+from ..config import DEFAULT_PREFETCH, STREAM_CACHE_LAYERS
 from ..costmodel.rules import WaitFacts
 from ..formats.loader import LoadedModel, build_shell, load_tokenizer, read_config
 from ..models.cache import cache_state
 from .layerstore import IOStats, LayerStore, plan_pinned
+from .memory import cap_buffer_cache
 from .weights import WeightIndex, index_model, read_tensors
 
 __all__ = ["IOStats", "LayerStore", "StreamedModel", "StreamedLoadedModel", "load_streamed_model"]
@@ -154,6 +155,8 @@ def load_streamed_model(
     shell.load_weights(list(read_tensors(resident, stamps=index.stamps,
                                          bypass_cache=bypass_cache).items()), strict=False)
     streamed = [i for i in range(n) if i not in set(pinned)]
+    if streamed:
+        cap_buffer_cache(STREAM_CACHE_LAYERS * max(layer_bytes))
     # Layers are read by name from the index: keep exactly the expected tensors per layer.
     sub = WeightIndex(index.tensors, tuple(tuple(names[k] for k in ks) for ks in layer_names),
                       index.other, index.stamps)
