@@ -49,3 +49,23 @@ def test_check_messages(tiny_pair, tmp_path):
     assert "Whole target" in budget_plan(str(tiny_pair["target"]), 0)
     plan = budget_plan(str(tiny_pair["target"]), 1)
     assert "layers pinned" in plan or "too small" in plan
+
+
+def test_dialog_offers_the_coder_pair_with_its_download_size(qtbot, tiny_pair, tmp_path,
+                                                             monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("CANOPY_HOME", str(tmp_path))
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    assert "Qwen2.5-Coder" in dialog.coder_button.toolTip()
+    assert "1.6 GB download" in dialog.coder_button.text()
+    with qtbot.waitSignal(dialog.sig_build_coder_requested, timeout=1000):
+        dialog.coder_button.click()  # not built yet: ask for the build
+    from engine.formats.pairs import coder_paths
+
+    target, draft = coder_paths()
+    shutil.copytree(tiny_pair["target"], target)
+    shutil.copytree(tiny_pair["noisy"], draft)
+    dialog.coder_button.click()
+    assert (dialog.target.path(), dialog.draft.path()) == (str(target), str(draft))
