@@ -19,11 +19,10 @@ def peak_rss_bytes() -> int:
 
 
 def cap_buffer_cache(limit_bytes: int) -> int:
-    """Cap MLX's buffer cache at `limit_bytes` (never raising an existing lower cap), trim
-    what it holds beyond that; returns the cap now in force."""
+    """Cap MLX's buffer cache at `limit_bytes` (never raising an existing lower cap) and trim
+    what it holds beyond that; returns the previous cap (to restore when streaming ends)."""
     previous = mx.set_cache_limit(limit_bytes)
-    limit = min(limit_bytes, previous) if previous > 0 else limit_bytes
-    mx.set_cache_limit(limit)
-    if mx.get_cache_memory() > limit:
+    mx.set_cache_limit(min(limit_bytes, previous) if previous > 0 else limit_bytes)
+    if mx.get_cache_memory() > limit_bytes:
         mx.clear_cache()
-    return limit
+    return previous

@@ -26,6 +26,8 @@ def finished(events) -> Finished:
 
 
 def test_peak_rss_is_reported_next_to_resident_bytes(tiny_dir):
+    before = mx.set_cache_limit(1 << 40)
+    mx.set_cache_limit(before)
     session = Session.load(tiny_dir, budget_bytes=300_000, prefetch=1)
     try:
         previous = mx.set_cache_limit(1 << 40)  # read the cap back
@@ -34,7 +36,8 @@ def test_peak_rss_is_reported_next_to_resident_bytes(tiny_dir):
                                           GenerationConfig(mode="ar", max_tokens=4))).stats
     finally:
         session.close()
-    assert 0 < previous <= STREAM_CACHE_LAYERS * 300_000
+    assert 0 < previous <= STREAM_CACHE_LAYERS * 300_000 < before
+    assert mx.set_cache_limit(before) == before  # close() gave MLX its own limit back
     d = stats.to_dict()
     assert d["peak_rss_bytes"] == stats.peak_rss_bytes >= 50 << 20  # Python + MLX alone
     assert stats.peak_rss_bytes <= peak_rss_bytes()
