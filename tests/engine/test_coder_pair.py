@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import GenerationConfig, SamplingConfig, TreeConfig
+from engine.config import GenerationConfig, SamplingConfig, StreamConfig, TreeConfig
 from engine.events import Finished
 from engine.formats.pairs import coder_paths
 from engine.session import Session
@@ -67,7 +67,7 @@ def test_resident_seeded_sampled_tree_equals_seeded_ar(reference):
 
 def test_streamed_at_half_the_target_equals_resident_ar(pair, reference):
     target_bytes = sum(f.stat().st_size for f in pair[0].glob("*.safetensors"))
-    session = Session.load(*pair, budget_bytes=target_bytes // 2, prefetch=1)
+    session = Session.load(*pair, budget_bytes=target_bytes // 2, stream=StreamConfig(prefetch=1))
     try:
         tree, chain = answer(session, "tree"), answer(session, "chain")
     finally:

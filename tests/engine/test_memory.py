@@ -12,7 +12,7 @@ import mlx.core as mx
 import pytest
 
 from engine.bench.cgroup import CgroupUnavailable, memory_cgroup
-from engine.config import STREAM_CACHE_LAYERS, GenerationConfig
+from engine.config import STREAM_CACHE_LAYERS, GenerationConfig, StreamConfig
 from engine.events import Finished
 from engine.session import Session
 from engine.streaming.memory import peak_rss_bytes
@@ -28,7 +28,7 @@ def finished(events) -> Finished:
 def test_peak_rss_is_reported_next_to_resident_bytes(tiny_dir):
     before = mx.set_cache_limit(1 << 40)
     mx.set_cache_limit(before)
-    session = Session.load(tiny_dir, budget_bytes=300_000, prefetch=1)
+    session = Session.load(tiny_dir, budget_bytes=300_000, stream=StreamConfig(prefetch=1))
     try:
         previous = mx.set_cache_limit(1 << 40)  # read the cap back
         mx.set_cache_limit(previous)
