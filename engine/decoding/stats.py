@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..events import Stats, StepEvent
+from ..streaming.memory import peak_rss_bytes
 
 
 @dataclass
@@ -164,5 +165,6 @@ class StatsRecorder:
             io_wait_seconds=self.io_wait_seconds,
             prefill_target_bytes_read=prefill_read,
             prefill_io_wait_seconds=prefill_wait,
+            peak_rss_bytes=peak_rss_bytes(),
             extra=self.io_extra(io_end) | extra,
         )

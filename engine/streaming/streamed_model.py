@@ -17,11 +17,12 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from ..config import DEFAULT_PREFETCH, DEFAULT_READ_TIMEOUT
+from ..config import DEFAULT_PREFETCH, DEFAULT_READ_TIMEOUT, STREAM_CACHE_LAYERS
 from ..costmodel.rules import WaitFacts
 from ..formats.loader import LoadedModel, build_shell, load_tokenizer, read_config
 from ..models.cache import cache_state
 from .layerstore import IOStats, LayerStore, plan_pinned
+from .memory import cap_buffer_cache
 from .weights import WeightIndex, index_model, read_tensors
 
 __all__ = ["IOStats", "LayerStore", "StreamedModel", "StreamedLoadedModel", "load_streamed_model"]
@@ -35,6 +36,7 @@ class StreamedModel:
         self.args = shell.args
         self.pinned = frozenset(pinned)
         self._prefix = prefix  # e.g. "model.layers."; a layer's tensors are prefix + "i."
+        self.previous_cache_limit: int | None = None  # restored by close()
         self._empty = mx.zeros((0,))
         mx.eval(self._empty)
         # Per streamed layer: (parent module, key, tensor name) of every parameter, so swapping
@@ -102,6 +104,9 @@ class StreamedModel:
 
     def close(self) -> None:
         self.store.close()
+        if self.previous_cache_limit is not None:  # streaming is over: MLX's own cache limit
+            mx.set_cache_limit(self.previous_cache_limit)
+            self.previous_cache_limit = None
 
 
 def _slot(module: nn.Module, path: str):
@@ -156,6 +161,7 @@ def load_streamed_model(
     shell.load_weights(list(read_tensors(resident, stamps=index.stamps,
                                          bypass_cache=bypass_cache).items()), strict=False)
     streamed = [i for i in range(n) if i not in set(pinned)]
+    previous_cap = cap_buffer_cache(STREAM_CACHE_LAYERS * max(layer_bytes)) if streamed else None
     # Layers are read by name from the index: keep exactly the expected tensors per layer.
     sub = WeightIndex(index.tensors, tuple(tuple(names[k] for k in ks) for ks in layer_names),
                       index.other, index.stamps)
@@ -163,5 +169,6 @@ def load_streamed_model(
                        budget_bytes, prefetch, bypass_cache, reader,
                        read_timeout=read_timeout)
     model = StreamedModel(shell, pinned, store, lp)
+    model.previous_cache_limit = previous_cap
     store.start()
     return StreamedLoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)

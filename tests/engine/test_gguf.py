@@ -170,9 +170,9 @@ def test_quantized_gguf(tiny, tmp_path, qtype):
 
 
 def test_large_models_are_sharded(tiny, tmp_path, monkeypatch):
-    import engine.formats.gguf
+    import engine.formats.modeldir
 
-    monkeypatch.setattr(engine.formats.gguf, "SHARD_BYTES", 40_000)
+    monkeypatch.setattr(engine.formats.modeldir, "SHARD_BYTES", 40_000)
     write_gguf(tiny, tmp_path / "m.gguf")
     out = import_gguf(tmp_path / "m.gguf", tmp_path / "out")
     assert len(list(out.glob("model-*-of-*.safetensors"))) > 2
@@ -227,15 +227,15 @@ def test_truncated_gguf_is_a_model_error(tiny, tmp_path):
 
 
 def test_wrong_inputs_are_model_errors(tiny, tmp_path):
-    write_gguf(tiny, tmp_path / "q.gguf", arch="qwen2")
-    with pytest.raises(ModelError, match="'qwen2' model; only llama"):
+    write_gguf(tiny, tmp_path / "q.gguf", arch="gptneox")
+    with pytest.raises(ModelError, match="'gptneox' model; only llama"):
         import_gguf(tmp_path / "q.gguf", tmp_path / "out")
     (tmp_path / "x.gguf").write_bytes(b"not a gguf at all, really")
     with pytest.raises(ModelError, match="not a GGUF file"):
         import_gguf(tmp_path / "x.gguf", tmp_path / "out")
     with pytest.raises(ModelError, match="not found"):
         import_gguf(tmp_path / "missing.gguf", tmp_path / "out")
-    # A K-quant tensor (random bytes are fine: the type check comes first).
+    # A K-quant tensor cannot stay quantized (random bytes: the type check comes first).
     kq = np.random.default_rng(0).integers(0, 255, (4, 144), dtype=np.uint8)
     write_gguf(tiny, tmp_path / "k.gguf")
     w = gguf.GGUFWriter(str(tmp_path / "k2.gguf"), "llama")
@@ -245,8 +245,8 @@ def test_wrong_inputs_are_model_errors(tiny, tmp_path):
     w.write_tensors_to_file()
     w.close()
     assert scan_gguf(tmp_path / "k2.gguf")[1] == {"blk.0.attn_q.weight": "Q4_K"}
-    with pytest.raises(ModelError, match="type Q4_K, which cannot be imported"):
-        import_gguf(tmp_path / "k2.gguf", tmp_path / "out")
+    with pytest.raises(ModelError, match="type Q4_K, which cannot be imported kept quantized"):
+        import_gguf(tmp_path / "k2.gguf", tmp_path / "out", dtype=None)
     # An existing, non-empty output folder is kept unless overwrite=True.
     out = import_gguf(tmp_path / "k.gguf", tmp_path / "out")
     with pytest.raises(ModelError, match="already exists"):
