@@ -102,6 +102,10 @@ class LoRATail(nn.Module):
                     factors[f"{layer}.{name}.lora_b"] = m.lora_b
         return Adapter(self.layer_ids, self.rank, self.scale, factors)
 
+    def compatible(self, adapter: Adapter) -> bool:
+        return (adapter.layers == self.layer_ids and adapter.rank == self.rank
+                and adapter.scale == self.scale)
+
     def load_adapter(self, adapter: Adapter) -> None:
         for layer, name, a, b in adapter.pairs():
             m = _module(self.layers[self.layer_ids.index(layer)], name)

@@ -53,7 +53,7 @@ class Trainer:
     """LoRA distillation of one draft model on recorded sequences (see module docstring)."""
 
     def __init__(self, model, train: list[Sequence], holdout: list[Sequence],
-                 config: AdaptConfig | None = None):
+                 config: AdaptConfig | None = None, initial: Adapter | None = None):
         self.config = config = config or AdaptConfig()
         if not train or not holdout:
             raise CanopyError("Adaptation needs at least two recorded generations (one is held "
@@ -62,11 +62,13 @@ class Trainer:
         layers = last_layers(model, config.layers)
         self.first = layers[0]
         self.tail = LoRATail(model, layers, config.rank, config.scale, config.seed)
+        if initial is not None and self.tail.compatible(initial):
+            self.tail.load_adapter(initial)  # continue from the adopted adapter
         self.optimizer = optim.Adam(learning_rate=config.learning_rate)
         self.train_set, self.holdout_set = train, holdout
         self._batches: dict[int, Batch] = {}
         self.rng = np.random.default_rng(config.seed)
-        self.baseline = self.evaluate(holdout)  # adapters start at zero: the draft as shipped
+        self.baseline = self.evaluate(holdout)  # the draft as used now
         self.best = self.baseline
         self.best_adapter: Adapter | None = None
         self._value_and_grad = nn.value_and_grad(self.tail, self._loss)
