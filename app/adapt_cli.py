@@ -10,8 +10,9 @@ import json
 import sys
 from dataclasses import replace
 
-from app.cli import SettingsError, checked, resolve_pair
+from app.cli import resolve_pair
 from engine.config import AdaptConfig, GenerationConfig, TreeConfig
+from engine.errors import CanopyError
 
 _ADAPT = AdaptConfig()
 
@@ -52,8 +53,17 @@ def add_adapt_parser(sub, fmt: dict) -> None:
 
 
 def adapt_config(args) -> AdaptConfig:
-    return AdaptConfig(top_k=args.top_k, cap_bytes=int(args.cap_mb * 2**20), layers=args.layers,
-                       rank=args.rank, max_epochs=args.epochs, learning_rate=args.learning_rate)
+    """The adaptation settings asked for; invalid ones raise CanopyError (exit 2).
+
+    CanopyError, not app.cli's SettingsError: under `python -m app.cli` that class lives in
+    `__main__`, so one raised from here would not be caught as a setting error.
+    """
+    try:
+        return AdaptConfig(top_k=args.top_k, cap_bytes=int(args.cap_mb * 2**20),
+                           layers=args.layers, rank=args.rank, max_epochs=args.epochs,
+                           learning_rate=args.learning_rate)
+    except ValueError as e:
+        raise CanopyError(str(e)) from e
 
 
 def run_adapt_command(args) -> int:
@@ -61,12 +71,12 @@ def run_adapt_command(args) -> int:
     from engine.adapt.run import Adaptation
     from engine.session import Session
 
-    config = checked(adapt_config, args)
+    config = adapt_config(args)
     if args.max_tokens < 1:
-        raise SettingsError("--max-tokens must be at least 1")
+        raise CanopyError("--max-tokens must be at least 1")
     if not (args.status or args.clear) and not (args.prompts and args.holdout):
-        raise SettingsError("canopy adapt needs --prompts FILE and --holdout FILE "
-                            "(or --status / --clear)")
+        raise CanopyError("canopy adapt needs --prompts FILE and --holdout FILE "
+                          "(or --status / --clear)")
     sets = {"prompts": args.prompts, "holdout": args.holdout, "other": args.other}
     prompts = {k: read_prompts(v) for k, v in sets.items() if v and not args.status}
     target, draft = resolve_pair(args, "chain")

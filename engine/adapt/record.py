@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,6 @@ class Recorder:
         self.seconds = 0.0
 
     def __call__(self, tree, path, bonus, logits) -> None:
-        import time
-
         start = time.perf_counter()
         rows = logits[mx.array(path)].astype(mx.float32)  # (len(path), vocab)
         k = min(self.top_k, rows.shape[-1])
