@@ -209,6 +209,10 @@ def cmd_generate(args) -> int:
     target, draft = resolve_pair(args, config.mode)
     session = Session.load(target, draft, budget_bytes=budget, stream=stream)
     try:
+        if draft is not None and not args.no_adapter:  # the pair's adopted `canopy adapt` result
+            from engine.adapt.run import Adaptation
+
+            Adaptation(session, target, draft).use_adopted()
         if args.chat:
             ids = session.encode_chat([{"role": "user", "content": args.prompt}],
                                       system=args.system)
@@ -343,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True, help="the prompt text")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     g.add_argument("--system", default=None, help="system prompt (with --chat)")
+    g.add_argument("--no-adapter", action="store_true",
+                   help="use the draft as shipped, not its adopted `canopy adapt` adapter")
     g.add_argument("--json", action="store_true",
                    help="print one JSON object (text, token_ids, stats); errors as {\"error\"}")
     g.set_defaults(func=cmd_generate)
@@ -435,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new tokens per generation")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_soak)
+
+    from app.adapt_cli import add_adapt_parser
+
+    add_adapt_parser(sub, fmt)
     return parser
 
 

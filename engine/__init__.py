@@ -8,6 +8,7 @@ Layout (the folder tree is the design):
 - ``decoding/``   token tree, drafters, acceptance (pure), sampling, the generator, stats
 - ``streaming/``  safetensors index and reader, layer store (IO thread, budget), streamed model
 - ``costmodel/``  formulas, the per-step policy, calibration, Apple Silicon device profiles
+- ``adapt/``      online draft adaptation: record the target, LoRA-distil the draft, use it
 - ``bench/``      benchmark runs and reports
 - top level: config (defaults), events, errors, session, runtime (the one MLX thread)
 

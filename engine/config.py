@@ -318,3 +318,37 @@ class SoakConfig:
             raise ValueError("budget_fraction must be in (0, 1]")
         if not self.temperature > 0:
             raise ValueError("temperature of the sampled generations must be positive")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Online draft adaptation (engine.adapt): what is recorded and how the draft is tuned.
+
+    top_k: target probabilities kept per verified position; cap_bytes: the on-disk buffer's
+    ceiling per (target, draft) pair (oldest sequences go first). LoRA adapters of `rank` on the
+    last `layers` draft blocks (earlier blocks frozen and not back-propagated through);
+    `steps_per_slice` optimizer steps (one recorded sequence each) between yields; training
+    stops after `max_epochs` or `patience` epochs without a better held-out loss.
+    """
+
+    top_k: int = 32
+    cap_bytes: int = 64 * 2**20
+    layers: int = 4
+    rank: int = 8
+    scale: float = 2.0
+    learning_rate: float = 5e-4
+    steps_per_slice: int = 4
+    max_epochs: int = 4
+    patience: int = 1
+    holdout_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("top_k", "cap_bytes", "layers", "rank", "steps_per_slice", "max_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"adapt {name} must be a whole number >= 1, not {value!r}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError("adapt holdout_fraction must lie strictly between 0 and 1")
+        if not self.learning_rate > 0 or not self.scale > 0:
+            raise ConfigError("adapt learning_rate and scale must be more than 0")

@@ -132,11 +132,13 @@ class Session:
         config: GenerationConfig,
         should_stop: Callable[[], bool] | None = None,
         conversation: Hashable | None = None,
+        observer: Callable | None = None,
     ) -> Iterator[Event]:
         """Yield PrefillDone, StepEvents, then Finished or Failed (see engine.events).
 
         conversation: a key (e.g. the chat's id); its KV caches are kept for the next turn,
         which then prefills only what is new (None: a one-off, nothing kept).
+        observer: sees each verified step (engine.adapt.record.Recorder).
         """
         from .decoding.generate import generate
         from .decoding.prompt_cache import TurnCache
@@ -148,7 +150,8 @@ class Session:
             config = replace(config, tree=replace(config.tree, verify_cost_prior=prior))
         turn = TurnCache(self.prompt_cache, conversation) if conversation is not None else None
         try:
-            yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn)
+            yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn,
+                                observer)
         finally:
             if should_stop is not None and should_stop():
                 self.stop_read_ahead()  # cancelled: no reads for a pass that will not come

@@ -84,6 +84,7 @@ def generate(
     config: GenerationConfig,
     should_stop: Callable[[], bool] | None = None,
     turn: TurnCache | None = None,
+    observer: Callable | None = None,
 ) -> Iterator[Event]:
     """Yield PrefillDone, one StepEvent per target pass, then Finished (or Failed).
 
@@ -93,17 +94,18 @@ def generate(
     argmax (and the rest of the text) may differ (tests/engine/test_demo_half_precision.py).
     `turn`: the conversation's prompt cache; only the prompt past its common prefix is
     prefilled, and the caches go back to it when the answer is complete.
+    observer(tree, path, bonus, logits), if given, sees each verified step (engine.adapt.record).
     """
     try:
         yield from _generate(target, draft, prompt_ids, config, should_stop or (lambda: False),
-                             turn or TurnCache())
+                             turn or TurnCache(), observer)
     except CanopyError as e:
         yield Failed(str(e))
     except Exception as e:  # a readable message for the GUI/CLI; tests see the text
         yield Failed(failure_message(e))
 
 
-def _generate(target, draft, prompt_ids, config, should_stop, turn):
+def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=None):
     if not prompt_ids:
         raise CanopyError("The prompt is empty: type something first.")
     sampling = config.sampling
@@ -167,6 +169,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn):
                                              proposal.proposal_probs, rng)
             t_verified = time.perf_counter()
             io_wait = waited(io_before, io_snapshot(model))
+            if observer is not None:  # the target's logits are free here (online distillation)
+                observer(tree, path, bonus, logits)
             for c in cache:
                 c.keep(committed, [committed + i for i in path])
             drafter.commit(tree, path, bonus, committed)
