@@ -10,6 +10,7 @@ thread); compute only ever sees evaluated arrays.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..costmodel.rules import WaitFacts
 from ..formats.loader import LoadedModel, build_shell, load_tokenizer, read_config
 from ..models.cache import cache_state
 from .layerstore import IOStats, LayerStore, plan_pinned
-from .memory import cap_buffer_cache
+from .memory import cap_buffer_cache, release_buffer_cache_cap
 from .weights import WeightIndex, index_model, read_tensors
 
 __all__ = ["IOStats", "LayerStore", "StreamedModel", "StreamedLoadedModel", "load_streamed_model"]
@@ -36,7 +37,7 @@ class StreamedModel:
         self.args = shell.args
         self.pinned = frozenset(pinned)
         self._prefix = prefix  # e.g. "model.layers."; a layer's tensors are prefix + "i."
-        self.previous_cache_limit: int | None = None  # restored by close()
+        self.release_cache_cap = lambda: None  # ends this model's cap on MLX's buffer cache
         self._empty = mx.zeros((0,))
         mx.eval(self._empty)
         # Per streamed layer: (parent module, key, tensor name) of every parameter, so swapping
@@ -104,9 +105,7 @@ class StreamedModel:
 
     def close(self) -> None:
         self.store.close()
-        if self.previous_cache_limit is not None:  # streaming is over: MLX's own cache limit
-            mx.set_cache_limit(self.previous_cache_limit)
-            self.previous_cache_limit = None
+        self.release_cache_cap()  # runs once (weakref.finalize)
 
 
 def _slot(module: nn.Module, path: str):
@@ -161,7 +160,7 @@ def load_streamed_model(
     shell.load_weights(list(read_tensors(resident, stamps=index.stamps,
                                          bypass_cache=bypass_cache).items()), strict=False)
     streamed = [i for i in range(n) if i not in set(pinned)]
-    previous_cap = cap_buffer_cache(STREAM_CACHE_LAYERS * max(layer_bytes)) if streamed else None
+    cache_cap = cap_buffer_cache(STREAM_CACHE_LAYERS * max(layer_bytes)) if streamed else None
     # Layers are read by name from the index: keep exactly the expected tensors per layer.
     sub = WeightIndex(index.tensors, tuple(tuple(names[k] for k in ks) for ks in layer_names),
                       index.other, index.stamps)
@@ -169,6 +168,7 @@ def load_streamed_model(
                        budget_bytes, prefetch, bypass_cache, reader,
                        read_timeout=read_timeout)
     model = StreamedModel(shell, pinned, store, lp)
-    model.previous_cache_limit = previous_cap
+    if cache_cap is not None:  # released by close(), or when the model is collected unclosed
+        model.release_cache_cap = weakref.finalize(model, release_buffer_cache_cap, cache_cap)
     store.start()
     return StreamedLoadedModel(path=path, config=config, model=model, tokenizer=tokenizer)

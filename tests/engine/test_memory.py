@@ -44,6 +44,49 @@ def test_peak_rss_is_reported_next_to_resident_bytes(tiny_dir):
     assert 0 < d["peak_target_resident_bytes"] <= 300_000
 
 
+def test_buffer_cache_caps_nest_and_end_in_any_order():
+    """Two streamed models open at once release their caps in either order, or by being
+    collected unclosed: MLX's own limit comes back with the last one."""
+    import gc
+
+    from engine.streaming.memory import cap_buffer_cache, release_buffer_cache_cap
+
+    gc.collect()
+    own = mx.set_cache_limit(1 << 40)
+    mx.set_cache_limit(own)
+
+    def limit() -> int:
+        value = mx.set_cache_limit(1 << 40)
+        mx.set_cache_limit(value)
+        return value
+
+    a, b = cap_buffer_cache(500_000), cap_buffer_cache(200_000)
+    assert limit() == 200_000
+    release_buffer_cache_cap(a)  # closed first although opened first
+    assert limit() == 200_000
+    release_buffer_cache_cap(b)
+    assert limit() == own
+    a, b = cap_buffer_cache(500_000), cap_buffer_cache(200_000)
+    release_buffer_cache_cap(b)
+    assert limit() == 500_000
+    release_buffer_cache_cap(a)
+    release_buffer_cache_cap(a)  # twice: harmless
+    assert limit() == own
+
+
+def test_unclosed_streamed_model_gives_the_cache_limit_back(tiny_dir):
+    import gc
+
+    gc.collect()
+    own = mx.set_cache_limit(1 << 40)
+    mx.set_cache_limit(own)
+    session = Session.load(tiny_dir, budget_bytes=300_000, stream=StreamConfig(prefetch=1))
+    session.target.model.store.close()  # stop its IO thread, but never close the model
+    del session
+    gc.collect()
+    assert mx.set_cache_limit(own) == own
+
+
 def _generate(target, budget_mb=None, **run) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "app.cli", "generate", "--target", str(target), "--mode", "ar",
            "--max-tokens", "6", "--prompt", PROMPT, "--json", "--prefetch", "1"]
