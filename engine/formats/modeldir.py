@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
@@ -91,3 +92,20 @@ def publish(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out_dir)
+
+
+@contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """Build `out_dir` in a staging folder (yielded) and publish it by rename when the block
+    ends; on failure nothing is kept, and a failed write (disk full, read-only) becomes one
+    ModelError naming the folder and the free space."""
+    tmp = staging_dir(out_dir)
+    try:
+        yield tmp
+        publish(tmp, out_dir)
+    except (OSError, RuntimeError) as e:  # MLX's writer raises RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failure(out_dir, e) from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
