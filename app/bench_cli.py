@@ -21,6 +21,8 @@ def run_bench_command(args) -> int:
         return run_devices_command(args)
     if args.io:
         return run_iobench_command(args)
+    if args.speed:
+        return run_speed_command(args)
     from engine.bench.pair import prepare_pair
     from engine.bench.report import write_outputs
     from engine.bench.run import BenchSpec, run_bench
@@ -59,6 +61,28 @@ def run_devices_command(args) -> int:
                           "rows": devices.chip_rows(target, draft)}, indent=1))
     else:
         print(devices.chip_table_markdown(target, draft))
+    return 0
+
+
+def run_speed_command(args) -> int:
+    """`canopy bench --speed`: engine.bench.speed's rows, as JSON and Markdown in --out."""
+    import json
+    import tempfile
+
+    from engine.bench.pair import prepare_pair
+    from engine.bench.speed import SpeedSpec, run_speed, speed_markdown
+
+    if args.target:
+        resolve_pair(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="canopy-speed-") as tmp:
+        pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
+        result = run_speed(pair, SpeedSpec(max_tokens=args.max_tokens), report=say)
+    (out / "speed.json").write_text(json.dumps(result, indent=1))
+    markdown = speed_markdown(result)
+    (out / "speed.md").write_text(markdown)
+    print(markdown)
     return 0
 
 

@@ -422,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "qwen2.5-7b-4bit) for that pair on every M1-M4 chip")
     b.add_argument("--json", action="store_true",
                    help="--devices: one JSON object, a row per chip and mode")
+    b.add_argument("--speed", action="store_true",
+                   help="Canopy against mlx-lm's own generate, target alone: decode tok/s and "
+                   "TTFT at several prompt lengths, tree (auto) with a bad draft, streamed 50%%")
     b.add_argument("--io", action="store_true",
                    help="run the layer-read micro-benchmark (engine.streaming.iobench) and exit")
     b.add_argument("--io-mb", type=int, default=IOBENCH_MB,

@@ -56,7 +56,8 @@ def footer_text(stats: dict, reason: str | None, finished: bool) -> str:
     parts = []
     if stats:
         parts.append(f"{stats.get('tokens_per_second', 0.0):.1f} tok/s")
-        parts.append(f"TTFT {stats.get('time_to_first_token', 0.0):.2f} s")
+        ttft = stats.get("ttft_seconds", stats.get("time_to_first_token", 0.0))  # older chats
+        parts.append(f"TTFT {ttft:.2f} s")
         parts.append(f"{stats.get('tokens_per_pass', 0.0):.2f} tok/pass")
         parts.append(f"{stats.get('generated_tokens', 0)} tokens")
     if not finished:

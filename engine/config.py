@@ -268,6 +268,7 @@ class StreamConfig:
 
 BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many sampled, bad-draft)
 BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
+SPEED_PROMPT_TOKENS = (32, 256, 1000)  # `canopy bench --speed`: prompt lengths vs mlx-lm
 IOBENCH_MB, IOBENCH_LAYERS, IOBENCH_REPEAT = 256, 16, 3  # `canopy bench --io`: file, layers, passes
 
 

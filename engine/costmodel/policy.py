@@ -259,6 +259,17 @@ class StepPolicy:
             return self._speculate(1 + 2 * self.w, probe=True)
         return Plan(False, 1, self.threshold)
 
+    def next_is_ar(self) -> bool:
+        """Will the next plan() be root-only whatever observe() learns from this step? True only
+        while at ar after a root-only plan, with no probe or timing recheck due (see _plan and
+        observe)."""
+        plan = self.last_plan
+        if not self.auto or self.mode != "ar" or plan is None or plan.speculate:
+            return False
+        if self.timing_bound:
+            return self.since % PROBE_FIRST != 0  # observe rechecks the bound at multiples
+        return self.since + 1 < self.interval
+
     def wait_forwards(self) -> int:
         """Draft forwards the pipeline may run for the next tree (rules.wait_forward_sizes)."""
         plan = self.last_plan

@@ -55,6 +55,7 @@ class Drafter(Protocol):
     def commit(self, tree: TokenTree, path: list[int], bonus: int, committed: int) -> None: ...
     def rollback(self, committed: int) -> None: ...
     def feedback(self, result: StepResult) -> None: ...
+    def next_root_only(self) -> bool: ...
     @property
     def threshold(self) -> float: ...
 
@@ -72,6 +73,9 @@ class ModelDrafter:
 
     def rollback(self, committed):
         self.draft.rollback(committed)
+
+    def next_root_only(self) -> bool:
+        return False
 
 
 class NoDrafter:
@@ -93,6 +97,9 @@ class NoDrafter:
 
     def feedback(self, result):
         pass
+
+    def next_root_only(self) -> bool:
+        return True
 
 
 class DraftModel:
@@ -128,14 +135,11 @@ class DraftModel:
         return target_distribution(logits, self.sampling)
 
     def prefill(self, prompt_ids: list[int]) -> None:
-        """Process all but the last prompt token (the first step's root); a cache kept from an
-        earlier turn (engine.decoding.prompt_cache) already holds the first `offset` of them."""
-        body = self.feedable(prompt_ids[self.offset : -1])
-        for i in range(0, len(body), self.prefill_chunk):
-            chunk = mx.array([body[i : i + self.prefill_chunk]])
-            self.model(chunk, cache=self.cache)
-            mx.eval([c.keys for c in self.cache])
-        self.pending = []
+        """Deferred: the prompt tokens before the last (the first step's root) that the cache
+        does not hold yet (one kept from an earlier turn, engine.decoding.prompt_cache, holds
+        the first `offset`) become pending; the first draft forward catches up on them, after
+        the target's first token."""
+        self.pending = list(prompt_ids[self.offset : -1])
 
     def feedable(self, ids: list[int]) -> list[int]:
         """`ids` with any id beyond the draft's rows (a target's padding token) replaced by 0."""
@@ -342,6 +346,11 @@ class TreeDrafter(ModelDrafter):
     def rollback(self, committed):
         self.extension = self.carry = None
         self.draft.rollback(committed)
+
+    def next_root_only(self) -> bool:
+        """The policy is at ar and stays there next step, whatever this step shows (lets the
+        decode loop start the next target pass before this one is read)."""
+        return self.policy is not None and self.policy.next_is_ar()
 
     def feedback(self, result):
         if self.policy is not None:

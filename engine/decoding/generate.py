@@ -18,12 +18,22 @@ from ..costmodel.policy import StepPolicy
 from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
-from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
+from .ar_steps import ArAhead
+from .drafters import (
+    ChainDrafter,
+    DraftModel,
+    ModelDrafter,
+    NoDrafter,
+    Proposal,
+    StepResult,
+    TreeDrafter,
+)
 from .lookahead import LookaheadDrafter
 from .prompt_cache import TurnCache
 from .prompt_lookup import LookupDrafter
 from .sampling import target_distribution
 from .stats import StatsRecorder
+from .tree import TokenTree
 from .verify import accept_greedy, accept_sampled
 
 
@@ -49,6 +59,13 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
     return LookupDrafter(drafter, config.lookup) if sources else drafter
 
 
+def next_root_only(drafter) -> bool:
+    """Is the drafter's next step certainly root-only, whatever this step's feedback says?
+    (Drafters without the method never promise it.)"""
+    promise = getattr(drafter, "next_root_only", None)
+    return promise is not None and promise()
+
+
 def pipeline_counts(drafter) -> dict:
     if not hasattr(drafter, "wait_tokens"):
         return {}
@@ -67,14 +84,6 @@ def waited(before, after) -> float:
         return 0.0
     return (after.io_wait_seconds - before.io_wait_seconds) + (
         after.hook_seconds - before.hook_seconds)
-
-
-def check_finite(logits: mx.array, target) -> None:
-    """NaN/Inf scores (broken weights, or overflow in float16) would be emitted as garbage."""
-    if not mx.all(mx.isfinite(logits)).item():
-        raise CanopyError(
-            f"The model {target.path} produced NaN or Inf scores: its weights hold NaN/Inf "
-            "values (or overflow in their dtype). Re-download or re-convert the model.")
 
 
 def generate(
@@ -138,6 +147,12 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
     generated: list[int] = []
     reason = "length"
     step = 0
+    # root-only passes launched a step ahead (resident target; a drafter that wants the
+    # target's argmax of sampled steps gets it from the tree path)
+    wants_argmax = not sampling.greedy and getattr(drafter, "wants_target_argmax", False)
+    fast = ArAhead(model, cache, sampling, rng) if ArAhead.usable(model) and not wants_argmax \
+        else None
+    ahead = None  # the root-only pass launched during the previous step (ar_steps.Launched)
     while len(generated) < config.max_tokens:
         if should_stop():
             reason = "cancelled"
@@ -146,33 +161,49 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
         io_before = io_snapshot(model)  # the policy's wait of this pass (events: since last step)
         done = False
         try:
-            proposal = drafter.propose(root, committed)
+            if step == 0 and isinstance(drafter, ModelDrafter):
+                # the first token comes from the target alone: the draft's deferred prefill
+                # does not delay it (it also gives the policy its timed ar step)
+                proposal = Proposal(TokenTree.with_root(root), [None], chain=True)
+            else:
+                proposal = drafter.propose(root, committed)
             tree = proposal.tree
             t_drafted = time.perf_counter()
-            tokens = mx.array([tree.tokens])
-            if proposal.chain:  # a chain needs no tree mask
-                logits = model(tokens, cache=cache, **overlap)[0]  # (n, vocab)
-            else:
-                logits = model(
-                    tokens, cache=cache, positions=tree.positions(committed),
-                    mask=tree.attention_mask(committed), **overlap,
-                )[0]
-            check_finite(logits, target)
             argmax = None
-            if sampling.greedy or getattr(drafter, "wants_target_argmax", False):
-                argmax = mx.argmax(logits, axis=-1).tolist()
-            if sampling.greedy:
-                path, bonus = accept_greedy(tree.tokens, tree.parents, argmax)
+            if fast is not None and len(tree) == 1:
+                # root only: start the next pass on this one's lazy token before reading it
+                # (not at step 0: the first token goes out before any pass ahead starts)
+                now, ahead = ahead if ahead is not None else fast.launch(root), None
+                more = step > 0 and len(generated) + 1 < config.max_tokens
+                if more and next_root_only(drafter):
+                    ahead = fast.launch(now.token)
+                bonus, ahead = fast.read(now, ahead)
+                path = [0]
+                argmax = [bonus] if sampling.greedy else None
+            elif ahead is not None:  # cannot happen: next_root_only promised a root-only step
+                raise RuntimeError("a pass was launched ahead for a step that drafted a tree")
             else:
-                probs = np.array(target_distribution(logits, sampling))
-                path, bonus = accept_sampled(tree.tokens, tree.parents, probs,
-                                             proposal.proposal_probs, rng)
+                tokens = mx.array([tree.tokens])
+                if proposal.chain:  # a chain needs no tree mask
+                    logits = model(tokens, cache=cache, **overlap)[0]  # (n, vocab)
+                else:
+                    logits = model(
+                        tokens, cache=cache, positions=tree.positions(committed),
+                        mask=tree.attention_mask(committed), **overlap,
+                    )[0]
+                if sampling.greedy or getattr(drafter, "wants_target_argmax", False):
+                    argmax = mx.argmax(logits, axis=-1).tolist()
+                if sampling.greedy:
+                    path, bonus = accept_greedy(tree.tokens, tree.parents, argmax)
+                else:
+                    probs = np.array(target_distribution(logits, sampling))
+                    path, bonus = accept_sampled(tree.tokens, tree.parents, probs,
+                                                 proposal.proposal_probs, rng)
             t_verified = time.perf_counter()
             io_wait = waited(io_before, io_snapshot(model))
-            if observer is not None:  # the target's logits are free here (online distillation)
-                observer(tree, path, bonus, logits)
-            for c in cache:
-                c.keep(committed, [committed + i for i in path])
+            if len(tree) > 1:  # a root-only pass already sits in place (a pass ahead may follow)
+                for c in cache:
+                    c.keep(committed, [committed + i for i in path])
             drafter.commit(tree, path, bonus, committed)
             done = True
         finally:
@@ -229,6 +260,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
         step += 1
         if reason == "eos":
             break
+    for c in cache:  # a pass launched ahead for a step that never ran
+        c.trim(c.offset - committed)
     detok.finalize()  # Finished.text is the whole answer, including a held-back final segment
     kept = turn.finish(cache, held, drafter)
     stats = record.finish(len(generated), io_snapshot(model), pipeline_counts(drafter) | kept)

@@ -24,6 +24,19 @@ def target_distribution(logits: mx.array, sampling: SamplingConfig) -> mx.array:
 
 def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
     """One token from a probability vector by inverse CDF: exactly one uniform per token."""
+    return sample_at(probs, rng.random())
+
+
+def sample_at(probs: np.ndarray, u: float) -> int:
+    """The inverse CDF at `u` in [0, 1) (float64 sums: the reference every path agrees with)."""
     cdf = np.cumsum(np.asarray(probs, dtype=np.float64))
-    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    i = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
     return min(i, len(cdf) - 1)
+
+
+def sample_at_on_device(probs: mx.array, u: float) -> mx.array:
+    """`sample_at` on device (float32 sums): equal to it except when `u` falls within rounding
+    of a CDF boundary; callers check against `sample_at` and redo the rare miss."""
+    cdf = mx.cumsum(probs)
+    i = mx.sum(cdf <= u * cdf[-1])
+    return mx.minimum(i, probs.shape[-1] - 1)
