@@ -206,11 +206,16 @@ class ChainDrafter(ModelDrafter):
 
     threshold = 0.0
 
-    def __init__(self, draft: DraftModel, length: int, rng: np.random.Generator):
+    def __init__(self, draft: DraftModel, length: int, rng: np.random.Generator,
+                 root_first: bool = False):
         self.draft, self.length, self.rng = draft, length, rng
+        self.started = not root_first  # root_first: the first step is the target's alone
 
     def propose(self, root, committed):
         tree = TokenTree.with_root(root)
+        if not self.started:  # the first token is the target's alone (deferred draft prefill)
+            self.started = True
+            return Proposal(tree, [None], chain=True)
         proposals: list[np.ndarray | None] = [None]
         q = self.draft.start(root)
         for step in range(self.length):
@@ -243,7 +248,8 @@ class TreeDrafter(ModelDrafter):
     layers load (engine.decoding.pipeline), when the policy says the work fits in the wait.
     """
 
-    def __init__(self, draft: DraftModel, config: TreeConfig, policy=None):
+    def __init__(self, draft: DraftModel, config: TreeConfig, policy=None,
+                 root_first: bool = False):
         self.draft, self.config = draft, config
         self.policy = policy  # StepPolicy, or None: fixed threshold and cap, no IO-wait rule
         self.extension: Extension | None = None  # draft work during the current verification
@@ -252,6 +258,7 @@ class TreeDrafter(ModelDrafter):
         self.wait_forwards: list[tuple[int, float]] = []  # (tokens, seconds), for the policy
         self.wait_tokens = 0  # draft tokens processed while the target waited for IO
         self.wait_tokens_used = 0  # ... that the next step started from (reused tree nodes)
+        self.started = not root_first  # root_first: the first step is root-only (propose)
 
     @property
     def threshold(self) -> float:
@@ -260,6 +267,11 @@ class TreeDrafter(ModelDrafter):
     def propose(self, root, committed):
         cfg, threshold, max_nodes = self.config, self.threshold, self.config.max_nodes
         rounds, width, k = None, cfg.expand_width, cfg.top_k  # rounds: forwards after the first
+        if not self.started:
+            # the first token is the target's alone: the draft's prefill (deferred into its
+            # pending tokens) does not delay it, and the policy gets its timed ar step
+            self.started = True
+            return self.propose_root(committed, root)
         plan = self.policy.plan() if self.policy is not None else None
         if plan is not None:
             if not plan.speculate:

@@ -19,21 +19,12 @@ from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
 from .ar_steps import ArAhead
-from .drafters import (
-    ChainDrafter,
-    DraftModel,
-    ModelDrafter,
-    NoDrafter,
-    Proposal,
-    StepResult,
-    TreeDrafter,
-)
+from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
 from .lookahead import LookaheadDrafter
 from .prompt_cache import TurnCache
 from .prompt_lookup import LookupDrafter
 from .sampling import target_distribution
 from .stats import StatsRecorder
-from .tree import TokenTree
 from .verify import accept_greedy, accept_sampled
 
 
@@ -52,10 +43,11 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
         return NoDrafter()
     model = DraftModel(draft.model, config.sampling, config.prefill_chunk, target_vocab)
     if config.mode == "chain":
-        return ChainDrafter(model, config.chain_length, rng)
+        return ChainDrafter(model, config.chain_length, rng, root_first=True)
     tree = config.tree
     policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto)
-    drafter = TreeDrafter(model, config.tree, policy)
+    # root_first: the first token is the target's alone, the draft's prefill waits behind it
+    drafter = TreeDrafter(model, config.tree, policy, root_first=True)
     return LookupDrafter(drafter, config.lookup) if sources else drafter
 
 
@@ -161,12 +153,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
         io_before = io_snapshot(model)  # the policy's wait of this pass (events: since last step)
         done = False
         try:
-            if step == 0 and isinstance(drafter, ModelDrafter):
-                # the first token comes from the target alone: the draft's deferred prefill
-                # does not delay it (it also gives the policy its timed ar step)
-                proposal = Proposal(TokenTree.with_root(root), [None], chain=True)
-            else:
-                proposal = drafter.propose(root, committed)
+            proposal = drafter.propose(root, committed)
             tree = proposal.tree
             t_drafted = time.perf_counter()
             argmax = None
