@@ -206,16 +206,11 @@ class ChainDrafter(ModelDrafter):
 
     threshold = 0.0
 
-    def __init__(self, draft: DraftModel, length: int, rng: np.random.Generator,
-                 root_first: bool = False):
+    def __init__(self, draft: DraftModel, length: int, rng: np.random.Generator):
         self.draft, self.length, self.rng = draft, length, rng
-        self.started = not root_first  # root_first: the first step is the target's alone
 
     def propose(self, root, committed):
         tree = TokenTree.with_root(root)
-        if not self.started:  # the first token is the target's alone (deferred draft prefill)
-            self.started = True
-            return Proposal(tree, [None], chain=True)
         proposals: list[np.ndarray | None] = [None]
         q = self.draft.start(root)
         for step in range(self.length):

@@ -43,7 +43,7 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
         return NoDrafter()
     model = DraftModel(draft.model, config.sampling, config.prefill_chunk, target_vocab)
     if config.mode == "chain":
-        return ChainDrafter(model, config.chain_length, rng, root_first=True)
+        return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
     policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto)
     # root_first: the first token is the target's alone, the draft's prefill waits behind it
