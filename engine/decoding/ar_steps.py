@@ -26,6 +26,7 @@ class Launched:
     """One root-only pass in flight."""
 
     token: mx.array  # the next token, lazy (device argmax or device inverse CDF)
+    finite: mx.array  # all the pass's scores are finite (NaN/Inf: broken weights), lazy
     probs: mx.array | None = None  # sampled: the distribution it was drawn from, (vocab,)
     u: float = 0.0  # sampled: the uniform it was drawn with
 
@@ -46,13 +47,14 @@ class ArAhead:
         its forward; returns the next token, lazy."""
         x = token.reshape(1, 1) if isinstance(token, mx.array) else mx.array([[token]])
         logits = self.model(x, cache=self.cache)[0, -1]  # (vocab,)
+        finite = mx.all(mx.isfinite(logits))
         if self.sampling.greedy:
-            out = Launched(mx.argmax(logits, axis=-1))
+            out = Launched(mx.argmax(logits, axis=-1), finite)
         else:
             u = self.rng.random()
             probs = target_distribution(logits[None], self.sampling)[0]
-            out = Launched(sample_at_on_device(probs, u), probs, u)
-        mx.async_eval(out.token)
+            out = Launched(sample_at_on_device(probs, u), finite, probs, u)
+        mx.async_eval(out.token, out.finite)
         return out
 
     def read(self, now: Launched, ahead: Launched | None) -> tuple[int, Launched | None]:
@@ -72,6 +74,7 @@ class ArAhead:
     def _relaunch(self, x: mx.array, ahead: Launched) -> Launched:
         logits = self.model(x, cache=self.cache)[0, -1]
         probs = target_distribution(logits[None], self.sampling)[0]
-        out = Launched(sample_at_on_device(probs, ahead.u), probs, ahead.u)
-        mx.async_eval(out.token)
+        finite = mx.all(mx.isfinite(logits))
+        out = Launched(sample_at_on_device(probs, ahead.u), finite, probs, ahead.u)
+        mx.async_eval(out.token, out.finite)
         return out

@@ -78,6 +78,18 @@ def waited(before, after) -> float:
         after.hook_seconds - before.hook_seconds)
 
 
+def check_finite(logits: mx.array, target) -> None:
+    """NaN/Inf scores (broken weights, or overflow in float16) would be emitted as garbage."""
+    if not mx.all(mx.isfinite(logits)).item():
+        raise nonfinite_error(target)
+
+
+def nonfinite_error(target) -> CanopyError:
+    return CanopyError(
+        f"The model {target.path} produced NaN or Inf scores: its weights hold NaN/Inf "
+        "values (or overflow in their dtype). Re-download or re-convert the model.")
+
+
 def generate(
     target,
     draft,
@@ -142,8 +154,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
     # root-only passes launched a step ahead (resident target; a drafter that wants the
     # target's argmax of sampled steps gets it from the tree path)
     wants_argmax = not sampling.greedy and getattr(drafter, "wants_target_argmax", False)
-    fast = ArAhead(model, cache, sampling, rng) if ArAhead.usable(model) and not wants_argmax \
-        else None
+    usable = ArAhead.usable(model) and not wants_argmax and observer is None  # observer: logits
+    fast = ArAhead(model, cache, sampling, rng) if usable else None
     ahead = None  # the root-only pass launched during the previous step (ar_steps.Launched)
     while len(generated) < config.max_tokens:
         if should_stop():
@@ -165,6 +177,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
                 if more and next_root_only(drafter):
                     ahead = fast.launch(now.token)
                 bonus, ahead = fast.read(now, ahead)
+                if not now.finite.item():  # computed with the token: no extra wait
+                    raise nonfinite_error(target)
                 path = [0]
                 argmax = [bonus] if sampling.greedy else None
             elif ahead is not None:  # cannot happen: next_root_only promised a root-only step
@@ -178,6 +192,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
                         tokens, cache=cache, positions=tree.positions(committed),
                         mask=tree.attention_mask(committed), **overlap,
                     )[0]
+                check_finite(logits, target)
                 if sampling.greedy or getattr(drafter, "wants_target_argmax", False):
                     argmax = mx.argmax(logits, axis=-1).tolist()
                 if sampling.greedy:
@@ -188,6 +203,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
                                                  proposal.proposal_probs, rng)
             t_verified = time.perf_counter()
             io_wait = waited(io_before, io_snapshot(model))
+            if observer is not None:  # the target's logits are free here (online distillation)
+                observer(tree, path, bonus, logits)
             if len(tree) > 1:  # a root-only pass already sits in place (a pass ahead may follow)
                 for c in cache:
                     c.keep(committed, [committed + i for i in path])

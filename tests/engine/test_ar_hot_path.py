@@ -139,28 +139,31 @@ def test_stop_and_eos_leave_no_pass_ahead_in_the_cache(loaded_pair, monkeypatch)
 
 
 @pytest.mark.parametrize("sources", [(), None])  # draft tree alone; with draft-free branches
-def test_policy_ar_fallback_makes_no_draft_calls(loaded_pair, sources):
+def test_policy_ar_fallback_makes_no_draft_calls(loaded_pair, sources, monkeypatch):
     """A useless draft: the policy falls back to ar; while there, the draft model runs only
-    for probes (steps whose tree has draft nodes), and every token still equals the target's."""
+    for probes (steps the policy planned to speculate), and every token equals the target's."""
     plain = loaded_pair["target"]
     target = LoadedModel(**{**vars(plain), "tokenizer": NoEos(plain.tokenizer)})
     draft, wrapper = counted(loaded_pair["unrelated"])
-    steps = []
+    plans = []
+    plan = StepPolicy.plan
+    monkeypatch.setattr(StepPolicy, "plan", lambda self: plans.append(plan(self)) or plans[-1])
+    calls = []
     events = []
     lookup = {} if sources is None else {"lookup": LookupConfig(sources=sources)}
     cfg = GenerationConfig(mode="tree", max_tokens=80, **lookup)
     for e in generate(target, draft, PROMPT, cfg):
         if isinstance(e, StepEvent):
-            steps.append(("draft" in e.tree_sources, wrapper.calls))
+            calls.append(wrapper.calls)
         events.append(e)
     fin = finished(events)
     assert list(fin.token_ids) == reference(target.model, PROMPT, 80)
-    no_draft = [i for i, (drafted, _) in enumerate(steps) if not drafted]
-    assert len(no_draft) > 30  # the policy sat at ar for most of the run
-    for i in no_draft[1:]:
-        assert steps[i][1] == steps[i - 1][1], f"draft called during ar step {i}"
-    # the first step is the target's alone: the draft's prefill waits until after it
-    assert steps[0] == (False, 0)
+    # the first step is the target's alone (no plan): the draft's prefill waits until after it
+    assert calls[0] == 0 and len(plans) == len(calls) - 1
+    at_ar = [k for k in range(1, len(calls)) if not plans[k - 1].speculate]
+    assert len(at_ar) > 30  # the policy sat at ar for most of the run
+    for k in at_ar:
+        assert calls[k] == calls[k - 1], f"draft called during ar step {k}"
 
 
 def test_next_is_ar_promises_only_what_the_next_plan_does():
