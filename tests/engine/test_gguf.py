@@ -8,6 +8,7 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
+from gguf_names import gguf_name
 
 from engine.errors import ModelError
 from engine.formats.gguf import import_gguf, scan_gguf
@@ -17,22 +18,7 @@ from engine.testing import make_tiny_model
 gguf = pytest.importorskip("gguf")
 T = gguf.GGMLQuantizationType
 
-LAYER = {
-    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
 TOKENS = [8, 1, 3, 40, 41, 42, 100, 7, 9, 200, 201, 2, 5]
-
-
-def gguf_name(hf: str) -> str:
-    base = hf.removesuffix(".weight")
-    top = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
-    if base in top:
-        return top[base] + ".weight"
-    _, _, n, rest = base.split(".", 3)
-    return f"blk.{n}.{LAYER[rest]}.weight"
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
+from gguf_names import gguf_name
 
 from engine.errors import ModelError
 from engine.formats.gguf import import_gguf
@@ -17,24 +18,9 @@ from engine.testing import make_tiny_model
 gguf = pytest.importorskip("gguf")
 T = gguf.GGMLQuantizationType
 
-LAYER = {
-    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-TOP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
 # Byte offsets of the float16 super-block scales in each K-quant block (ggml-common.h).
 K_SCALES = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
 TEXT = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # 2024 ünïcode"
-
-
-def gguf_name(hf: str) -> str:
-    base, _, part = hf.rpartition(".")
-    if base in TOP:
-        return f"{TOP[base]}.{part}"
-    _, _, n, rest = base.split(".", 3)
-    return f"blk.{n}.{LAYER[rest]}.{part}"
 
 
 def k_quant_bytes(rows: int, cols: int, qtype, rng) -> np.ndarray:
