@@ -1,5 +1,5 @@
-"""Tensor names in a GGUF file for Hugging Face tensor names (llama.cpp's convention), shared
-by the tests that write tiny GGUFs."""
+"""Helpers shared by the tests that write tiny GGUFs: tensor names for Hugging Face tensor names
+(llama.cpp's convention) and the vocabulary of a tokenizer.json."""
 
 LAYER = {
     "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
@@ -17,3 +17,20 @@ def gguf_name(hf: str) -> str:
         return f"{TOP[base]}.{part}"
     _, _, n, rest = base.split(".", 3)
     return f"blk.{n}.{LAYER[rest]}.{part}"
+
+
+def add_vocabulary(w, tok: dict, vocab_size: int, pre: str, pad: str) -> dict[str, int]:
+    """Write tokenizer.json's BPE vocabulary, added (control) tokens, padding rows named
+    `{pad}{id}` up to `vocab_size`, and merges to GGUFWriter `w`; returns {added token: id}."""
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    added = {t["content"]: t["id"] for t in tok["added_tokens"]}
+    tokens = [t for t, _ in vocab] + [t for t, _ in sorted(added.items(), key=lambda kv: kv[1])]
+    types = [1] * len(vocab) + [3] * len(added)
+    tokens += [f"{pad}{i}" for i in range(len(tokens), vocab_size)]
+    types += [5] * (vocab_size - len(types))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
+    return added

@@ -8,7 +8,7 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
-from gguf_names import gguf_name
+from gguf_names import add_vocabulary, gguf_name
 
 from engine.errors import ModelError
 from engine.formats.gguf import import_gguf, scan_gguf
@@ -46,17 +46,7 @@ def write_gguf(model_dir, out, *, qtype=None, embed_qtype=None, arch="llama", ex
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg["rope_theta"])
     w.add_rope_dimension_count(cfg["hidden_size"] // cfg["num_attention_heads"])
-    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
-    added = {t["content"]: t["id"] for t in tok["added_tokens"]}
-    tokens = [t for t, _ in vocab] + [t for t, _ in sorted(added.items(), key=lambda kv: kv[1])]
-    types = [1] * len(vocab) + [3] * len(added)
-    tokens += [f"<pad{i}>" for i in range(cfg["vocab_size"] - len(tokens))]
-    types += [5] * (cfg["vocab_size"] - len(types))
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]])
+    added = add_vocabulary(w, tok, cfg["vocab_size"], "smollm", "<pad")
     w.add_bos_token_id(added["<|im_start|>"])
     w.add_eos_token_id(added["<|im_end|>"])
     w.add_chat_template("{{ messages[0]['content'] }}")
