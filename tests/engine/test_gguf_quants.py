@@ -8,12 +8,12 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from gguf_names import add_vocabulary, gguf_name
 
 from engine.errors import ModelError
 from engine.formats.gguf import import_gguf
 from engine.formats.loader import load_model, read_weights, weight_files
 from engine.testing import make_tiny_model
+from tests.engine.gguf_names import add_vocabulary, gguf_name
 
 gguf = pytest.importorskip("gguf")
 T = gguf.GGMLQuantizationType
