@@ -103,8 +103,8 @@ def test_help_shows_defaults_from_the_config():
     "args, needle",
     [
         (["--mode", "chain"], "needs a draft"),  # found before any model loads
-        (["--max-tokens", "0"], "max_tokens"),
-        (["--prefetch", "0"], "prefetch"),
+        (["--max-tokens", "0"], "--max-tokens"),
+        (["--prefetch", "0"], "--prefetch"),
         (["--budget-mb", "-5"], "--budget-mb"),
         (["--mode", "bogus"], "invalid choice"),
         (["--target", "/nonexistent/model"], "not found"),

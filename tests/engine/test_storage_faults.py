@@ -106,7 +106,7 @@ def test_cli_read_timeout_option(pair, capsys):
     base = ["generate", "--target", str(pair[0]), "--prompt", "hi", "--max-tokens", "2",
             "--mode", "ar", "--budget-mb", "1"]
     assert main([*base, "--read-timeout", "0"]) == 2
-    assert "Invalid setting read_timeout" in capsys.readouterr().err
+    assert "Invalid --read-timeout" in capsys.readouterr().err
     assert main([*base, "--read-timeout", "30"]) == 0
 
 
