@@ -163,9 +163,13 @@ class Session:
         should_stop: Callable[[], bool] | None = None,
         system: str | None = None,
         conversation: Hashable | None = None,
+        observer_for: Callable[[list[int]], Callable] | None = None,
     ) -> Iterator[Event]:
+        """`generate` on the chat's token ids. observer_for(prompt_ids) makes the step observer
+        (e.g. `Adaptation.recorder`, so chats record for adaptation)."""
         ids = self.encode_chat(messages, system)
-        yield from self.generate(ids, config, should_stop, conversation)
+        observer = observer_for(ids) if observer_for is not None else None
+        yield from self.generate(ids, config, should_stop, conversation, observer)
 
 
 def _close_target(target) -> None:

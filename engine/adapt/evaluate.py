@@ -1,7 +1,8 @@
 """Measure a pair on a prompt set (acceptance, tokens per pass, speed), optionally recording.
 
 Acceptance here is per drafted position: among steps whose accepted path reached a node with
-drafted children, the share where the target took one of them (summed over depths). With a
+drafted children, the share where the target took one of them (DepthAcceptance summed over
+depths). With a
 greedy chain that is P(draft's top-1 == target's top-1) along the way, the figure distillation
 should raise.
 """
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..config import GenerationConfig
+from ..decoding.stats import DepthAcceptance
 from ..errors import CanopyError
 from ..events import Failed, Finished, StepEvent
 from .record import Buffer, Recorder
@@ -38,7 +40,8 @@ def measure(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Generate for each prompt (chat template) and sum up; with `buffer`, record into it."""
-    reached = taken = passes = generated = 0
+    depth = DepthAcceptance()  # summed over depths: acceptance per drafted position
+    passes = generated = 0
     decode = record_seconds = write_seconds = 0.0
     n = 0
     for prompt in prompts:
@@ -46,11 +49,7 @@ def measure(
         recorder = Recorder(ids, top_k) if buffer is not None else None
         for event in session.generate(ids, config, should_stop, observer=recorder):
             if isinstance(event, StepEvent):
-                has_child = {p for p in event.tree_parents if p >= 0}
-                for d, node in enumerate(event.accepted):
-                    if node in has_child:
-                        reached += 1
-                        taken += d + 1 < len(event.accepted)
+                depth.add(event)
             elif isinstance(event, Failed):
                 raise CanopyError(event.message)
             elif isinstance(event, Finished):
@@ -70,8 +69,8 @@ def measure(
         "generated_tokens": generated,
         "target_passes": passes,
         "tokens_per_pass": generated / passes if passes else 0.0,
-        "acceptance": taken / reached if reached else 0.0,
-        "drafted_positions": reached,
+        "acceptance": depth.overall(),
+        "drafted_positions": sum(depth.reached),
         "tokens_per_second": generated / decode if decode else 0.0,
         "decode_seconds": decode,
     }

@@ -142,10 +142,19 @@ class Buffer:
         size = (self.folder / name).stat().st_size
         self.index["next"] += 1
         self.index["shards"].append({"file": name, "bytes": size, "positions": len(seq)})
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop the oldest shards while the buffer is over its cap."""
         while self.size_bytes > self.cap_bytes and self.index["shards"]:
             old = self.index["shards"].pop(0)
             (self.folder / old["file"]).unlink(missing_ok=True)
         self._write_index()
+
+    @property
+    def recorded_total(self) -> int:
+        """Sequences ever added (never decreases: tells new recordings from old ones)."""
+        return self.index["next"] - 1
 
     def load(self, shard: dict) -> Sequence:
         a = load_file(str(self.folder / shard["file"]))

@@ -37,6 +37,7 @@ class Adaptation:
         self.store = PairStore(target_dir, draft_dir, self.config, home)
         self.applied: AppliedAdapter | None = None
         self.version: int | None = None
+        self._cache_version: int | None = None  # adapter the prompt cache's draft KV matches
         self.last: dict | None = None  # metrics of the last finished run
 
     # -- use ---------------------------------------------------------------------------------
@@ -47,6 +48,7 @@ class Adaptation:
         if adapter is not None:
             self.applied = AppliedAdapter(self.session.draft.model, adapter, self.fuse)
             self.version = self.store.adopted
+        self._draft_changed()
         return self.version
 
     def _remove(self) -> None:
@@ -54,10 +56,35 @@ class Adaptation:
             self.applied.remove()
         self.applied, self.version = None, None
 
+    def _draft_changed(self) -> None:
+        """If the draft's weights differ from those the conversations' cached draft KV was
+        computed with, drop that KV (the target's stays), so no stale draft state is reused."""
+        cache = getattr(self.session, "prompt_cache", None)
+        if cache is not None and self.version != self._cache_version:
+            cache.drop_drafts(f"adapter-{self.version}" if self.version is not None else "")
+        self._cache_version = self.version
+
     def reset(self) -> None:
         """Forget every adapter version; the draft is back to the shipped weights."""
         self._remove()
         self.store.reset()
+        self._draft_changed()
+
+    def status(self) -> dict:
+        """The buffer on disk and the adopted version (what the settings show)."""
+        buffer = self.store.buffer
+        return {"sequences": len(buffer), "positions": buffer.positions,
+                "bytes": buffer.size_bytes, "cap_bytes": buffer.cap_bytes,
+                "recorded_total": buffer.recorded_total, "adopted_version": self.store.adopted}
+
+    def clear_buffer(self) -> None:
+        """Delete every recording of this pair (adapters stay)."""
+        self.store.buffer.clear()
+
+    def set_cap(self, cap_bytes: int) -> None:
+        """A new ceiling for the buffer; the oldest recordings go at once if it is now over."""
+        self.store.buffer.cap_bytes = cap_bytes
+        self.store.buffer.trim()
 
     # -- record ------------------------------------------------------------------------------
     def recorder(self, prompt_ids: list[int]) -> Recorder:

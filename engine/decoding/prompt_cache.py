@@ -78,6 +78,8 @@ class PromptCache:
     def __init__(self, config: PromptCacheConfig | None = None, fingerprint: str = ""):
         self.config = config or PromptCacheConfig()
         self.fingerprint = fingerprint
+        # which draft weights the draft caches were computed with (e.g. an adapter version)
+        self.draft_version = ""
         self._entries: OrderedDict[Hashable, ConversationCache] = OrderedDict()
 
     def __len__(self) -> int:
@@ -118,6 +120,14 @@ class PromptCache:
         if self.config.folder is not None:
             self._path(key).unlink(missing_ok=True)
 
+    def drop_drafts(self, draft_version: str) -> None:
+        """The draft's weights changed (an adapter adopted or removed): its cached KV entries no
+        longer match them, so every conversation keeps only its target cache. Disk entries
+        written under another draft version lose their draft part when read back."""
+        self.draft_version = draft_version
+        for entry in self._entries.values():
+            entry.draft = None
+
     def flush(self) -> None:
         """Write every in-memory conversation to the folder (e.g. before the app quits)."""
         if self.config.folder is not None:
@@ -132,7 +142,8 @@ class PromptCache:
     def _write(self, key: Hashable, entry: ConversationCache) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_conversation(path, entry, {"fingerprint": self.fingerprint, "key": repr(key)})
+        save_conversation(path, entry, {"fingerprint": self.fingerprint, "key": repr(key),
+                                        "draft_version": self.draft_version})
         self._prune(keep=path)
 
     def _prune(self, keep: Path) -> None:
@@ -158,6 +169,8 @@ class PromptCache:
             return None
         if meta.get("fingerprint") != self.fingerprint or meta.get("key") != repr(key):
             return None
+        if meta.get("draft_version", "") != self.draft_version:
+            entry.draft = None  # computed with other draft weights
         return entry
 
 

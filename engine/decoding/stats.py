@@ -48,6 +48,11 @@ class DepthAcceptance:
     def rates(self) -> tuple[float, ...]:
         return tuple(t / r if r else 0.0 for t, r in zip(self.taken, self.reached, strict=True))
 
+    def overall(self) -> float:
+        """Acceptance per drafted position, all depths together (what distillation raises)."""
+        reached = sum(self.reached)
+        return sum(self.taken) / reached if reached else 0.0
+
 
 def acceptance_by_depth(steps: Iterable[StepEvent]) -> tuple[float, ...]:
     """DepthAcceptance's rates over `steps` (see its docstring for the definition)."""
