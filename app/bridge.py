@@ -18,11 +18,14 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.events import Failed, Finished, LoadProgress, PrefillDone, StepEvent
 
+from .bridge_adapt import AdaptationFactory, AdaptationJobs, AdaptState
+
 FRAME_MS = 33  # <= 30 repaints per second
 
 # loader(target, draft, *, budget_bytes, progress[, stream]) -> session (on the engine thread)
 Loader = Callable[..., object]
 JOB_END = object()  # queued by the engine thread after a job's last event
+BACKGROUND = ("adapt", "adapt-admin")  # jobs that do not make the app busy (menus stay usable)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def _close(session) -> None:
         close()
 
 
-class EngineBridge(QObject):
+class EngineBridge(QObject, AdaptationJobs):
     """Owns the engine thread and the loaded session; emits `sig_*` signals in the GUI thread.
 
     Args:
@@ -66,10 +69,12 @@ class EngineBridge(QObject):
             scripted fake whose `chat(messages, config, should_stop, system)` yields events.
         stream: how a streamed target reads its layers (engine.config.StreamConfig), passed
             to the loader as `stream=` when given.
+        adaptation: builds the pair's engine.adapt.run.Adaptation after a load (default: the
+            real one, with the adopted adapter in use); see app/bridge_adapt.py.
     """
 
     sig_busy_changed = Signal(bool)
-    """(busy) True while a load, generation or task is queued or running."""
+    """(busy) True while a load, generation or task is queued or running (not adaptation)."""
     sig_load_progress = Signal(str, int, int)
     """(what, done, total) from the engine's LoadProgress events."""
     sig_load_finished = Signal(str, int, int)
@@ -93,12 +98,21 @@ class EngineBridge(QObject):
     sig_layers_changed = Signal(object)
     """(tuple of "pinned" | "resident" | "loading" | "streamed") per target layer, polled each
     frame while generating with a streamed target."""
+    sig_adapt_progress = Signal(object)
+    """(engine.adapt.train.AdaptProgress) one adaptation slice done."""
+    sig_adapt_finished = Signal(object)
+    """(dict) an adaptation run is over: Adaptation.last (version, adopted, held-out metrics)."""
+    sig_adapt_stopped = Signal()
+    """An adaptation run was cancelled (e.g. by a chat request); the draft is as before."""
+    sig_adapt_status = Signal(object)
+    """(dict or None) the pair's recordings and adapter: Adaptation.status(); None: no draft."""
     sig_frame = Signal()
     """Once per drained frame (<= 30/s) that carried events: views repaint now."""
 
     def __init__(self, loader: Loader | None = None, parent: QObject | None = None,
-                 stream=None):
+                 stream=None, adaptation: AdaptationFactory | None = None):
         super().__init__(parent)
+        self._init_adaptation(adaptation)
         from engine.runtime import EngineThread
 
         self._loader = loader or default_loader
@@ -106,7 +120,7 @@ class EngineBridge(QObject):
         self._queue: queue.Queue = queue.Queue()
         self._engine = EngineThread(self._on_engine_event, self._on_job_end)
         self._session = None  # touched only inside jobs, i.e. on the engine thread
-        self._kinds: dict[int, str] = {}  # job id -> "load" | "generate" | "task"
+        self._kinds: dict[int, str] = {}  # job id -> "load" | "generate" | "task" | BACKGROUND
         self._ended: set[int] = set()  # jobs whose terminal signal was emitted
         self._started: dict[int, float] = {}
         self._current_generation: int | None = None
@@ -126,7 +140,7 @@ class EngineBridge(QObject):
     # ---- public API (GUI thread) ----
     @property
     def busy(self) -> bool:
-        return bool(self._kinds)
+        return any(kind not in BACKGROUND for kind in self._kinds.values())
 
     @property
     def has_session(self) -> bool:
@@ -138,6 +152,7 @@ class EngineBridge(QObject):
 
     def load(self, target: str, draft: str | None, budget_bytes: int | None = None) -> int:
         """Load a target (+ draft) on the engine thread; progress and result arrive as signals."""
+        self.stop("adapt")  # the old pair's adaptation ends with it
         self.loaded_description = ""
         self.budget_bytes = budget_bytes
         self._layer_probe = None
@@ -173,6 +188,7 @@ class EngineBridge(QObject):
                 cache.config = replace(cache.config, folder=self.prompt_cache_folder)
             model = getattr(getattr(session, "target", None), "model", None)
             self._layer_probe = getattr(model, "layer_states", None)
+            yield self._open_adaptation(session, target, draft)
             yield Loaded(_describe(session), int(getattr(session, "context_length", 0) or 0),
                          _target_layers(session))
 
@@ -183,9 +199,13 @@ class EngineBridge(QObject):
         """Generate an answer to `messages` with a GenerationConfig; returns the job id.
 
         conversation: the chat's id; its KV caches stay in the session for the next turn.
+        A running adaptation is stopped first (it yields within one optimizer step); with
+        `record` on, the answer is recorded for adaptation.
         """
+        self.stop("adapt")
         forgotten, self._forgotten = self._forgotten, set()
         extra = {"conversation": conversation} if conversation is not None else {}
+        record = self.record
 
         def job(should_stop) -> Iterator[object]:
             if self._session is None:
@@ -194,7 +214,10 @@ class EngineBridge(QObject):
             cache = getattr(self._session, "prompt_cache", None)
             for key in forgotten if cache is not None else ():
                 cache.drop(key)
-            yield from self._session.chat(messages, config, should_stop, system, **extra)
+            observer_for, recorders = self._recording(record)
+            more = {"observer_for": observer_for} if observer_for is not None else {}
+            yield from self._session.chat(messages, config, should_stop, system, **extra, **more)
+            yield from self._keep(recorders)
 
         job_id = self._submit("generate", job)
         self._current_generation = job_id
@@ -232,8 +255,8 @@ class EngineBridge(QObject):
         return tuple(probe()) if probe is not None else None
 
     def stop(self, kind: str | None = None) -> None:
-        """Cooperative stop of queued or running jobs of one kind ("load", "generate", "task")
-        or of all; the engine finishes its current step and rewinds its caches."""
+        """Cooperative stop of queued or running jobs of one kind ("load", "generate", "task",
+        "adapt") or of all; the engine finishes its current step and rewinds its caches."""
         for job_id, job_kind in list(self._kinds.items()):
             if kind is None or job_kind == kind:
                 self._engine.cancel(job_id)
@@ -260,6 +283,7 @@ class EngineBridge(QObject):
 
     def _close_session(self, _should_stop) -> Iterator[object]:
         old, self._session = self._session, None
+        self._adaptation = None
         _close(old)
         if old is not None:
             from engine.runtime import release_memory
@@ -273,10 +297,11 @@ class EngineBridge(QObject):
 
     def _submit(self, kind: str, job) -> int:
         # Registered before the GUI thread drains again, so every event finds its kind.
+        was_busy = self.busy
         job_id = self._engine.submit(job)
         self._kinds[job_id] = kind
         self._started[job_id] = time.perf_counter()
-        if len(self._kinds) == 1:
+        if not was_busy and self.busy:
             self.sig_busy_changed.emit(True)
         if not self._timer.isActive():
             self._timer.start()
@@ -293,8 +318,8 @@ class EngineBridge(QObject):
             if event is JOB_END:
                 self._end_job(job_id)
                 continue
-            if job_id in self._ended:
-                continue
+            if job_id in self._ended and not isinstance(event, AdaptState):
+                continue  # a status after a chat's Finished still counts
             self._dispatch(job_id, event, t)
             emitted = True
         if self._current_generation is not None and self._layer_probe is not None:
@@ -310,6 +335,8 @@ class EngineBridge(QObject):
 
     def _dispatch(self, job_id: int, event: object, t: float) -> None:
         kind = self._kinds.get(job_id, "task")
+        if self._dispatch_adapt(job_id, event):
+            return
         if isinstance(event, LoadProgress):
             self.sig_load_progress.emit(event.what, event.done, event.total)
         elif isinstance(event, Loaded):
@@ -343,7 +370,9 @@ class EngineBridge(QObject):
             return
         kind = self._kinds.pop(job_id)
         self._started.pop(job_id, None)
-        if job_id not in self._ended:  # stopped before its terminal event
+        if job_id not in self._ended and kind == "adapt":
+            self.sig_adapt_stopped.emit()
+        elif job_id not in self._ended:  # stopped before its terminal event
             if kind == "generate":
                 self._current_generation = None
                 self.sig_generation_aborted.emit(None)
@@ -352,7 +381,7 @@ class EngineBridge(QObject):
             elif kind == "task":
                 self.sig_failed.emit("task", "Cancelled.")
         self._ended.discard(job_id)
-        if not self._kinds:
+        if kind not in BACKGROUND and not self.busy:
             self.sig_busy_changed.emit(False)
 
 

@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (
 )
 
 from .accessibility import describe
-from .settings import AppSettings, check_pair_message
+from .model_choice import check_pair_message
+from .settings import AppSettings
 
 MB = 2**20
 DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)

@@ -59,10 +59,11 @@ def _quiet_offscreen_warnings():
 
 
 def create_window(*, history_path: str | Path | None = None, qsettings=None, loader=None,
-                  stream=None):
+                  stream=None, adaptation=None):
     """A MainWindow with its bridge and history store (defaults: the platform locations).
 
-    stream: engine.config.StreamConfig for a streamed target (None: the engine's defaults)."""
+    stream: engine.config.StreamConfig for a streamed target (None: the engine's defaults).
+    adaptation: how the bridge builds a pair's Adaptation (app/bridge_adapt.py; tests fake it)."""
     from PySide6.QtCore import QSettings
 
     from .bridge import EngineBridge
@@ -71,7 +72,7 @@ def create_window(*, history_path: str | Path | None = None, qsettings=None, loa
 
     store = HistoryStore(history_path or default_history_path())
     qsettings = qsettings if qsettings is not None else QSettings()
-    bridge = EngineBridge(loader, stream=stream)
+    bridge = EngineBridge(loader, stream=stream, adaptation=adaptation)
     bridge.prompt_cache_folder = str(store.path.parent / "prompt-cache")  # next to the history
     window = MainWindow(bridge, store, qsettings)
     store.on_error = lambda message: window.banner.show_error(message, "History not saved")
@@ -132,7 +133,7 @@ def screenshot(png_path: str | Path, prompt: str = DEFAULT_PROMPT, target: str |
     _ensure_platform(headless=True)
     from PySide6.QtCore import QSettings, QTimer
 
-    from .settings import demo_paths
+    from .model_choice import demo_paths
 
     if target is None:
         paths = demo_paths()

@@ -1,9 +1,10 @@
 """Live panel (pyqtgraph): speed, acceptance, IO and memory of the running generation.
 
 Plots: tokens/s over time, tokens per target pass, acceptance by tree depth, IO MB/s, IO wait,
-target bytes resident vs the budget; below them a strip of target layers (pinned / resident /
-loading / streamed) and a summary line with acceptance per node source. Data arrive per step
-(`add_step`); plots redraw in `refresh`, once a frame.
+target bytes resident vs the budget, and acceptance per answer over the session with the draft's
+adaptation runs marked (`end_answer`, `mark_adaptation`); below them a strip of target layers
+(pinned / resident / loading / streamed) and a summary line with acceptance per node source.
+Data arrive per step (`add_step`); plots redraw in `refresh`, once a frame.
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ class LivePanel(QWidget):
         self.io_plot = _plot(g, "target IO MB/s", 0, 3)
         self.wait_plot = _plot(g, "IO wait per pass (ms)", 0, 4)
         self.memory_plot = _plot(g, "resident vs budget (MB)", 0, 5)
+        self.history_plot = _plot(g, "acceptance per answer", 0, 6)
+        self.history_plot.setYRange(0, 1, padding=0.02)
+        self.history_plot.setLabel("bottom", "answer")
+        self.history_curve = self.history_plot.plot(symbol="o", symbolSize=5)
+        self.accept_history: list[float] = []  # per finished answer, across generations
+        self.adapt_marks: list[tuple[float, str]] = []  # (x between answers, label)
+        self._mark_lines: list[pg.InfiniteLine] = []
         self.speed_curve = self.speed_plot.plot()
         self.pass_bars = pg.BarGraphItem(x=[], height=[], width=0.8)
         self.pass_plot.addItem(self.pass_bars)
@@ -131,12 +139,16 @@ class LivePanel(QWidget):
         self.graphs.setBackground(theme.plot_background)
         title_pt = max(7.0, self.font().pointSizeF() * 0.95)
         for plot in (self.speed_plot, self.pass_plot, self.depth_plot, self.io_plot,
-                     self.wait_plot, self.memory_plot):
+                     self.wait_plot, self.memory_plot, self.history_plot):
             _style_plot(plot, theme, title_pt)
         pens = theme.plot_pens
         for curve, key in ((self.speed_curve, "speed"), (self.io_curve, "io"),
                            (self.wait_curve, "wait"), (self.memory_curve, "memory")):
             curve.setPen(pg.mkPen(pens[key], width=2))
+        self.history_curve.setPen(pg.mkPen(pens["depth"], width=2))
+        self.history_curve.setSymbolBrush(pens["depth"])
+        for line in self._mark_lines:
+            line.setPen(pg.mkPen(pens["budget"], style=Qt.PenStyle.DashLine))
         self.pass_bars.setOpts(brush=pens["pass"], pen=pg.mkPen(pens["pass"]))
         self.depth_bars.setOpts(brush=pens["depth"], pen=pg.mkPen(pens["depth"]))
         self.budget_line.setPen(pg.mkPen(pens["budget"], style=Qt.PenStyle.DashLine))
@@ -160,6 +172,25 @@ class LivePanel(QWidget):
         self.sources = SourceAcceptance.empty()
         self._pending = True
         self.refresh()
+
+    def end_answer(self) -> None:
+        """The answer is over: its acceptance per drafted position joins the session's curve
+        (answers where nothing was drafted add no point)."""
+        if sum(self.depth.reached):
+            self.accept_history.append(self.depth.overall())
+            self._pending = True
+
+    def mark_adaptation(self, label: str) -> None:
+        """An adaptation run ended here (between the answers before and after it)."""
+        x = len(self.accept_history) + 0.5
+        self.adapt_marks.append((x, label))
+        line = pg.InfiniteLine(pos=x, angle=90, label=label,
+                               labelOpts={"position": 0.9, "color": self.theme.plot_text},
+                               pen=pg.mkPen(self.theme.plot_pens["budget"],
+                                            style=Qt.PenStyle.DashLine))
+        self.history_plot.addItem(line)
+        self._mark_lines.append(line)
+        self._pending = True
 
     def set_target(self, budget_bytes: int | None, layers: int) -> None:
         """A target was loaded: its budget (None: whole) and layer count."""
@@ -222,6 +253,8 @@ class LivePanel(QWidget):
         self.io_curve.setData(steps, self.io_mbps)
         self.wait_curve.setData(steps, self.io_wait_ms)
         self.memory_curve.setData(steps, self.resident_mb)
+        self.history_curve.setData(list(range(1, len(self.accept_history) + 1)),
+                                   self.accept_history)
         for plot, values in ((self.speed_plot, self.speed), (self.io_plot, self.io_mbps),
                              (self.wait_plot, self.io_wait_ms), (self.pass_plot, self.tokens)):
             plot.setYRange(0, max(values, default=0) * 1.15 or 1, padding=0)

@@ -2,9 +2,10 @@
 
 It wires the views to the engine bridge and the history store: sending, streaming (one repaint
 and one history write per frame), stop, regenerate, edit-and-resend, loading models, first run
-and errors (shown in a banner; the window stays usable). The menu bar (app/menus.py), drag and
-drop of models (app/dropzone.py), light/dark appearance and zoom (app/appearance.py) and the
-saved window layout (app/window_state.py) live in their own modules.
+and errors (shown in a banner; the window stays usable). Loading models and applying settings
+(app/window_models.py), idle-time draft adaptation (app/idle_adapt.py), the menu bar
+(app/menus.py), drag and drop of models (app/dropzone.py), light/dark appearance and zoom
+(app/appearance.py) and the saved window layout (app/window_state.py) live in their own modules.
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ from .conversation_list import ConversationList
 from .dropzone import ModelImporter
 from .find_bar import FindBar
 from .history import HistoryStore
+from .idle_adapt import IdleAdaptation
 from .live_panel import LivePanel
 from .menus import build_menus
 from .panels import ErrorBanner, FirstRunPanel
-from .settings import AppSettings, SettingsDialog, demo_paths, load_settings, save_settings
+from .settings import AppSettings, load_settings, save_settings
 from .tree_view import TreePanel
+from .window_models import ModelsMixin
 from .window_state import restore_window_state, save_window_state
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ModelsMixin, QMainWindow):
     def __init__(self, bridge: EngineBridge, store: HistoryStore, qsettings: QSettings,
                  parent: QWidget | None = None):
         super().__init__(parent)
@@ -93,10 +96,21 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(lambda: self.bridge.stop())
         describe(self.cancel_button, "Cancel", "Cancel the load or import in progress")
         describe(self.progress, "Progress", "Progress of the load or import")
+        self.adapt_label = QLabel("")
+        self.adapt_label.setObjectName("adaptLabel")
+        self.adapt_label.hide()
+        describe(self.adapt_label, "Draft adaptation", "What the draft's idle-time adaptation "
+                                                       "is doing")
         self.statusBar().addWidget(self.model_label, 1)
+        self.statusBar().addPermanentWidget(self.adapt_label)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
         self.importer = ModelImporter(self)
+        self.settings_dialog = None  # while open (open_settings)
+        self.idle = IdleAdaptation(bridge, self.live, self.adapt_label, lambda: self.settings,
+                                   self)
+        bridge.record = self.settings.record_chats
+        bridge.adapt_config = self.settings.adapt_config()
         self.menu_actions = build_menus(self)
         self.menu_actions.stop.setEnabled(False)  # only while something runs
         self._connect()
@@ -150,115 +164,6 @@ class MainWindow(QMainWindow):
         self.first_run.sig_build_requested.connect(self.build_demo_pair)
         self.first_run.sig_choose_requested.connect(self.open_settings)
         self.first_run.sig_cancel_requested.connect(lambda: b.stop("task"))
-
-    # ---- start-up and models ----
-    def start(self) -> None:
-        """Load the configured models, or the demo pair if built, or offer to build it."""
-        if not self.settings.target:
-            paths = demo_paths()
-            try:
-                built = paths is not None and paths[0].is_dir() and paths[1].is_dir()
-            except OSError as e:  # e.g. no permission on the models folder
-                self.banner.show_error(f"Cannot read the models folder {paths[0].parent}: "
-                                       f"{e.strerror}. Fix its permissions, or build the demo "
-                                       "pair again.", "Models folder unreadable")
-                built = False
-            if built:
-                self.settings.target, self.settings.draft = str(paths[0]), str(paths[1])
-                save_settings(self.qsettings, self.settings)
-        if self.settings.target:
-            self.load_models()
-        else:
-            self.first_run.show()
-            self.chat.set_ready(False, "No models yet: build the demo pair or choose models.")
-
-    def load_models(self) -> None:
-        s = self.settings
-        if not s.target:
-            self.open_settings()
-            return
-        self.banner.hide()
-        self._set_loading(True, f"Loading {s.target} …")
-        self.chat.set_ready(False, "Loading the model…")
-        self.bridge.load(s.target, s.draft or None, s.budget_bytes)
-
-    def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self)
-        dialog.sig_build_demo_requested.connect(dialog.reject)
-        dialog.sig_build_demo_requested.connect(self.build_demo_pair)
-        dialog.sig_build_coder_requested.connect(dialog.reject)
-        dialog.sig_build_coder_requested.connect(lambda: self.build_demo_pair("coder"))
-        if dialog.exec():
-            self.apply_settings(dialog.values(), load=True)
-
-    def apply_settings(self, settings: AppSettings, load: bool = False) -> None:
-        models_changed = (settings.target, settings.draft, settings.budget_mb) != (
-            self.settings.target, self.settings.draft, self.settings.budget_mb)
-        self.settings = settings
-        save_settings(self.qsettings, settings)
-        if load and (models_changed or not self.bridge.has_session):
-            self.first_run.hide()
-            self.load_models()
-
-    def build_demo_pair(self, pair: str = "smollm2") -> None:
-        try:
-            if pair == "coder":
-                from engine.formats.pairs import build_coder_pair as build_demo_pair
-            else:
-                from engine.formats.demo import build_demo_pair
-        except ImportError:
-            self.banner.show_error("The demo-pair builder is not part of this build. Choose "
-                                   "your own target and draft folders instead.")
-            return
-        self.first_run.show()
-        self.first_run.set_building(True)
-        self._set_loading(True, "Building the coder pair (1.6 GB download)…" if pair == "coder"
-                          else "Building the demo pair…")
-        self._demo_job = self.bridge.run_task(lambda report: build_demo_pair(progress=report))
-
-    def _on_task_finished(self, job_id: int, result) -> None:
-        if self.importer.take_result(job_id, result) or job_id != getattr(self, "_demo_job",
-                                                                          None):
-            return
-        self.first_run.set_building(False)
-        self.first_run.hide()
-        target, draft = result
-        s = AppSettings(**vars(self.settings))
-        s.target, s.draft = str(target), str(draft)
-        self.apply_settings(s, load=True)
-
-    def _set_loading(self, loading: bool, text: str = "") -> None:
-        self.progress.setVisible(loading)
-        self.cancel_button.setVisible(loading)
-        self.progress.setRange(0, 0)
-        if text:
-            self.model_label.setText(text)
-
-    def _on_progress(self, what: str, done: int, total: int) -> None:
-        if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
-        self.model_label.setText(f"{what} {done}/{total}")
-        if self.first_run.isVisible():
-            self.first_run.set_progress(what, done, total)
-
-    def _on_loaded(self, description: str, context_length: int, layers: int) -> None:
-        self._set_loading(False, f"{description} · {self.settings.mode} · "
-                                 f"context {context_length}")
-        self.first_run.hide()
-        self.live.set_target(self.settings.budget_bytes, layers)
-        self.chat.set_ready(True, "Ask anything. Green tokens were drafted and accepted; "
-                                  "orange ones the target produced itself.")
-        self.chat.set_context(0, context_length)
-
-    def _on_busy(self, busy: bool) -> None:
-        a = self.menu_actions
-        for action in (a.settings, a.reload, a.load):
-            action.setEnabled(not busy)
-        self.menu_actions.stop.setEnabled(busy)
-        if not busy:
-            self.progress.hide()
-            self.cancel_button.hide()
 
     # ---- conversations ----
     def refresh_conversations(self, query: str | None = None) -> None:
@@ -407,6 +312,7 @@ class MainWindow(QMainWindow):
                 self.store.set_steps(self.answer_id, steps)
         self.chat.finish_answer(stats, reason)
         self.live.set_kv_cache(stats)
+        self.live.end_answer()
         self.answer_id = None
         self.tree.live_check.setChecked(True)
         self.live.refresh()
@@ -414,6 +320,8 @@ class MainWindow(QMainWindow):
 
     def _on_failed(self, context: str, message: str) -> None:
         if context == "task" and self.importer.take_failure(message):
+            return
+        if context == "adapt":  # background work: the status bar says it (IdleAdaptation)
             return
         titles = {"load": "Could not load the model", "generate": "Generation failed",
                   "task": "Could not build the demo pair"}

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
     from app.gui import create_app, create_window
-    from app.settings import demo_paths
+    from app.model_choice import demo_paths
 
     target, draft = args.target, args.draft
     if target is None:

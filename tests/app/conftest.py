@@ -26,8 +26,10 @@ def make_window(qtbot, tmp_path, monkeypatch):
 
     def make(loader=None, history=None, size=(1300, 850)):
         qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        loader = loader or FakeLoader()
         window = create_window(history_path=history or tmp_path / "history.sqlite3",
-                               qsettings=qs, loader=loader or FakeLoader())
+                               qsettings=qs, loader=loader,
+                               adaptation=getattr(loader, "make_adaptation", None))
         qtbot.addWidget(window)
         if size is not None:  # None: keep the size restored from the settings file
             window.resize(*size)

@@ -96,10 +96,13 @@ class FakeSession:
         self.requests: list[tuple[list[dict], str | None]] = []
         self.conversations: list[int | None] = []
 
-    def chat(self, messages, config, should_stop=None, system=None, conversation=None):
+    def chat(self, messages, config, should_stop=None, system=None, conversation=None,
+             observer_for=None):
         self.requests.append((messages, system))
         self.conversations.append(conversation)
         stop = should_stop or (lambda: False)
+        if observer_for is not None:
+            observer_for([1, 2, 3])  # a real session hands the observer to the decode loop
         yield PrefillDone(12, 0.01)
         if self.fail:
             yield Failed(self.fail)
@@ -120,13 +123,73 @@ class FakeSession:
         yield Finished(reason, text, ids, stats_for(done, time.perf_counter() - t0))
 
 
+class FakeAdaptation:
+    """Stands in for engine.adapt.run.Adaptation: a buffer of counted recordings; `run` yields
+    `slices` AdaptProgress, `delay` seconds each, checking `should_stop` like the Trainer."""
+
+    def __init__(self, slices: int = 3, delay: float = 0.0, cap_bytes: int = 64 << 20):
+        self.slices, self.delay, self.cap_bytes = slices, delay, cap_bytes
+        self.recorded = 0  # ever
+        self.sequences = 0  # in the buffer now
+        self.version: int | None = None
+        self.runs = self.cancelled_runs = self.slices_done = 0
+        self.last: dict | None = None
+
+    def recorder(self, prompt_ids):
+        return lambda *step: None
+
+    def keep(self, recorder) -> None:
+        self.recorded += 1
+        self.sequences += 1
+
+    def status(self) -> dict:
+        return {"sequences": self.sequences, "positions": 40 * self.sequences,
+                "bytes": 9000 * self.sequences, "cap_bytes": self.cap_bytes,
+                "recorded_total": self.recorded, "adopted_version": self.version}
+
+    def clear_buffer(self) -> None:
+        self.sequences = 0
+
+    def reset(self) -> None:
+        self.version = None
+
+    def set_cap(self, cap_bytes: int) -> None:
+        self.cap_bytes = cap_bytes
+
+    def run(self, should_stop=None):
+        from engine.adapt.train import AdaptProgress
+
+        stop = should_stop or (lambda: False)
+        self.runs += 1
+        for i in range(self.slices):
+            if self.delay:
+                time.sleep(self.delay)
+            if stop():
+                self.cancelled_runs += 1
+                yield AdaptProgress(i, 1, i, 0.5, None, None, 0.0, True, True)
+                return
+            self.slices_done += 1
+            last = i == self.slices - 1
+            yield AdaptProgress(i, 1, i + 1, 0.5 - 0.1 * i, 0.4 if last else None,
+                                0.8 if last else None, 0.01 * (i + 1), last)
+        self.version = (self.version or 0) + 1
+        self.last = {"version": self.version, "adopted": True, "holdout_agreement_before": 0.7,
+                     "holdout_agreement_after": 0.8, "adapt_seconds": 0.05}
+
+
 class FakeLoader:
-    """Callable like Session.load; records calls; `fail` makes the next load raise."""
+    """Callable like Session.load; records calls; `fail` makes the next load raise.
+    `make_adaptation` gives the bridge `self.adaptation` (see app/bridge_adapt.py)."""
 
     def __init__(self):
         self.session = FakeSession()
+        self.adaptation = FakeAdaptation()
         self.calls: list[tuple] = []
         self.fail: Exception | None = None
+
+    def make_adaptation(self, session, target, draft, config):
+        self.adaptation.cap_bytes = config.cap_bytes
+        return self.adaptation
 
     def __call__(self, target, draft, *, budget_bytes=None, progress=None):
         self.calls.append((target, draft, budget_bytes))

@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QApplication
 
 from app import accessibility
 from app.markdown import LIGHT_COLORS
-from app.settings import SettingsDialog
+from app.settings_dialog import SettingsDialog
 from app.theme import DARK, LIGHT, dark_palette, stylesheet, theme_for
 from app.tree_view import NodeItem, TreePanel, tree_nodes
 from tests.app.fake_engine import make_step

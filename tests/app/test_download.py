@@ -9,7 +9,8 @@ from tests.fake_hub import REPO, SHA, FakeHub, tiny_repo_files
 
 
 def test_download_dialog_pulls_into_the_cache_and_picks_it(qtbot, tmp_path):
-    from app.settings import AppSettings, SettingsDialog
+    from app.settings import AppSettings
+    from app.settings_dialog import SettingsDialog
 
     hub = FakeHub(tiny_repo_files(tmp_path / "src"))
     try:
@@ -63,8 +64,9 @@ def test_download_dialog_cancel_and_error(qtbot):
 
 
 def test_draft_list_shows_only_compatible_drafts(qtbot, tmp_path, monkeypatch):
-    from app import settings as settings_module
-    from app.settings import AppSettings, SettingsDialog
+    from app import model_choice
+    from app.settings import AppSettings
+    from app.settings_dialog import SettingsDialog
 
     target = make_tiny_model(tmp_path / "target", seed=1)
     good = make_tiny_model(tmp_path / "good", like=target, noise=0.1)
@@ -75,7 +77,7 @@ def test_draft_list_shows_only_compatible_drafts(qtbot, tmp_path, monkeypatch):
     vocab[a], vocab[b] = vocab[b], vocab[a]  # another tokenizer: cannot draft for this target
     (other / "tokenizer.json").write_text(json.dumps(tok))
     models = [(p.name, str(p)) for p in (target, good, other)]
-    monkeypatch.setattr(settings_module, "known_models", lambda: models)
+    monkeypatch.setattr(model_choice, "known_models", lambda: models)
     dialog = SettingsDialog(AppSettings(target=str(target)))
     qtbot.addWidget(dialog)
     assert dialog.draft.listed() == [str(good)]

@@ -1,13 +1,8 @@
 from PySide6.QtCore import QSettings
 
-from app.settings import (
-    AppSettings,
-    SettingsDialog,
-    budget_plan,
-    check_pair_message,
-    load_settings,
-    save_settings,
-)
+from app.model_choice import budget_plan, check_pair_message
+from app.settings import AppSettings, load_settings, save_settings
+from app.settings_dialog import SettingsDialog
 
 
 def test_qsettings_round_trip(tmp_path):
