@@ -205,7 +205,8 @@ class EngineBridge(QObject, AdaptationJobs):
         self.stop("adapt")
         forgotten, self._forgotten = self._forgotten, set()
         extra = {"conversation": conversation} if conversation is not None else {}
-        record = self.record
+        # ar mode: nothing is drafted, and an observer would turn off its passes launched ahead
+        record = self.record and getattr(config, "mode", None) != "ar"
 
         def job(should_stop) -> Iterator[object]:
             if self._session is None:
