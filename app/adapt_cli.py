@@ -15,6 +15,7 @@ from engine.config import AdaptConfig, GenerationConfig, TreeConfig
 from engine.errors import CanopyError
 
 _ADAPT = AdaptConfig()
+PHASES = ("measure", "record", "adapt")
 
 
 def add_adapt_parser(sub, fmt: dict) -> None:
@@ -43,6 +44,10 @@ def add_adapt_parser(sub, fmt: dict) -> None:
                    help="apply adapters as LoRA modules instead of fusing them into weights")
     a.add_argument("--fresh", action="store_true",
                    help="clear the pair's buffer and adapters first")
+    a.add_argument("--only", choices=PHASES, default=None,
+                   help="one phase alone, on the pair's stored buffer and adapters: measure "
+                   "(--holdout [--other], with the adopted adapter), record (--prompts) or adapt "
+                   "(the buffer); lets a long benchmark run in pieces")
     a.add_argument("--status", action="store_true", help="print buffer and adapter state, exit")
     a.add_argument("--clear", action="store_true",
                    help="clear the pair's buffer and reset its adapters, exit")
@@ -74,9 +79,12 @@ def run_adapt_command(args) -> int:
     config = adapt_config(args)
     if args.max_tokens < 1:
         raise CanopyError("--max-tokens must be at least 1")
-    if not (args.status or args.clear) and not (args.prompts and args.holdout):
-        raise CanopyError("canopy adapt needs --prompts FILE and --holdout FILE "
-                          "(or --status / --clear)")
+    needs = {"measure": ("holdout",), "record": ("prompts",), "adapt": (),
+             None: ("prompts", "holdout")}[args.only]
+    if not (args.status or args.clear) and not all(getattr(args, n) for n in needs):
+        raise CanopyError("canopy adapt needs " + " and ".join(f"--{n} FILE" for n in needs)
+                          + (f" with --only {args.only}" if args.only else
+                             " (or --status / --clear)"))
     sets = {"prompts": args.prompts, "holdout": args.holdout, "other": args.other}
     prompts = {k: read_prompts(v) for k, v in sets.items() if v and not args.status}
     target, draft = resolve_pair(args, "chain")
@@ -93,6 +101,8 @@ def run_adapt_command(args) -> int:
         adaptation.use_adopted()
         gen = GenerationConfig(mode=args.mode, max_tokens=args.max_tokens,
                                tree=replace(TreeConfig(), adaptive=False))
+        if args.only:
+            return emit(args, run_phase(args, adaptation, prompts, gen, config))
         out = {"before": {}, "after": {}, "version_before": adaptation.version}
         say(args, "measuring held-out prompts (before)")
         out["before"]["holdout"] = measure(session, prompts["holdout"], gen)
@@ -116,6 +126,31 @@ def run_adapt_command(args) -> int:
         return emit(args, out)
     finally:
         session.close()
+
+
+def run_phase(args, adaptation, prompts: dict, gen, config: AdaptConfig) -> dict:
+    """`--only PHASE`: one step of the full command, on the pair's stored state."""
+    from engine.adapt.evaluate import measure
+
+    session, store = adaptation.session, adaptation.store
+    out = {"phase": args.only, "version": adaptation.version}
+    if args.only == "measure":
+        for name in ("holdout", "other"):
+            if name in prompts:
+                say(args, f"measuring {name} prompts")
+                out[name] = measure(session, prompts[name], gen)
+    elif args.only == "record":
+        say(args, f"recording on {len(prompts['prompts'])} prompts")
+        out["record"] = measure(session, prompts["prompts"], gen, store.buffer, config.top_k)
+    else:
+        for p in adaptation.run():
+            say(args, f"slice {p.slice} (epoch {p.epoch}): train KL {p.train_loss:.3f}")
+        out["adapt"] = adaptation.last
+        out["version"] = adaptation.version
+    out["buffer"] = status(adaptation)["buffer"]
+    out["settings"] = {"mode": args.mode, "max_tokens": args.max_tokens,
+                       "fuse": not args.no_fuse, **vars_of(config)}
+    return out
 
 
 def status(adaptation) -> dict:

@@ -48,3 +48,25 @@ def test_adapt_invalid_setting_exits_2(tiny_pair, tmp_path):
     out = canopy("adapt", "--target", tiny_pair["target"], "--draft", tiny_pair["noisy"],
                  "--status", "--rank", 0, "--adapt-home", tmp_path, "--json")
     assert out.returncode == 2 and "rank" in json.loads(out.stdout)["error"]
+
+
+def test_adapt_in_phases_keeps_state_between_runs(tiny_pair, tmp_path):
+    """--only record / adapt / measure: the same steps as one run, each its own process."""
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    (tmp_path / "h.txt").write_text("the bird flew\nthe fish swam\n")
+    pair = ["--target", tiny_pair["target"], "--draft", tiny_pair["noisy"],
+            "--adapt-home", tmp_path / "home", "--max-tokens", 12, "--layers", 1, "--json"]
+    out = canopy("adapt", *pair, "--only", "measure", "--prompts", tmp_path / "p.txt")
+    assert out.returncode == 2 and "--holdout" in json.loads(out.stdout)["error"]
+    before = json.loads(canopy("adapt", *pair, "--only", "measure", "--holdout",
+                               tmp_path / "h.txt").stdout)
+    assert before["holdout"]["prompts"] == 2 and before["version"] is None
+    assert before["buffer"]["sequences"] == 0  # measuring records nothing
+    rec = json.loads(canopy("adapt", *pair, "--only", "record", "--prompts",
+                            tmp_path / "p.txt").stdout)
+    assert rec["record"]["prompts"] == 6 and rec["buffer"]["sequences"] == 6
+    adapted = json.loads(canopy("adapt", *pair, "--only", "adapt").stdout)
+    assert adapted["adapt"]["train_sequences"] + adapted["adapt"]["holdout_sequences"] == 6
+    after = json.loads(canopy("adapt", *pair, "--only", "measure", "--holdout",
+                              tmp_path / "h.txt").stdout)
+    assert after["version"] == (1 if adapted["adapt"]["adopted"] else None)
