@@ -70,3 +70,30 @@ def make_bad_draft(target: Path, out: Path) -> Path:
                 shutil.copy2(target / f, out / f)
         save_weights(out, random_weights(config, seed=7))
         return out
+
+
+def make_shallow_draft(target: Path, out: Path, layers: int) -> Path:
+    """A draft of the target's first `layers` blocks (then its final norm and head): same
+    tokenizer, cheaper per token, and far from the target — room for adaptation to close."""
+    import shutil
+
+    import mlx.core as mx
+
+    from ..formats.loader import read_weights, weight_files
+
+    config = json.loads((target / "config.json").read_text())
+    if not 0 < layers < config["num_hidden_layers"]:
+        raise ValueError(f"layers must lie in 1..{config['num_hidden_layers'] - 1}")
+    kept = {}
+    for name, w in read_weights(weight_files(target)).items():
+        parts = name.split(".")
+        if "layers" in parts and int(parts[parts.index("layers") + 1]) >= layers:
+            continue
+        kept[name] = w
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "model.safetensors"), kept)
+    (out / "config.json").write_text(json.dumps({**config, "num_hidden_layers": layers}, indent=1))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        if (target / f).exists():
+            shutil.copy2(target / f, out / f)
+    return out
