@@ -57,22 +57,42 @@ class IdleAdaptation(QObject):
     def start_if_due(self) -> bool:
         if not self.due():
             return False
-        self._running_on = self.bridge.adapt_status["recorded_total"]
-        self.label.setText("Adapting the draft to your chats…")
-        self.label.show()
-        self.bridge.adapt()
+        self._start()
         return True
+
+    def adapt_now(self) -> bool:
+        """Model › Adapt Draft Now: on demand, whatever the timer and the switch say."""
+        status = self.bridge.adapt_status
+        if self.bridge.adapting or self.bridge.generating:
+            return False
+        if status is None or not self.bridge.has_session:
+            self._say("Draft adaptation needs a loaded target and draft.")
+            return False
+        if status["sequences"] < MIN_SEQUENCES:
+            self._say("Draft adaptation needs at least two recorded answers: chat some more.")
+            return False
+        self._start()
+        return True
+
+    def _start(self) -> None:
+        self._running_on = self.bridge.adapt_status["recorded_total"]
+        self._say("Adapting the draft to your chats…")
+        self.bridge.adapt()
+
+    def _say(self, text: str) -> None:
+        self.label.setText(text)
+        self.label.show()
 
     def _on_progress(self, p) -> None:
         held = "" if p.holdout_agreement is None else (
             f" · held-out agreement {p.holdout_agreement:.2f}")
-        self.label.setText(f"Adapting the draft: epoch {p.epoch}, step {p.steps} · "
+        self._say(f"Adapting the draft: epoch {p.epoch}, step {p.steps} · "
                            f"KL {p.train_loss:.3f}{held}")
 
     def _on_finished(self, result: dict | None) -> None:
         self._trained_on = self._running_on
         if not result:
-            self.label.setText("Draft adaptation: nothing to learn yet.")
+            self._say("Draft adaptation: nothing to learn yet.")
             return
         before, after = result["holdout_agreement_before"], result["holdout_agreement_after"]
         if result.get("adopted") and result.get("version") is not None:
@@ -83,14 +103,14 @@ class IdleAdaptation(QObject):
             text = f"Draft adaptation found no better adapter (held-out {before:.2f}); " \
                    "the draft is unchanged."
             mark = "no gain"
-        self.label.setText(text)
+        self._say(text)
         self.live.mark_adaptation(mark)
         self.live.refresh()
 
     def _on_stopped(self) -> None:
-        self.label.setText("Draft adaptation paused for your message; it resumes when idle.")
+        self._say("Draft adaptation paused for your message; it resumes when idle.")
 
     def _on_failed(self, context: str, message: str) -> None:
         if context == "adapt":
             self._trained_on = self._running_on  # the same data would fail the same way
-            self.label.setText(f"Draft adaptation stopped: {message}")
+            self._say(f"Draft adaptation stopped: {message}")

@@ -38,6 +38,7 @@ class MenuActions:
     load: QAction
     reload: QAction
     stop: QAction
+    adapt_now: QAction
     help: QAction
 
     def all(self) -> list[QAction]:
@@ -111,6 +112,8 @@ def build_menus(window) -> MenuActions:
         reload=_action(w, "Reload", w.load_models, None, "Load the chosen models again"),
         stop=_action(w, "Stop", w.stop_all, "Ctrl+.",
                      "Stop the answer, the load or the import in progress"),
+        adapt_now=_action(w, "Adapt Draft Now", w.idle.adapt_now, None,
+                          "Teach the draft from the recorded answers now (a message stops it)"),
         help=_action(w, "Canopy Help", lambda: commands.show_help(w), Key.HelpContents),
     )
     # On macOS Qt moves role actions into the application menu ("Canopy"); a menu of our own
@@ -136,6 +139,8 @@ def build_menus(window) -> MenuActions:
     view_menu.addActions([a.zoom_in, a.zoom_out, a.zoom_reset])
     model_menu = bar.addMenu("&Model")
     model_menu.addActions([a.load, a.reload, a.stop])
+    model_menu.addSeparator()
+    model_menu.addAction(a.adapt_now)
     help_menu = bar.addMenu("&Help")
     help_menu.addAction(a.help)
     return a

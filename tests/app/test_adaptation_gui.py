@@ -109,11 +109,11 @@ def test_a_message_stops_adaptation_at_once(qtbot, make_window):
     loader.adaptation = FakeAdaptation(slices=200, delay=0.02)
     window = _loaded(qtbot, make_window(loader), adapt_when_idle=False)
     _ask(qtbot, window, "first")
+    assert not window.idle.adapt_now() and "two recorded answers" in window.adapt_label.text()
     _ask(qtbot, window, "second")
     assert window.idle.due() is False  # switched off
-    window.settings.adapt_when_idle = True
     with qtbot.waitSignal(window.bridge.sig_adapt_progress, timeout=5000):
-        assert window.idle.start_if_due()
+        window.menu_actions.adapt_now.trigger()  # on demand, the switch notwithstanding
     assert window.bridge.adapting and "Adapting the draft" in window.adapt_label.text()
     bridge = window.bridge
     with qtbot.waitSignals([bridge.sig_adapt_stopped, bridge.sig_generation_finished],
