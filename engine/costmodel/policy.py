@@ -3,7 +3,8 @@ shape, threshold, fallback to `ar`, and whether to draft during the target's IO 
 
 Measured online from verification results (forgotten exponentially per target step):
 - timing: one draft forward over m tokens d(m) ~ a + b m; one target pass over N tokens
-  v(N) ~ v0 + v1 N (IO included when the target is streamed); the rest of a step, o;
+  v(N) ~ v0 + v1 N (IO included when the target is streamed; draft work at its waits beyond
+  the reads left out, rules.pass_cost_seconds); the rest of a step, o;
 - acceptance of recent trees: best-first trees grow in rounds (the start forward, then one
   forward per batch of w nodes), and the accepted path can only go one level deeper per round.
   E_s(N) = 1 + accepted nodes of tree s among its first N nodes; beyond the depth a tree had,
@@ -298,7 +299,9 @@ class StepPolicy:
         draft_s = getattr(result, "draft_seconds", 0.0)
         verify_s = getattr(result, "verify_seconds", 0.0) or result.step_seconds
         io_wait = getattr(result, "io_wait_seconds", 0.0)
-        self.passes.append((n, verify_s, self.steps, min(io_wait, verify_s)))
+        pass_s = rules.pass_cost_seconds(verify_s, getattr(result, "wait_work_seconds", 0.0),
+                                         getattr(result, "io_busy_seconds", None))
+        self.passes.append((n, pass_s, self.steps, min(io_wait, pass_s)))
         self.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
         for m, s in getattr(result.proposal, "forwards", ()):
             self.forwards.append((m, s, self.steps))

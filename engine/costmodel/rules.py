@@ -6,6 +6,8 @@ model's simulation (engine.costmodel.formulas), so a prediction describes the po
   compute (`wait_work_fits`). Longer work would delay the target instead of hiding IO.
 - Tree shape for a node budget: wide expansion rounds keep the draft forwards per step under a
   cap (`tree_shape`), so trees of hundreds of nodes cost a handful of forwards.
+- A pass's cost for the policy's fit of v(N) leaves out draft work run at its waits beyond
+  what the IO thread needed anyway (`pass_cost_seconds`): it belongs to the next tree.
 - Node budgets considered: up to `TreeConfig.auto_max_nodes` when the target pass is IO-bound
   (waiting for layers dominates it: verifying more nodes is nearly free), else up to
   `TreeConfig.max_nodes` (`node_limit`, `is_io_bound`).
@@ -89,6 +91,16 @@ def node_budgets(limit: int, width: int, max_forwards: int) -> list[int]:
         out.add(1 + w * max_forwards)
     out.add(limit)
     return sorted(n for n in out if 2 <= n <= limit)
+
+
+def pass_cost_seconds(verify: float, wait_work: float, io_busy: float | None) -> float:
+    """A target pass's own seconds, for the fit of v(N): draft work run at its waits
+    (`wait_work`, the next tree's cost, counted in d) taken out, but never below the IO
+    thread's reading during the step (`io_busy`): a wait the work filled was the pass's."""
+    if wait_work <= 0:
+        return verify
+    floor = verify - wait_work
+    return max(floor, min(verify, io_busy)) if io_busy is not None else floor
 
 
 def is_io_bound(wait_seconds: float, pass_seconds: float) -> bool:

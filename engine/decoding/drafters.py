@@ -47,6 +47,8 @@ class StepResult:
     verify_seconds: float = 0.0  # the target pass (IO waits included) and acceptance
     io_wait_seconds: float = 0.0  # of which waiting for streamed layers (draft work included)
     target_argmax: tuple[int, ...] | None = None  # per node, for drafters that learn from it
+    wait_work_seconds: float = 0.0  # of the wait, draft work for the next tree (pipeline)
+    io_busy_seconds: float | None = None  # the IO thread's reading during the step (streamed)
 
 
 class Drafter(Protocol):

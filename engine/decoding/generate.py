@@ -78,6 +78,14 @@ def waited(before, after) -> float:
         after.hook_seconds - before.hook_seconds)
 
 
+def wait_split(before, after) -> tuple[float, float | None]:
+    """(seconds of draft work during the pass's waits, seconds the IO thread read during the
+    step; None when the target is not streamed)."""
+    if before is None or after is None:
+        return 0.0, None
+    return after.hook_seconds - before.hook_seconds, after.io_seconds - before.io_seconds
+
+
 def check_finite(logits: mx.array, target) -> None:
     """NaN/Inf scores (broken weights, or overflow in float16) would be emitted as garbage."""
     if not mx.all(mx.isfinite(logits)).item():
@@ -202,7 +210,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
                     path, bonus = accept_sampled(tree.tokens, tree.parents, probs,
                                                  proposal.proposal_probs, rng)
             t_verified = time.perf_counter()
-            io_wait = waited(io_before, io_snapshot(model))
+            io_after = io_snapshot(model)
+            io_wait = waited(io_before, io_after)
             if observer is not None:  # the target's logits are free here (online distillation)
                 observer(tree, path, bonus, logits)
             if len(tree) > 1:  # a root-only pass already sits in place (a pass ahead may follow)
@@ -218,7 +227,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
         step_seconds = time.perf_counter() - step_start
         drafter.feedback(StepResult(proposal, tuple(path), bonus, step_seconds,
                                     t_drafted - step_start, t_verified - t_drafted, io_wait,
-                                    None if argmax is None else tuple(argmax)))
+                                    None if argmax is None else tuple(argmax),
+                                    *wait_split(io_before, io_after)))
         committed += len(path)
         held.extend(tree.tokens[i] for i in path)
         root = bonus

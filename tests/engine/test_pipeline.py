@@ -107,3 +107,34 @@ def test_next_tree_drafted_during_verification_matches_a_sequential_draft(tmp_pa
     drafter.commit(tree, path, nxt.tokens[0], committed)
     assert drafter.carry is ext
     assert drafter.draft.cache[0].offset == committed + len(path) + len(ext.slots)
+
+
+def test_auto_policy_streamed_is_lossless_and_sees_its_wait_work(deep_pair, monkeypatch):
+    """Auto policy, streamed target, pipeline on: greedy ids equal ar, and the policy is told
+    how much of each pass was draft work at the waits and how long the IO thread read."""
+    from engine.costmodel.policy import StepPolicy
+
+    seen = []
+    observe = StepPolicy.observe
+
+    def spy(self, result):
+        seen.append(result)
+        observe(self, result)
+
+    monkeypatch.setattr(StepPolicy, "observe", spy)
+    target, drafts = deep_pair
+    ids = [40, 50, 60]
+    ar = final(Session.load(target), ids, mode="ar")
+    resident_bytes = Session.load(target).target.nbytes()
+    streamed = Session(
+        load_streamed_model(target, resident_bytes // 2, reader=slow_reader),
+        Session.load(drafts["noisy"]).target,
+    )
+    try:
+        auto = final(streamed, ids, mode="tree", pipeline=True, tree=TreeConfig(max_forwards=4))
+    finally:
+        streamed.target.close()
+    assert auto.token_ids == ar.token_ids
+    assert all(r.io_busy_seconds is not None and r.io_busy_seconds > 0 for r in seen)
+    assert any(r.wait_work_seconds > 0 for r in seen)
+    assert all(r.wait_work_seconds <= r.io_wait_seconds + 1e-9 for r in seen)

@@ -166,3 +166,41 @@ def test_greedy_512_node_trees_equal_ar(tmp_path):
     sizes = [sum(s in ("root", "draft") for s in e.tree_sources) for e in events
              if isinstance(e, StepEvent)]
     assert max(sizes) == 512  # wide rounds: 6 draft forwards of up to 86 nodes
+
+
+def test_pass_cost_leaves_out_wait_work_beyond_the_reads():
+    # no draft work at the waits: the pass is what was measured
+    assert rules.pass_cost_seconds(5.0, 0.0, 4.0) == 5.0
+    # the work overran the reads (4 s): the overrun is the next tree's, not the pass's
+    assert rules.pass_cost_seconds(9.0, 6.0, 4.0) == 4.0
+    # the work only filled waits the pass had anyway: nothing taken out
+    assert rules.pass_cost_seconds(5.0, 2.0, 5.5) == 5.0
+    # not streamed (no IO thread): the work comes off
+    assert rules.pass_cost_seconds(5.0, 2.0, None) == 3.0
+
+
+def test_draft_work_overrunning_io_bound_passes_does_not_shrink_the_trees():
+    """Streamed passes of ~2 s of reads; draft work at the waits overruns them in proportion to
+    the tree (its next tree is as big). The policy charges the overrun to the draft, not to
+    v(N), so it still grows hundreds of nodes; charged to v(N) it would stay small."""
+
+    def run(io_busy):
+        policy, sizes = StepPolicy(TreeConfig()), []
+        for _ in range(24):
+            plan = policy.plan()
+            n = plan.max_nodes if plan.speculate else 1
+            tree, path = spread_tree(n) if plan.speculate else (TokenTree.with_root(0), [0])
+            shape = rules.tree_shape(n, 4, 12)
+            forwards = [(2, 0.011)] + [(shape.width, 0.01 + 0.0005 * shape.width)] * shape.rounds
+            work = 0.02 * n if plan.speculate else 0.0  # overrun: grows with the tree
+            d, v = sum(s for _, s in forwards), 2.0 + work
+            proposal = Proposal(tree, [None] * n, chain=not plan.speculate, forwards=forwards,
+                                probe=plan.probe)
+            policy.observe(StepResult(proposal, tuple(path), 7, d + v + 0.001, d, v, 1.8 + work,
+                                      None, work, io_busy))
+            sizes.append(n)
+        return sizes
+
+    assert max(run(io_busy=2.0)[-5:]) >= 256
+    # the IO thread read all along (the reads, not the work, were slow): the pass's own time
+    assert max(run(io_busy=1e9)[-5:]) <= 128
