@@ -10,8 +10,8 @@ Measured online from verification results (forgotten exponentially per target st
   E_s(N) = 1 + accepted nodes of tree s among its first N nodes; beyond the depth a tree had,
   the path continues one more level with probability rho (how often a path that reached a
   depth reached the next one, over recent trees);
-- whether the pass is IO-bound: the share of verify time spent waiting for layers
-  (rules.is_io_bound);
+- whether the pass is IO-bound: the share of verify time spent waiting for layers, or with
+  the IO thread reading if more (rules.is_io_bound);
 - the calibration A(pi): the fraction of nodes with draft path probability ~pi that the target
   accepted (log10 bins), shrunk toward kappa * pi (kappa: accepted / sum of path probabilities).
 
@@ -301,7 +301,10 @@ class StepPolicy:
         io_wait = getattr(result, "io_wait_seconds", 0.0)
         pass_s = rules.pass_cost_seconds(verify_s, getattr(result, "wait_work_seconds", 0.0),
                                          getattr(result, "io_busy_seconds", None))
-        self.passes.append((n, pass_s, self.steps, min(io_wait, pass_s)))
+        # IO-bound: waiting for layers, or the IO thread reading, fills most of the pass (the
+        # compute thread's time outside waits also holds GIL and allocator stalls)
+        io = max(io_wait, getattr(result, "io_busy_seconds", None) or 0.0)
+        self.passes.append((n, pass_s, self.steps, min(io, pass_s)))
         self.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
         for m, s in getattr(result.proposal, "forwards", ()):
             self.forwards.append((m, s, self.steps))

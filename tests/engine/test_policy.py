@@ -184,7 +184,7 @@ def test_draft_work_overrunning_io_bound_passes_does_not_shrink_the_trees():
     the tree (its next tree is as big). The policy charges the overrun to the draft, not to
     v(N), so it still grows hundreds of nodes; charged to v(N) it would stay small."""
 
-    def run(io_busy):
+    def run(io_busy, wait_share=0.9, overrun=0.02):
         policy, sizes = StepPolicy(TreeConfig()), []
         for _ in range(24):
             plan = policy.plan()
@@ -192,15 +192,18 @@ def test_draft_work_overrunning_io_bound_passes_does_not_shrink_the_trees():
             tree, path = spread_tree(n) if plan.speculate else (TokenTree.with_root(0), [0])
             shape = rules.tree_shape(n, 4, 12)
             forwards = [(2, 0.011)] + [(shape.width, 0.01 + 0.0005 * shape.width)] * shape.rounds
-            work = 0.02 * n if plan.speculate else 0.0  # overrun: grows with the tree
+            work = overrun * n if plan.speculate else 0.0  # grows with the tree
             d, v = sum(s for _, s in forwards), 2.0 + work
             proposal = Proposal(tree, [None] * n, chain=not plan.speculate, forwards=forwards,
                                 probe=plan.probe)
-            policy.observe(StepResult(proposal, tuple(path), 7, d + v + 0.001, d, v, 1.8 + work,
-                                      None, work, io_busy))
+            wait = wait_share * 2.0 + work
+            policy.observe(StepResult(proposal, tuple(path), 7, d + v + 0.001, d, v, wait, None,
+                                      work, io_busy))
             sizes.append(n)
         return sizes
 
     assert max(run(io_busy=2.0)[-5:]) >= 256
+    # little of the pass counted as waiting, but the IO thread read all along: still IO-bound
+    assert max(run(io_busy=2.0, wait_share=0.1, overrun=0.0)[-5:]) >= 256
     # the IO thread read all along (the reads, not the work, were slow): the pass's own time
     assert max(run(io_busy=1e9)[-5:]) <= 128
