@@ -29,8 +29,9 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
   timing it does not probe, but rechecks the bound as ar's pass time is measured.
 - draft work at an IO wait: one more forward of the next step's tree while it fits
   (rules.wait_work_fits with d of its size: the rule the cost model's pass simulation runs).
-The first step drafts one forward's worth (root + top-k children) and the second is a plain
-ar step, to measure d, v(N) and v(1) before deciding; N grows at most to 4 N_seen + w per
+The first step drafts one forward's worth (root + top-k children; `max_nodes` when the passes
+timed so far were IO-bound) and the second is a plain ar step, to measure d, v(N) and v(1)
+before deciding; N grows at most to 4 N_seen + w per
 step (exploration is bounded by what was observed).
 """
 
@@ -316,6 +317,10 @@ class StepPolicy:
             self._observe_tree(tree, result.accepted, drafted)
             self.evidence += 1
         self._refit()
+        if self.auto and not self.trees and self.io_bound():
+            # an IO-bound pass costs about the same for a full tree: a first tree of one
+            # forward would spend a whole pass on a token or two
+            self.nodes = max(self.nodes, self.tree.max_nodes)
         best, ar = self.best_nodes(), self.ar_rate()
         if best is None or ar is None:
             return
@@ -369,4 +374,7 @@ class StepPolicy:
             return
         per_node = max(self.v(2) - self.v(1), 1e-6)
         edge = cm.marginal_threshold(self.calibration(), self.edges, per_node, rate)
-        self.threshold = float(min(max(edge, self.lo), self.hi))
+        # IO-bound: a verified node costs next to nothing (v(N)'s slope there is noise and
+        # compute hidden under reads): prune no harder than configured; N* bounds the tree
+        hi = min(self.hi, self.tree.threshold) if self.io_bound() else self.hi
+        self.threshold = float(min(max(edge, self.lo), hi))

@@ -207,3 +207,28 @@ def test_draft_work_overrunning_io_bound_passes_does_not_shrink_the_trees():
     assert max(run(io_busy=2.0, wait_share=0.1, overrun=0.0)[-5:]) >= 256
     # the IO thread read all along (the reads, not the work, were slow): the pass's own time
     assert max(run(io_busy=1e9)[-5:]) <= 128
+
+
+@pytest.mark.parametrize("io_bound", [True, False])
+def test_first_tree_is_full_only_after_an_io_bound_pass(io_bound):
+    """The first (root-only) pass was IO-bound: the first tree uses the configured budget, not
+    one forward's worth; compute-bound (resident), it stays one forward's worth."""
+    tree = TreeConfig()
+    policy = StepPolicy(tree)
+    root = Proposal(TokenTree.with_root(0), [None], chain=True)
+    policy.observe(StepResult(root, (0,), 7, 2.0, 0.0, 2.0, 1.8 * io_bound, None, 0.0,
+                              2.0 if io_bound else None))
+    plan = policy.plan()
+    assert plan.speculate
+    assert plan.max_nodes == (tree.max_nodes if io_bound else 1 + tree.expand_width)
+
+
+def test_threshold_prunes_no_harder_than_configured_while_io_bound():
+    """A noisy slope of v(N) under IO-bound passes must not raise the threshold and cut the
+    trees the node budget chose; compute-bound, the same slope raises it."""
+    io = StepPolicy(TreeConfig())
+    feed(io, 12, v0=2.0, v1=0.2, io_share=0.9)
+    assert io.threshold <= TreeConfig().threshold
+    compute = StepPolicy(TreeConfig())
+    feed(compute, 12, v0=2.0, v1=0.2, io_share=0.0)
+    assert compute.threshold > TreeConfig().threshold
