@@ -6,8 +6,9 @@ down longer than its retries). Before `snapshot_download` runs, `fetch_weights` 
 weight files into `blobs/<etag>.incomplete` of the same cache: a fixed name, so the next run asks
 for the rest with a Range request. A whole file is renamed to `blobs/<etag>`, the name
 huggingface_hub looks for, so snapshot_download only links it into the snapshot. Files the Hub
-serves through Xet storage while hf_xet is installed are left to huggingface_hub (hf_xet
-transfers content-addressed chunks, not byte ranges).
+stores in Xet are left to huggingface_hub while it would use hf_xet (a dependency of
+huggingface_hub 2.x: it transfers content-addressed chunks, not byte ranges); with
+HF_HUB_DISABLE_XET=1 they take this path too, as huggingface_hub's own HTTP fallback does.
 """
 
 from __future__ import annotations
@@ -57,18 +58,20 @@ def fetch_blob(repo_id: str, commit: str, filename: str, storage: Path, locks: P
         return
     blob.parent.mkdir(parents=True, exist_ok=True)
     locks.mkdir(parents=True, exist_ok=True)
+    # huggingface_hub's choice of address: a Xet file's plain-HTTP fallback asks the Hub again
+    source = url if meta.xet_file_data else meta.location
     headers = build_hf_headers()
-    if urlparse(meta.location).netloc != urlparse(url).netloc:
+    if urlparse(source).netloc != urlparse(url).netloc:
         headers.pop("authorization", None)  # a signed CDN address: no Hub token there
     with WeakFileLock(locks / f"{meta.etag}.lock"):
         if blob.exists():  # another process finished it while we waited
             return
         partial = blob.with_name(f"{meta.etag}.incomplete")
-        resumed = download_rest(meta.location, partial, meta.size, headers, filename, tqdm_class)
+        resumed = download_rest(source, partial, meta.size, headers, filename, tqdm_class)
         if resumed and SHA256.fullmatch(meta.etag) and sha256_of(partial) != meta.etag:
             # bytes kept from an earlier run do not match: fetch the whole file once more
             partial.unlink()
-            download_rest(meta.location, partial, meta.size, headers, filename, tqdm_class)
+            download_rest(source, partial, meta.size, headers, filename, tqdm_class)
             if sha256_of(partial) != meta.etag:
                 partial.unlink()
                 raise OSError(f"{filename} arrived with the wrong content (sha256)")
