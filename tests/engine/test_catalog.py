@@ -89,3 +89,12 @@ def test_chip_choice(monkeypatch):
     for bad in ("M5", "M4 Pro (12-core GPU)", "M4 (x-core GPU)"):
         with pytest.raises(ConfigError):
             catalog_device(16 * dv.GB, bad)
+
+
+def test_cli_catalog_chip(capsys):
+    from app.cli import main
+
+    assert main(["models", "catalog", "--ram-gb", "16", "--chip", "M1 Pro"]) == 0
+    assert "M1 Pro (16-core GPU)" in capsys.readouterr().out
+    assert main(["models", "catalog", "--chip", "M9"]) == 2
+    assert "unknown chip 'M9'" in capsys.readouterr().err
