@@ -119,7 +119,7 @@ def cmd_models(args) -> int:
     elif args.models_cmd == "catalog":
         from engine.costmodel.catalog import catalog_markdown
 
-        print(catalog_markdown(int(args.ram_gb * 1e9) if args.ram_gb else None))
+        print(catalog_markdown(int(args.ram_gb * 1e9) if args.ram_gb else None, args.chip))
     elif args.models_cmd == "list":
         for name, path in demo.list_models(args.home):
             print(f"{name}\t{path}")
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(predicted speeds)", **fmt)
     cat.add_argument("--ram-gb", type=float, default=None, help="RAM to plan for (default: "
                      "this machine's)")
+    cat.add_argument("--chip", default=None, help="Apple chip the speeds assume, e.g. \"M4 Pro\" "
+                     "or \"M4 Pro (16-core GPU)\" (default: this Mac's, else the Mac closest "
+                     "in RAM); the figures `canopy bench --devices` uses")
     ls = msub.add_parser("list", help="list models in the models folder and the HF cache", **fmt)
     ls.add_argument("--home", default=None, help="models folder (default $CANOPY_HOME/models)")
     m.set_defaults(func=cmd_models)

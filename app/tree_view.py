@@ -1,26 +1,20 @@
 """The token-tree visualizer: one StepEvent drawn as a tree, left (root) to right (deeper).
 
-`layout_tree` is pure (a tidy layout: leaves get consecutive rows, parents sit between their
-children). `TokenTreeView` draws nodes coloured by status (root, accepted path, rejected, the
-target's bonus token; also marked by a glyph and border style, not only colour), emphasised by
-draft path probability, with a stripe on the left edge naming who proposed the node (draft
-model, prompt lookup, n-gram pool, Jacobi window), hover tooltips, wheel zoom and fit.
-`TreePanel` adds a step slider that replays every step of a message; Left/Right (or Page
-Up/Down) in the view move through steps.
+The nodes and their layout are pure (app/tree_nodes.py); each node is drawn by
+app/tree_node_item.py (status colour, glyph and border style, draft-probability emphasis, a
+stripe naming who proposed it, a tooltip). `TokenTreeView` lays them out with edges, wheel zoom
+and fit. `TreePanel` adds a step slider that replays every step of a message; Left/Right (or
+Page Up/Down) in the view move through steps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QBrush, QColor, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsPathItem,
-    QGraphicsRectItem,
     QGraphicsScene,
-    QGraphicsSimpleTextItem,
     QGraphicsView,
     QHBoxLayout,
     QLabel,
@@ -33,183 +27,29 @@ from PySide6.QtWidgets import (
 from engine.events import StepEvent
 
 from .accessibility import describe
-from .steps import bonus_text
 from .theme import LIGHT, Theme
-
-NODE_W, NODE_H = 104, 30  # NODE_W: the widest node; short tokens get narrower boxes
-MIN_NODE_W, GAP, ROW_H = 40, 18, 36
-COLORS = LIGHT.tree  # status -> (fill, border); DARK.tree in dark mode
-# status glyphs: accepted / rejected / bonus differ by more than colour
-MARKS = {"root": "", "accepted": "✓", "rejected": "✗", "bonus": "★"}
-SOURCE_COLORS = {  # TokenTree.sources -> the stripe on a node's left edge (both themes)
-    "draft": "#3d5a80",
-    "prompt": "#f2a900",
-    "ngram": "#00a3a3",
-    "jacobi": "#d6336c",
-}
-SOURCE_LABELS = {"draft": "draft model", "prompt": "prompt", "ngram": "n-gram pool",
-                 "jacobi": "Jacobi"}
-STRIPE_W = 5
-
-
-def legend_html(colors: dict[str, tuple[str, str]] = COLORS) -> str:
-    return " ".join(
-        f'<span style="background-color:{fill}; color:white">&nbsp;{MARKS[name]} {name}&nbsp;'
-        "</span>" for name, (fill, _) in colors.items()
-    ) + "&nbsp;&nbsp;source: " + " ".join(
-        f'<span style="color:{color}">&#9612;</span>{SOURCE_LABELS[name]}'
-        for name, color in SOURCE_COLORS.items()
-    )
-
-
-LEGEND = legend_html()
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    index: int
-    parent: int
-    token: int | None
-    text: str
-    prob: float  # draft probability given the parent
-    path_prob: float  # draft probability of the whole path from the root
-    depth: int
-    status: str  # root | accepted | rejected | bonus
-    source: str = ""  # who proposed it (TokenTree.sources); "" for the root and the bonus
-
-
-def tree_nodes(step: StepEvent) -> list[NodeInfo]:
-    """The step's tree as nodes, plus the bonus token as an extra child of the accepted path."""
-    parents = list(step.tree_parents)
-    paths, deps = step.tree_path_probs, step.tree_depths
-    accepted = set(step.accepted)
-    nodes = []
-    for i, parent in enumerate(parents):
-        status = "root" if i == 0 else ("accepted" if i in accepted else "rejected")
-        text = step.tree_texts[i] if step.tree_texts else ""  # asked for by the GUI's config
-        source = step.tree_sources[i] if i and i < len(step.tree_sources) else ""
-        nodes.append(NodeInfo(i, parent, step.tree_tokens[i], text, step.tree_probs[i],
-                              paths[i], deps[i], status, source))
-    if step.bonus_token is not None and step.accepted:
-        last = step.accepted[-1]
-        nodes.append(NodeInfo(len(nodes), last, step.bonus_token, bonus_text(step), 1.0,
-                              paths[last], deps[last] + 1, "bonus"))
-    return nodes
-
-
-def layout_tree(parents: list[int]) -> list[tuple[int, float]]:
-    """(column, row) per node: column = depth; leaves take consecutive rows in depth-first
-    order; each parent sits midway between its first and last child."""
-    n = len(parents)
-    children: list[list[int]] = [[] for _ in range(n)]
-    for i, p in enumerate(parents):
-        if p >= 0:
-            children[p].append(i)
-    pos: list[tuple[int, float]] = [(0, 0.0)] * n
-    next_row = 0.0
-    # iterative post-order, so deep chains do not hit the recursion limit
-    for root in (i for i, p in enumerate(parents) if p < 0):
-        stack = [(root, 0, False)]
-        while stack:
-            node, depth, done = stack.pop()
-            if not children[node]:
-                pos[node] = (depth, next_row)
-                next_row += 1
-            elif done:
-                rows = [pos[c][1] for c in children[node]]
-                pos[node] = (depth, (rows[0] + rows[-1]) / 2)
-            else:
-                stack.append((node, depth, True))
-                stack.extend((c, depth + 1, False) for c in reversed(children[node]))
-    return pos
-
-
-def display_text(text: str, limit: int = 10) -> str:
-    shown = text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣") or "∅"
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
-
-
-def _fonts() -> tuple[QFont, QFont]:
-    """Node fonts relative to the application font, so the system font size applies."""
-    label, small = QFont(), QFont()
-    base = label.pointSizeF() if label.pointSizeF() > 0 else 9.0
-    label.setPointSizeF(base * 0.95)
-    label.setBold(True)
-    small.setPointSizeF(base * 0.75)
-    return label, small
-
-
-def prob_label(node: NodeInfo) -> str:
-    """The node's second line: its status glyph and draft probability (or its role)."""
-    if node.status in ("root", "bonus"):
-        return f"{MARKS[node.status]} {node.status}".strip()
-    return f"{MARKS[node.status]} {node.prob:.2f}"
-
-
-def node_width(node: NodeInfo) -> float:
-    """Wide enough for the token's label and its probability, within [MIN_NODE_W, NODE_W]."""
-    label, small = _fonts()
-    text = QFontMetricsF(label).horizontalAdvance(display_text(node.text))
-    prob = QFontMetricsF(small).horizontalAdvance(prob_label(node))
-    stripe = STRIPE_W if node.source in SOURCE_COLORS else 0
-    return max(MIN_NODE_W, min(NODE_W, max(text, prob) + 12 + stripe))
-
-
-class NodeItem(QGraphicsRectItem):
-    def __init__(self, node: NodeInfo, width: float = NODE_W, theme: Theme = LIGHT):
-        super().__init__(0, 0, width, NODE_H)
-        self.node = node
-        fill, border = theme.tree[node.status]
-        color = QColor(fill)
-        # emphasis: likely paths are opaque, unlikely ones fade out
-        color.setAlphaF(0.35 + 0.65 * max(0.0, min(1.0, node.path_prob)) ** 0.5)
-        self.setBrush(QBrush(color))
-        pen = QPen(QColor(border), 2.0 if node.status != "rejected" else 1.0)
-        if node.status == "rejected":
-            pen.setStyle(Qt.PenStyle.DashLine)
-        self.setPen(pen)
-        self.setAcceptHoverEvents(True)
-        dark = node.status != "rejected"
-        label = QGraphicsSimpleTextItem(display_text(node.text), self)
-        font, small = _fonts()
-        font.setBold(node.status in ("accepted", "bonus", "root"))
-        label.setFont(font)
-        label_color, prob_color = ("white", "#eeeeee") if dark else theme.tree_rejected_text
-        label.setBrush(QBrush(QColor(label_color)))
-        label.setPos(5, 1)
-        prob = QGraphicsSimpleTextItem(prob_label(node), self)
-        prob.setFont(small)
-        prob.setBrush(QBrush(QColor(prob_color)))
-        prob.setPos(5, 16)
-        if node.source in SOURCE_COLORS:
-            stripe = QGraphicsRectItem(0, 0, STRIPE_W, NODE_H, self)
-            stripe.setBrush(QBrush(QColor(SOURCE_COLORS[node.source])))
-            stripe.setPen(QPen(Qt.PenStyle.NoPen))
-            label.setPos(5 + STRIPE_W, 1)
-            prob.setPos(5 + STRIPE_W, 16)
-        source = SOURCE_LABELS.get(node.source, "target" if node.status == "bonus" else "")
-        self.setToolTip(
-            f"<b>{_html(node.text) or '∅'}</b> (token {node.token})<br>"
-            f"status: {node.status}<br>depth: {node.depth}<br>"
-            + (f"proposed by: {source}<br>" if source else "")
-            + f"draft prob: {node.prob:.3f}<br>path prob: {node.path_prob:.3f}"
-        )
-
-    def hoverEnterEvent(self, event):
-        pen = self.pen()
-        pen.setWidthF(pen.widthF() + 2)
-        self.setPen(pen)
-        super().hoverEnterEvent(event)
-
-    def hoverLeaveEvent(self, event):
-        pen = self.pen()
-        pen.setWidthF(max(1.0, pen.widthF() - 2))
-        self.setPen(pen)
-        super().hoverLeaveEvent(event)
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+from .tree_node_item import (  # noqa: F401  (re-exported: tests and the GUI import them here)
+    COLORS,
+    GAP,
+    LEGEND,
+    MIN_NODE_W,
+    NODE_H,
+    NODE_W,
+    ROW_H,
+    SOURCE_COLORS,
+    NodeItem,
+    legend_html,
+    node_width,
+)
+from .tree_nodes import (  # noqa: F401  (re-exported)
+    MARKS,
+    SOURCE_LABELS,
+    NodeInfo,
+    display_text,
+    layout_tree,
+    prob_label,
+    tree_nodes,
+)
 
 
 class TokenTreeView(QGraphicsView):

@@ -1,7 +1,8 @@
 """A fake Hugging Face Hub on 127.0.0.1 speaking the HTTP API huggingface_hub's
 snapshot_download calls: the revision endpoint (`/api/models/ORG/NAME/revision/REV`), the tree
 listing, and HEAD/GET on `/ORG/NAME/resolve/REV/FILE` with ETag, X-Repo-Commit and Range.
-Faults are injected per file (`cut`: drop the connection once; `fail`: an HTTP status).
+Faults are injected per file (`cut`: drop the connection once; `fail`: an HTTP status);
+`sha256_etags` makes ETags content hashes, as the Hub's are for LFS files.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class FakeHub:
         self.cut: dict[str, int] = {}  # file -> bytes sent before the connection drops (once)
         self.fail: dict[str, int] = {}  # file -> HTTP status of every GET
         self.gets: list[tuple[str, str | None]] = []  # (file, Range header)
+        self.sha256_etags = False  # ETag = the content's sha256, as the Hub sends for LFS files
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,7 +71,8 @@ class FakeHub:
         if name not in self.files:
             return self.error(req, 404, "EntryNotFound")
         data = self.files[name]
-        headers = {"X-Repo-Commit": SHA, "ETag": f'"{_sha1(data)}"', "Accept-Ranges": "bytes"}
+        etag = hashlib.sha256(data).hexdigest() if self.sha256_etags else _sha1(data)
+        headers = {"X-Repo-Commit": SHA, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
         if head:
             headers["Content-Length"] = str(len(data))
             req.send_response(200)

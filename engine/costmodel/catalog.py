@@ -2,19 +2,24 @@
 
 For a RAM size: the target resident, streamed (how many layers pinned under the budget left
 after macOS, the app, the draft and the caches), or not at all; and predicted tokens/s of
-`ar` and `tree` from the cost model with the Apple Silicon profile closest in RAM
-(engine.costmodel.devices). Predictions, not measurements.
+`ar` and `tree` from the cost model on one chip: the one asked for, else this Mac's, else the
+chip of the Mac closest in RAM (engine.costmodel.devices.MACS). The chip's figures are the ones
+`canopy bench --devices` uses (devices.chip_device). Predictions, not measurements.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import subprocess
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..errors import ConfigError
 from . import devices as dv
 from . import formulas as cm
+from .device_fit import load_chips
 from .passes import layout
 
 CATALOG_FILE = Path(__file__).resolve().parents[2] / "resources" / "mac_pairs.json"
@@ -40,7 +45,7 @@ class Fit:
     placement: str  # "resident" | "streamed" | "does not fit"
     layers_pinned: int
     layers: int
-    device: str  # the Apple Silicon profile the speeds assume
+    device: str  # the chip variant the speeds assume, as `canopy bench --devices` names it
     ar_tokens_per_second: float
     tree_tokens_per_second: float
 
@@ -63,12 +68,53 @@ def machine_ram_bytes() -> int:
 
 
 def closest_device(ram_bytes: int) -> dv.Device:
-    return min(dv.DEVICES, key=lambda d: abs(d.ram_gb * dv.GB - ram_bytes))
+    """The Mac of devices.MACS closest in RAM (its chip's figures from the chips file)."""
+    return min(dv.mac_devices(), key=lambda d: abs(d.ram_gb * dv.GB - ram_bytes))
+
+
+def this_mac_chip() -> str | None:
+    """The Apple chip this process runs on ("M2 Pro"); None on other machines."""
+    if sys.platform != "darwin":
+        return None
+    try:
+        brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                               text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name = brand.strip().removeprefix("Apple ").strip()
+    return name if name in load_chips() else None
+
+
+def chip_device(spec: str, ram_bytes: int) -> dv.Device:
+    """A chip ("M4 Pro", its largest GPU) or one variant ("M4 Pro (16-core GPU)"), with the SSD
+    figure of the Mac of devices.MACS that has it, else the slowest SSD there (no figure)."""
+    chips = {c.lower(): c for c in load_chips()}
+    name, _, cores = spec.strip().partition("(")
+    chip = chips.get(name.strip().lower())
+    count = cores.split("-")[0].strip() if cores else ""
+    if chip is None or (count and not count.isdigit()):
+        raise ConfigError(f"unknown chip {spec!r}: give one of {', '.join(load_chips())}, "
+                          "optionally with a GPU variant such as \"M4 Pro (16-core GPU)\"")
+    variants = load_chips()[chip].gpu_cores
+    if count and int(count) not in variants:
+        raise ConfigError(f"{chip} has {'/'.join(map(str, variants))}-core GPUs, not {count}")
+    macs = dv.mac_devices()
+    same = [m for m in macs if m.chip.startswith(chip + " (")]
+    ssd = same[0].ssd_gbps if same else min(m.ssd_gbps for m in macs)
+    device = dv.chip_device(chip, int(count) if count else None, ssd_gbps=ssd)
+    return replace(device, ram_gb=round(ram_bytes / dv.GB))
+
+
+def catalog_device(ram_bytes: int, chip: str | None = None) -> dv.Device:
+    """The device the catalog's speeds assume: `chip`, else this Mac's chip, else the chip of
+    the Mac closest in RAM."""
+    chip = chip or this_mac_chip()
+    return chip_device(chip, ram_bytes) if chip else closest_device(ram_bytes)
 
 
 def fit(target: CatalogModel, draft: CatalogModel, ram_bytes: int,
         device: dv.Device | None = None) -> Fit:
-    device = device or closest_device(ram_bytes)
+    device = device or catalog_device(ram_bytes)
     timing = dv.device_timing(device, target.shape, draft.shape)
     budget = int(ram_bytes - dv.OS_AND_DRAFT_GB * dv.GB)
     shape = target.shape
@@ -78,13 +124,13 @@ def fit(target: CatalogModel, draft: CatalogModel, ram_bytes: int,
         placement, limit = "streamed", budget
     else:
         return Fit(target, draft, ram_bytes, max(budget, 0), "does not fit", 0, shape.layers,
-                   device.name, 0.0, 0.0)
+                   device.chip, 0.0, 0.0)
     pinned, _ = layout(timing, limit)
     acc = dv.profile_acceptance()
     ar = cm.predict(timing, acc, "ar", budget_bytes=limit)
     tree = cm.predict(timing, acc, "tree", budget_bytes=limit)
     return Fit(target, draft, ram_bytes, budget, placement,
-               shape.layers if limit is None else pinned, shape.layers, device.name,
+               shape.layers if limit is None else pinned, shape.layers, device.chip,
                ar.tokens_per_second, tree.tokens_per_second)
 
 
@@ -95,15 +141,21 @@ def compatible_drafts(target_repo: str, models: dict[str, CatalogModel]) -> list
             and m.shape.params < target.shape.params]
 
 
-def catalog_markdown(ram_bytes: int | None = None) -> str:
+def catalog_markdown(ram_bytes: int | None = None, chip: str | None = None) -> str:
     ram = ram_bytes or machine_ram_bytes()
     _, pairs = load_catalog()
-    lines = [f"Fit for {ram / dv.GB:.0f} GB of RAM (predicted, not measured; speeds as a "
-             f"{closest_device(ram).name}):", "",
+    device = catalog_device(ram, chip)
+    mac = f", as in a {device.name}" if device.name != device.chip else ""
+    chip = device.chip.split(" (")[0]
+    assumed = "" if any(m.chip.startswith(chip + " (") for m in dv.mac_devices()) else (
+        " (no figure for this chip: the slowest in devices.MACS)")
+    lines = [f"Fit for {ram / dv.GB:.0f} GB of RAM (predicted, not measured; speeds on an "
+             f"{device.chip}{mac}: {device.mem_gbps:g} GB/s memory, {device.ssd_gbps:g} GB/s "
+             f"SSD{assumed}; other chips: --chip):", "",
              "| target | draft | download GB | placement | layers pinned | ar tok/s | tree tok/s |",
              "|---|---|---|---|---|---|---|"]
     for target, draft in pairs:
-        f = fit(target, draft, ram)
+        f = fit(target, draft, ram, device)
         size = (target.download_bytes + draft.download_bytes) / dv.GB
         lines.append(
             f"| {target.repo_id} | {draft.repo_id} | {size:.1f} | {f.placement} | "

@@ -42,6 +42,7 @@ class Device:
     ssd_gbps: float  # internal SSD sequential read
     gpu_tflops: float  # fp32 (fp16 runs at the same rate on these GPUs)
     tier: str = "base"  # base (base and Pro chips), max, ultra: device_fit.TIERS
+    chip: str = ""  # the chip variant, as `canopy bench --devices` names it: "M4 (10-core GPU)"
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,14 @@ class ModelShape:
         return self.layers * self.layer_params + self.head_params * (1 if self.tied else 2)
 
 
-DEVICES = (
-    Device("MacBook Air M2", 16, 100, 2.9, 3.6),
-    Device("Mac mini M4", 24, 120, 2.9, 3.6),
-    Device("MacBook Pro M3 Pro", 36, 150, 5.0, 6.5),
-    Device("Mac mini M4 Pro", 48, 273, 5.5, 7.2),
+# The Macs of the streamed table (and the catalog's default by RAM): name, RAM GB, chip, GPU
+# cores, internal SSD GB/s (review figures, rounded). Bandwidth, TFLOPS and tier come from the
+# chip's row of resources/apple_silicon_chips.csv (chip_device), as in `canopy bench --devices`.
+MACS = (
+    ("MacBook Air M2", 16, "M2", 10, 2.9),
+    ("Mac mini M4", 24, "M4", 10, 2.9),
+    ("MacBook Pro M3 Pro", 36, "M3 Pro", 18, 5.0),
+    ("Mac mini M4 Pro", 48, "M4 Pro", 20, 5.5),
 )
 QWEN_14B = ModelShape("Qwen2.5-14B-Instruct bf16", 48, 5120, 13824, 40, 8, 152064, False, 2.0)
 QWEN_05B_4BIT = ModelShape("Qwen2.5-0.5B-Instruct-4bit", 24, 896, 4864, 14, 2, 151936, True, 0.5625)
@@ -138,11 +142,12 @@ def profile_acceptance(profile=PROFILE, max_nodes: int = 48, width: int = 4) -> 
     )
 
 
-def predictions(devices=DEVICES, target=QWEN_14B, draft=QWEN_05B_4BIT, profile=PROFILE) -> list:
-    """One row per (device, budget) that fits the device's memory (and `resident` if it fits)."""
+def predictions(devices=None, target=QWEN_14B, draft=QWEN_05B_4BIT, profile=PROFILE) -> list:
+    """One row per (device, budget) that fits the device's memory (and `resident` if it fits);
+    devices: mac_devices() by default."""
     acc = profile_acceptance(profile)
     rows = []
-    for dev in devices:
+    for dev in devices or mac_devices():
         timing = device_timing(dev, target, draft)
         budgets = [b for b in BUDGETS_GB if b + OS_AND_DRAFT_GB <= dev.ram_gb]
         if timing.target_bytes / GB + OS_AND_DRAFT_GB <= dev.ram_gb:
@@ -279,14 +284,26 @@ def _shape_from_config(cfg: dict, name: str) -> ModelShape:
         raise ModelError(f"config.json of {name} has no {e.args[0]!r}: not a decoder model") from e
 
 
+def chip_device(chip: str, cores: int | None = None, name: str = "", ram_gb: int = 0,
+                ssd_gbps: float = 0.0) -> Device:
+    """One GPU variant of a chip (`cores`; None: the largest) from Apple's figures in
+    resources/apple_silicon_chips.csv: the one source of per-chip figures."""
+    c = load_chips()[chip]
+    cores = c.gpu_cores[-1] if cores is None else cores
+    variant = f"{c.name} ({cores}-core GPU)"
+    return Device(name or variant, ram_gb, c.bandwidth_for(cores), ssd_gbps, c.tflops(cores),
+                  c.tier, variant)
+
+
 def chip_devices() -> list[Device]:
     """Every GPU variant of every M1-M4 chip, from Apple's figures (no SSD figure: resident)."""
-    out = []
-    for chip in load_chips().values():
-        for cores in chip.gpu_cores:
-            out.append(Device(f"{chip.name} ({cores}-core GPU)", 0, chip.bandwidth_for(cores),
-                              0.0, chip.tflops(cores), chip.tier))
-    return out
+    return [chip_device(chip.name, cores) for chip in load_chips().values()
+            for cores in chip.gpu_cores]
+
+
+def mac_devices() -> tuple[Device, ...]:
+    """The Macs of MACS, their chip figures from chip_device."""
+    return tuple(chip_device(chip, cores, name, ram, ssd) for name, ram, chip, cores, ssd in MACS)
 
 
 def error_bands() -> dict[str, float]:

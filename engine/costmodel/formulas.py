@@ -24,14 +24,8 @@ much of its draft time; P_ext: the most probable leaf was not expanded while dra
     T_pass = P_ext T_pass(4', leaf first) + (1 - P_ext) T_pass(4', bonus first)
     T_step -= P_reuse min(next-tree forwards' seconds, T_draft)                         (5)
 
-Tokens per pass (acceptance, measured on calibration prompts, engine.costmodel.acceptance):
-    ar: 1;   chain(k): 1 + sum_{d=1..k} prod_{j<=d} alpha_j   (alpha_j = P(depth j | depth j-1))
-    tree(N): E(N) = 1 + mean over calibration steps of the accepted nodes among a tree's first N
-      nodes. Best-first trees are prefixes of bigger ones (nodes join in path-probability order,
-      the node cap only truncates), so one run with big trees gives E(N) for every N <= its cap.
-A calibrated draft (P(accept) = draft probability) gives the closed form used for devices with
-no measurement: E(N) = 1 + the sum of the N - 1 largest path probabilities of the draft's tree
-(`calibrated_tree_tokens`).
+Tokens per pass: E(N) from the calibration's acceptance (engine.costmodel.tokens_per_pass, which
+states the formulas for ar, chain(k), tree(N) and a calibrated draft).
 
 Speculation can only win if its rate beats ar's 1 / (T_pass(1) + o_step). An upper bound comes
 from accepting every drafted token of one path: R(N) + 1 draft tokens + the bonus
@@ -40,169 +34,21 @@ from accepting every drafted token of one path: R(N) + 1 draft tokens + the bonu
 
 from __future__ import annotations
 
-import heapq
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from ..config import DEFAULT_PREFETCH
 from . import rules
 from .passes import pass_seconds
+from .quantities import Acceptance, Curve, Prediction, Timing  # noqa: F401  (re-exported)
+from .tokens_per_pass import (  # noqa: F401  (re-exported: cm.calibrated_tree_tokens, ...)
+    calibrated_tree_tokens,
+    chain_tokens,
+    perfect_tokens,
+    tree_rounds,
+    tree_tokens,
+)
 
 MODES = ("ar", "chain", "tree")
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Seconds vs tokens: piecewise linear through measured points, extrapolated by the last
-    segment's slope (never below the last value), constant below the first point."""
-
-    tokens: tuple[float, ...]
-    seconds: tuple[float, ...]
-
-    @classmethod
-    def linear(cls, fixed: float, per_token: float) -> Curve:
-        """fixed + per_token * n."""
-        return cls((1.0, 2.0), (fixed + per_token, fixed + 2 * per_token))
-
-    def __call__(self, n: float) -> float:
-        xs, ys = self.tokens, self.seconds
-        if len(xs) == 1 or n <= xs[0]:
-            return ys[0]
-        for i in range(1, len(xs)):
-            if n <= xs[i]:
-                f = (n - xs[i - 1]) / (xs[i] - xs[i - 1])
-                return ys[i - 1] + f * (ys[i] - ys[i - 1])
-        slope = max(0.0, (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
-        return ys[-1] + slope * (n - xs[-1])
-
-    def scaled(self, factor: float) -> Curve:
-        return Curve(self.tokens, tuple(s * factor for s in self.seconds))
-
-
-@dataclass(frozen=True)
-class Timing:
-    """What one step costs on one machine for one pair (seconds, bytes)."""
-
-    draft_forward: Curve  # d(m): one draft forward over m tokens
-    layer_compute: Curve  # c(n): one target layer over n tokens
-    head_compute: Curve  # h(n): target embedding + final norm + LM head over n tokens
-    layer_bytes: tuple[int, ...]  # per target layer, as stored
-    base_bytes: int  # embeddings, final norm, head: always resident
-    read_bandwidth: float  # B: bytes/s of a streamed layer read, page cache bypassed
-    step_overhead: float = 0.0  # o_step of an ar step: Python (acceptance, caches, events)
-    node_overhead: float = 0.0  # o_node: per tree node
-    chain_overhead: float | None = None  # o_step of chain / tree steps (None: step_overhead):
-    tree_overhead: float | None = None  # sampling, masks and bookkeeping differ by mode
-    chain_draft_scale: float = 1.0  # chain draft seconds / d-curve prediction, measured in situ
-    prefetch: int = DEFAULT_PREFETCH  # layers the IO thread may hold ready ahead of compute
-    cold_read_bandwidth: float = 0.0  # a layer read alone (B is measured under load)
-
-    def overhead(self, mode: str) -> float:
-        by_mode = {"chain": self.chain_overhead, "tree": self.tree_overhead}.get(mode)
-        return self.step_overhead if by_mode is None else by_mode
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layer_bytes)
-
-    @property
-    def target_bytes(self) -> int:
-        return self.base_bytes + sum(self.layer_bytes)
-
-    def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if not isinstance(v, Curve | tuple)}
-        for k in ("draft_forward", "layer_compute", "head_compute"):
-            c = getattr(self, k)
-            d[k] = {"tokens": list(c.tokens), "seconds": list(c.seconds)}
-        d["num_layers"] = self.num_layers
-        d["layer_bytes_mean"] = sum(self.layer_bytes) / max(1, self.num_layers)
-        return d
-
-
-@dataclass(frozen=True)
-class Acceptance:
-    """What the target accepts of the draft's proposals (one pair, one sampling setting)."""
-
-    chain_alpha: tuple[float, ...]  # alpha_d = P(depth d accepted | depth d-1 accepted)
-    tree_tokens: tuple[float, ...]  # E(N) for N = 1, 2, ... (tree_tokens[0] = 1)
-    start_tokens_tree: float = 1.5  # s for tree steps
-    start_tokens_chain: float = 1.5  # s for chain steps
-    reuse: float = 0.0  # P_reuse of (5)
-    extension: float = 1.0  # P(the pipeline has work: the most probable leaf was not expanded)
-    calibration: tuple[tuple[float, float, float], ...] = ()  # (path prob, accept rate, nodes)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    mode: str  # "ar", "chain", "tree" (an auto tree may answer "ar")
-    nodes: int  # N (ar: 1, chain: k + 1)
-    tokens_per_pass: float
-    draft_seconds: float
-    pass_seconds: float
-    overhead_seconds: float
-    hidden_seconds: float  # draft time hidden in IO waits by the pipeline, (5)
-    step_seconds: float
-    tokens_per_second: float
-    io_seconds: float
-    wait_seconds: float
-    bytes_read_per_token: float
-    streamed_layers: int
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-# ---- tokens per pass -----------------------------------------------------------------------
-def chain_tokens(alpha: Sequence[float], k: int) -> float:
-    """1 + sum_{d=1..k} prod_{j<=d} alpha_j (alpha beyond the measured depths: the last one)."""
-    total, reach = 1.0, 1.0
-    for d in range(k):
-        a = alpha[min(d, len(alpha) - 1)] if alpha else 0.0
-        reach *= a
-        total += reach
-    return total
-
-
-def tree_tokens(curve: Sequence[float], nodes: int) -> float:
-    """E(N) from the measured curve (flat beyond its last point: extra nodes add nothing)."""
-    if nodes <= 1 or not curve:
-        return 1.0
-    return curve[min(nodes, len(curve)) - 1]
-
-
-def calibrated_tree_tokens(
-    profile: Sequence[float], nodes: int, width: int = 4, max_depth: int = 12
-) -> float:
-    """E(N) of a calibrated draft whose top-k candidates at every position have probabilities
-    `profile` (best first), grown like the tree drafter: each round the `width` best candidates
-    join the tree and their children become candidates. E(N) = 1 + the sum of the joined
-    nodes' path probabilities (a calibrated draft is accepted with its own probability)."""
-    total, joined = 1.0, 0
-    heap = [(-p, 1) for p in profile]  # (-path prob, depth): the root's children
-    heapq.heapify(heap)
-    while heap and joined < nodes - 1:
-        batch = [heapq.heappop(heap) for _ in range(min(width, len(heap), nodes - 1 - joined))]
-        joined += len(batch)
-        for neg, depth in batch:
-            total += -neg
-            if depth < max_depth:
-                for p in profile:
-                    heapq.heappush(heap, (neg * p, depth + 1))
-    return total
-
-
-def tree_rounds(nodes: int, width: int) -> int:
-    """R(N): expansion forwards after the first (the last batch of nodes is not expanded)."""
-    return max(0, math.ceil((nodes - 1) / max(1, width)) - 1)
-
-
-def perfect_tokens(nodes: int, width: int) -> float:
-    """Tokens per pass if every drafted token of one path is accepted: depth R(N) + 1, + bonus."""
-    return 1.0 + min(nodes - 1, tree_rounds(nodes, width) + 1)
 
 
 # ---- seconds ---------------------------------------------------------------------------------

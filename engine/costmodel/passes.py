@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from . import rules
 
 if TYPE_CHECKING:
-    from .formulas import Timing
+    from .quantities import Timing
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ there too, and Canopy finds theirs).
 
 `pull_model` downloads only the files a model folder needs (config, safetensors weights and
 index, tokenizer files) through `huggingface_hub.snapshot_download`. Finished files are kept, so
-running it again resumes; a file cut short is retried from where it stopped (HTTP Range) and
-never lands in the cache half-written. `is_complete_model_dir` is how listings tell a finished
+running it again resumes; a file cut short is retried from where it stopped (HTTP Range), within
+a run by huggingface_hub and, for the weights, across runs by engine.formats.hub_resume; a file
+never lands in a snapshot half-written. `is_complete_model_dir` is how listings tell a finished
 snapshot from an interrupted one.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..errors import CanopyError, ModelError
 from ..events import LoadProgress
+from .hub_resume import WEIGHT_PATTERNS, fetch_weights
 
 # Everything a model folder needs, nothing else (no .bin/.pth/.gguf/onnx duplicates).
 NEEDED_FILES = (
@@ -97,11 +99,13 @@ def pull_model(
                          "mlx-community/Qwen2.5-0.5B-Instruct-4bit.")
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     where = endpoint or "https://huggingface.co"
+    cache = Path(cache_dir or hub_cache())
+    tqdm_class = _progress_class(progress, should_stop)
     try:
+        _fetch_weights_resumable(repo_id, revision, cache, endpoint, max_workers, tqdm_class)
         path = snapshot_download(
-            repo_id, revision=revision, cache_dir=str(cache_dir or hub_cache()),
-            allow_patterns=list(NEEDED_FILES), endpoint=endpoint, max_workers=max_workers,
-            tqdm_class=_progress_class(progress, should_stop),
+            repo_id, revision=revision, cache_dir=str(cache), allow_patterns=list(NEEDED_FILES),
+            endpoint=endpoint, max_workers=max_workers, tqdm_class=tqdm_class,
         )
     except RevisionNotFoundError as e:
         raise ModelError(f"{repo_id} has no revision {revision!r} on the Hub. Check the "
@@ -126,6 +130,26 @@ def pull_model(
     return path
 
 
+def _fetch_weights_resumable(repo_id, revision, cache: Path, endpoint, max_workers,
+                             tqdm_class) -> None:
+    """The weight files first, resuming bytes an earlier run left (engine.formats.hub_resume).
+    Without a network this does nothing: snapshot_download then decides (a cached snapshot is
+    still returned offline)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    try:
+        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision or "main")
+    except Exception as e:
+        if _is_network_error(e):
+            return
+        raise
+    names = [s.rfilename for s in info.siblings or []]
+    weights = list(filter_repo_objects(names, allow_patterns=list(WEIGHT_PATTERNS)))
+    fetch_weights(repo_id, info.sha, weights, cache_dir=cache, endpoint=endpoint,
+                  max_workers=max_workers, tqdm_class=tqdm_class)
+
+
 def _offline(repo_id: str, where: str) -> str:
     return (f"Cannot reach the Hugging Face Hub at {where} to download {repo_id}. Check the "
             "network connection and run the command again (finished files are kept).")
@@ -147,14 +171,21 @@ def _progress_class(progress, should_stop):
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     lock = threading.Lock()
-    totals = {"done": 0, "total": 0}
+    totals = {"done": 0, "total": 0, "resumable": 0}
     report = progress or (lambda e: None)
     stop = should_stop or (lambda: False)
 
     class Progress(hf_tqdm):
         def __init__(self, *args, **kwargs):
-            # snapshot_download's aggregate bar: every file's bytes arrive through it
-            self._counts_bytes = kwargs.get("name") == "huggingface_hub.snapshot_download"
+            name = kwargs.get("name")
+            # snapshot_download's aggregate bar carries every file it downloads; a bare http_get
+            # bar is one weight file of hub_resume (total: the file; initial: bytes kept on disk)
+            self._aggregate = name == "huggingface_hub.snapshot_download"
+            self._counts_bytes = self._aggregate or name == "huggingface_hub.http_get"
+            if name == "huggingface_hub.http_get":
+                with lock:
+                    totals["resumable"] += int(kwargs.get("total") or 0)
+                    totals["done"] += int(kwargs.get("initial") or 0)
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
@@ -164,7 +195,8 @@ def _progress_class(progress, should_stop):
             if self._counts_bytes and n:
                 with lock:
                     totals["done"] += int(n)
-                    totals["total"] = max(int(self.total or 0), totals["done"])
+                    known = totals["resumable"] + (int(self.total or 0) if self._aggregate else 0)
+                    totals["total"] = max(known, totals["total"], totals["done"])
                     event = LoadProgress("download", totals["done"], totals["total"])
                 report(event)
             return super().update(n)

@@ -1,8 +1,10 @@
 """`canopy models pull` against a fake Hub on 127.0.0.1 (tests/fake_hub.py): complete,
-dropped connection resumed, interrupted then resumed, cancel, 404s, no network, the CLI."""
+dropped connection resumed, interrupted then resumed, a half file resumed by the next run,
+cancel, 404s, no network, the CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from pathlib import Path
 
@@ -84,8 +86,57 @@ def test_interrupted_pull_is_not_listed_then_resumes(hub, tmp_path, model_files,
 def test_cancel_keeps_nothing_half_written(hub, tmp_path):
     with pytest.raises(PullCancelled):
         pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url, should_stop=lambda: True)
-    assert not list(tmp_path.rglob("*.incomplete"))
+    assert not list(tmp_path.rglob("*.incomplete"))  # no byte had arrived: no empty file left
     assert not is_complete_model_dir(tmp_path / "models--tiny-org--tiny-model" / "snapshots" / SHA)
+
+
+def cancel_mid_file(hub, tmp_path, model_files, monkeypatch) -> tuple[str, Path]:
+    """Run a pull that is stopped (as by Ctrl-C) in the middle of a weight file; return that
+    file's name and the partial file the run left in the blob store."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    seen = {"done": 0}
+    stop_at = min(len(model_files[f]) for f in weight_files(model_files)) // 2
+    with pytest.raises(PullCancelled):
+        pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url, max_workers=1,
+                   progress=lambda e: seen.update(done=e.done),
+                   should_stop=lambda: seen["done"] >= stop_at)
+    snapshot = tmp_path / "models--tiny-org--tiny-model" / "snapshots" / SHA
+    assert not is_complete_model_dir(snapshot)
+    (partial,) = tmp_path.rglob("blobs/*.incomplete")
+    have = partial.read_bytes()
+    (name,) = [f for f in weight_files(model_files) if model_files[f].startswith(have)]
+    assert 0 < len(have) < len(model_files[name]) and not (snapshot / name).exists()
+    return name, partial
+
+
+def test_half_file_resumes_in_the_next_run(hub, tmp_path, model_files, monkeypatch):
+    name, partial = cancel_mid_file(hub, tmp_path, model_files, monkeypatch)
+    have = partial.stat().st_size
+    hub.gets.clear()
+    events = []
+    path = pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url, progress=events.append)
+    assert [r for f, r in hub.gets if f == name] == [f"bytes={have}-"]  # only the rest
+    assert (path / name).read_bytes() == model_files[name]
+    assert is_complete_model_dir(path) and not list(tmp_path.rglob("*.incomplete"))
+    load_model(path)
+    assert events[-1].done == events[-1].total  # bytes kept on disk count as done
+
+
+def test_resumed_file_with_wrong_bytes_is_fetched_whole(hub, tmp_path, model_files,
+                                                         monkeypatch):
+    hub.sha256_etags = True  # as the Hub for LFS files: the content can be checked
+    name, partial = cancel_mid_file(hub, tmp_path, model_files, monkeypatch)
+    assert partial.name.removesuffix(".incomplete") == hashlib.sha256(
+        model_files[name]).hexdigest()
+    data = bytearray(partial.read_bytes())
+    data[0] ^= 0xFF  # the disk kept something else
+    partial.write_bytes(bytes(data))
+    hub.gets.clear()
+    path = pull_model(REPO, cache_dir=tmp_path, endpoint=hub.url)
+    assert [r for f, r in hub.gets if f == name] == [f"bytes={len(data)}-", None]
+    assert (path / name).read_bytes() == model_files[name]
 
 
 def test_missing_repo_and_revision(hub, tmp_path):
