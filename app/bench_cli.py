@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from app.cli import checked, resolve_pair, stream_config
+from engine.config import BENCH_MAX_TOKENS
 
 
 def run_bench_command(args) -> int:
@@ -23,6 +24,8 @@ def run_bench_command(args) -> int:
         return run_iobench_command(args)
     if args.speed:
         return run_speed_command(args)
+    if args.draft_free:
+        return run_draft_free_command(args)
     from engine.bench.pair import prepare_pair
     from engine.bench.report import write_outputs
     from engine.bench.run import BenchSpec, run_bench
@@ -78,12 +81,42 @@ def run_speed_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="canopy-speed-") as tmp:
         pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
-        result = run_speed(pair, SpeedSpec(max_tokens=args.max_tokens), report=say)
+        spec = SpeedSpec(max_tokens=args.max_tokens or BENCH_MAX_TOKENS)
+        result = run_speed(pair, spec, report=say)
     (out / "speed.json").write_text(json.dumps(result, indent=1))
     markdown = speed_markdown(result)
     (out / "speed.md").write_text(markdown)
     print(markdown)
     return 0
+
+
+def run_draft_free_command(args) -> int:
+    """`canopy bench --draft-free`: engine.bench.draft_free's rows, as JSON and Markdown in
+    --out (draft_free.json, draft_free.md). --quick: tiny models, one prompt per task."""
+    import json
+    import tempfile
+
+    from engine.bench.draft_free import DraftFreeSpec, draft_free_markdown, run_draft_free
+    from engine.bench.pair import prepare_pair
+
+    kw = {"max_tokens": args.max_tokens} if args.max_tokens is not None else {}
+    if args.quick:
+        kw = {"max_tokens": args.max_tokens or 12, "prompts_per_task": 1}
+    elif args.prompts is not None:
+        kw["prompts_per_task"] = args.prompts
+    spec = checked(lambda: DraftFreeSpec(**kw))
+    if not args.quick and args.target:
+        resolve_pair(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="canopy-draft-free-") as tmp:
+        pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
+        result = run_draft_free(pair, spec, report=say)
+    (out / "draft_free.json").write_text(json.dumps(result, indent=1))
+    markdown = draft_free_markdown(result)
+    (out / "draft_free.md").write_text(markdown)
+    print(markdown)
+    return 0 if result["lossless"] else 1
 
 
 def run_iobench_command(args) -> int:

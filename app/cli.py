@@ -30,6 +30,7 @@ from app.cli_args import (  # noqa: F401  (re-exported: bench/soak/adapt command
 from engine.config import (
     BENCH_MAX_TOKENS,
     BENCH_PROMPTS,
+    DRAFT_FREE_MAX_TOKENS,
     IOBENCH_LAYERS,
     IOBENCH_MB,
     IOBENCH_REPEAT,
@@ -253,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench-results", help="output folder")
     add_pair_args(b)
     add_stream_args(b)
-    b.add_argument("--prompts", type=int, default=BENCH_PROMPTS,
-                   help="greedy prompts (half as many at temperature 0.7)")
-    b.add_argument("--max-tokens", type=int, default=BENCH_MAX_TOKENS,
-                   help="new tokens per prompt")
+    b.add_argument("--prompts", type=int, default=None,
+                   help=f"greedy prompts (half as many at temperature 0.7; default "
+                   f"{BENCH_PROMPTS}); --draft-free: prompts per task (default: all)")
+    b.add_argument("--max-tokens", type=int, default=None,
+                   help=f"new tokens per prompt (default {BENCH_MAX_TOKENS}; --draft-free: "
+                   f"{DRAFT_FREE_MAX_TOKENS})")
     b.add_argument("--devices", action="store_true",
                    help="print Apple Silicon predictions and exit; with --target/--draft "
                    "(a model folder, its config.json or a catalog name such as "
@@ -266,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--speed", action="store_true",
                    help="Canopy against mlx-lm's own generate, target alone: decode tok/s and "
                    "TTFT at several prompt lengths, tree (auto) with a bad draft, streamed 50%%")
+    b.add_argument("--draft-free", action="store_true",
+                   help="drafts without a draft model: ar, lookahead, prompt lookup, draft tree "
+                   "and merged tree on code edit, summarization, question answering and chat "
+                   "prompts, resident and streamed at 50%%: tokens per pass, tok/s vs ar")
     b.add_argument("--io", action="store_true",
                    help="run the layer-read micro-benchmark (engine.streaming.iobench) and exit")
     b.add_argument("--io-mb", type=int, default=IOBENCH_MB,

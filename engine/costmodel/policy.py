@@ -46,6 +46,7 @@ import numpy as np
 from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
+from .free_branches import FreeBranches
 
 LOG_MIN, LOG_MAX, BINS = -5.0, 0.0, 20
 DECAY = 0.97  # per target step: recent steps dominate
@@ -91,6 +92,7 @@ class TreeRecord:
     cum: list[int]  # cum[i]: accepted nodes among nodes 1..i
     depth: int  # the deepest drafted node
     path: int  # depth of the accepted path (0: no draft token accepted)
+    free: int = 0  # accepted tokens the draft-free branches spelled (they win them alone)
 
 
 class StepPolicy:
@@ -132,6 +134,8 @@ class StepPolicy:
         self.interval = PROBE_FIRST
         self.timing_bound = False
         self.switches: list[tuple[int, str]] = []  # (step, mode entered)
+        self.free = FreeBranches()  # draft-free branches (prompt lookup, n-gram pool)
+        self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
 
     # ---- estimates -------------------------------------------------------------------------
     @staticmethod
@@ -175,11 +179,16 @@ class StepPolicy:
         return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)
 
     def ar_rate(self) -> float | None:
-        return None if self.v is None else 1.0 / (self.v(1) + self.o)
+        """Root-only steps: the root plus the draft-free branches (verify slots, their tokens)."""
+        if self.v is None:
+            return None
+        w = self._weight
+        return (1.0 + self.free.tokens(w)) / (self.v(1 + self.free.nodes(w)) + self.o)
 
     def tree_seconds(self, nodes: int) -> float:
         width = self.shape(nodes).width
-        return cm.tree_draft_seconds(self.d, nodes, width, START_TOKENS) + self.v(nodes) + self.o
+        verify = self.v(nodes + self.free.nodes(self._weight))  # + the draft-free slots
+        return cm.tree_draft_seconds(self.d, nodes, width, START_TOKENS) + verify + self.o
 
     def rho(self) -> float:
         """P(the accepted path reaches depth k + 1 | it reached depth k and k + 1 was drafted)."""
@@ -208,7 +217,7 @@ class StepPolicy:
             e = 1.0 + t.cum[min(nodes, t.nodes) - 1]
             if nodes > t.nodes and t.path == t.depth and cap > t.depth:
                 e += sum(rho**j for j in range(1, cap - t.depth + 1))  # one level deeper w.p. rho
-            tokens += wt * e
+            tokens += wt * max(e, 1.0 + t.free)  # the draft-free branches win theirs anyway
             weight += wt
         return tokens / weight
 
@@ -312,9 +321,10 @@ class StepPolicy:
         # draft-free nodes (appended after the draft's) cost verification only: they count in
         # the pass size above, not as speculation by the draft
         drafted = n - getattr(result.proposal, "free_nodes", 0)
+        free = self.free.observe(self.steps, result.proposal, result.accepted)
         self.ar_sampled |= drafted == 1
         if drafted > 1:
-            self._observe_tree(tree, result.accepted, drafted)
+            self._observe_tree(tree, result.accepted, drafted, free)
             self.evidence += 1
         self._refit()
         if self.auto and not self.trees and self.io_bound():
@@ -326,6 +336,8 @@ class StepPolicy:
             return
         nodes, spec = best
         self._update_threshold(max(spec, ar))
+        if self.v is not None:  # a draft-free node pays for its slot at this acceptance
+            self.node_worth = min(self.hi, max(spec, ar) * max(self.v(2) - self.v(1), 0.0))
         if not self.auto:
             return
         if self.mode == "tree":
@@ -341,7 +353,7 @@ class StepPolicy:
         elif self.timing_bound and self.since % PROBE_FIRST == 0:
             self.timing_bound = not self.can_win()  # ar's pass time is measured: recheck
 
-    def _observe_tree(self, tree, accepted, n: int) -> None:
+    def _observe_tree(self, tree, accepted, n: int, free: int = 0) -> None:
         decay = DECAY ** (self.steps - self.last_tree_step)
         self.last_tree_step = self.steps
         self.seen *= decay
@@ -358,7 +370,7 @@ class StepPolicy:
             total += hit
             cum[i] = total
         depth, path = max(tree.depth[:n]), sum(1 for a in accepted[1:] if a < n)
-        self.trees.append(TreeRecord(self.steps, n, cum, depth, path))
+        self.trees.append(TreeRecord(self.steps, n, cum, depth, path, free))
 
     def _enter(self, mode: str) -> None:
         self.mode, self.since = mode, 0

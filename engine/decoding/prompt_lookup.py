@@ -134,22 +134,32 @@ class LookupDrafter:
         self.step_committed = committed
         before = self.first_extra = len(tree)
         cap = before + self.config.max_nodes
-        # a node is worth its verification slot while its learned acceptance clears the draft
-        # policy's per-node threshold (or min_prob); the first branch's first node always goes,
+        # a node is worth its verification slot while its learned acceptance pays for the slot
+        # at the policy's rate (or clears min_prob); the first branch's first node always goes,
         # so a source that fell below the cut can earn its way back
-        cut = max(self.config.min_prob, self.inner.threshold)
+        cut = max(self.config.min_prob, self.node_worth())
+        placed = []
         for k, (source, tokens) in enumerate(self.branches(root)):
             keep = 0
             while keep < len(tokens) and (
                     (k == 0 and keep == 0) or self.prior.prob(source, keep + 1) >= cut):
                 keep += 1
-            tree.add_branch(0, tokens[:keep], self.config.prior, source, cap)
+            nodes = tree.add_branch(0, tokens[:keep], self.config.prior, source, cap)
+            placed.append(tuple(tokens[: len(nodes)]))
+        proposal.free_branches = placed  # the policy credits what they win alone
         extra = len(tree) - before
         if extra:
             proposal.proposal_probs = list(proposal.proposal_probs) + [None] * extra
             proposal.chain = False
             proposal.free_nodes += extra
         return proposal
+
+    def node_worth(self) -> float:
+        """The acceptance a draft-free node needs to pay for its verify slot, from the draft's
+        policy (0 without one: min_prob alone decides)."""
+        policy = getattr(self.inner, "policy", None)
+        worth = None if policy is None else policy.node_worth
+        return 0.0 if worth is None else worth
 
     def commit(self, tree, path, bonus, committed):
         self.inner.commit(tree, path, bonus, committed)

@@ -1,0 +1,200 @@
+"""Drafts without a draft model (issue 12): prompt lookup, lookahead, the merged tree.
+
+One run, per budget (resident, then the target streamed at a fraction of its layer bytes), per
+task of resources/draft_free_prompts.json (code edit, summarization, question answering over a
+given passage, open chat), per prompt: every mode back to back on the same prompt, greedy,
+so tokens/s ratios to `ar` are measured side by side:
+- ar: the target alone;
+- lookahead: Jacobi window + n-gram pool, target alone;
+- prompt lookup: `tree` mode without a draft model, prompt lookup branches alone;
+- draft tree: the draft model's tree (auto policy), no draft-free branches;
+- merged tree: the draft model's tree with prompt lookup and n-gram pool branches (the default).
+Tokens per target pass are hardware-free; every mode must emit `ar`'s ids (lossless), a row
+that does not is marked and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DRAFT_FREE_FRACTIONS, DRAFT_FREE_MAX_TOKENS, GenerationConfig, LookupConfig
+from ..events import Finished
+from .pair import Pair, Report
+
+PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "draft_free_prompts.json"
+MODES = ("ar", "lookahead", "prompt lookup", "draft tree", "merged tree")
+NEEDS_DRAFT = {"draft tree", "merged tree"}
+
+
+@dataclass(frozen=True)
+class DraftFreeSpec:
+    max_tokens: int = DRAFT_FREE_MAX_TOKENS
+    prompts_per_task: int | None = None  # None: all of them
+    fractions: tuple[float | None, ...] = DRAFT_FREE_FRACTIONS  # of layer bytes; None: resident
+    tasks: tuple[str, ...] | None = None  # None: every task in the prompt file
+
+    def __post_init__(self):
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1, not {self.max_tokens}")
+        if self.prompts_per_task is not None and self.prompts_per_task < 1:
+            raise ValueError(f"--prompts must be at least 1, not {self.prompts_per_task}")
+
+
+def load_prompts(spec: DraftFreeSpec, path: Path = PROMPTS_FILE) -> dict[str, list[str]]:
+    tasks = json.loads(path.read_text())["tasks"]
+    chosen = spec.tasks or tuple(tasks)
+    unknown = [t for t in chosen if t not in tasks]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; the prompt file has {sorted(tasks)}")
+    return {t: tasks[t][: spec.prompts_per_task] for t in chosen}
+
+
+def mode_config(mode: str, max_tokens: int) -> GenerationConfig:
+    kw = {
+        "ar": dict(mode="ar"),
+        "lookahead": dict(mode="lookahead"),
+        "prompt lookup": dict(mode="tree", lookup=LookupConfig(sources=("prompt",))),
+        "draft tree": dict(mode="tree", lookup=LookupConfig(sources=())),
+        "merged tree": dict(mode="tree"),
+    }[mode]
+    return GenerationConfig(max_tokens=max_tokens, **kw)
+
+
+def budget_for(target: Path, fraction: float | None) -> int | None:
+    """Non-layer bytes + `fraction` of the layer bytes (None: resident)."""
+    if fraction is None:
+        return None
+    from ..streaming import weights
+
+    index = weights.index_model(target)
+    layers = sum(index.layer_bytes(i) for i in range(len(index.layers)))
+    return sum(t.length for t in index.other) + int(fraction * layers)
+
+
+def run_one(session, ids: list[int], config: GenerationConfig) -> dict:
+    fin = None
+    for event in session.generate(ids, config):
+        if isinstance(event, Finished):
+            fin = event
+    if fin is None:
+        raise RuntimeError("generation ended without a result")
+    st = fin.stats
+    return {
+        "token_ids": list(fin.token_ids),
+        "tokens": st.generated_tokens,
+        "passes": st.target_passes,
+        "decode_seconds": st.decode_seconds,
+        "proposed_by_source": st.extra.get("proposed_by_source", {}),
+        "accepted_by_source": st.extra.get("accepted_by_source", {}),
+    }
+
+
+def run_draft_free(pair: Pair, spec: DraftFreeSpec, report: Report = lambda text: None) -> dict:
+    """Per (budget, task, prompt, mode) one run; rows aggregated per (budget, task, mode)."""
+    from ..session import Session
+
+    prompts = load_prompts(spec)
+    runs = []
+    for fraction in spec.fractions:
+        label = "resident" if fraction is None else f"{fraction:.0%}"
+        budget = budget_for(Path(pair.target), fraction)
+        with_draft = Session.load(pair.target, pair.draft, budget_bytes=budget)
+        alone = Session.load(pair.target, None, budget_bytes=budget)
+        try:
+            warm = alone.encode_chat([{"role": "user", "content": "Hello"}])
+            run_one(alone, warm, mode_config("ar", 4))  # first-call compilation off the clock
+            for task, texts in prompts.items():
+                for k, text in enumerate(texts):
+                    report(f"{label}: {task} {k + 1}/{len(texts)}")
+                    ids = alone.encode_chat([{"role": "user", "content": text}])
+                    ar_ids = None
+                    for mode in MODES:
+                        session = with_draft if mode in NEEDS_DRAFT else alone
+                        r = run_one(session, ids, mode_config(mode, spec.max_tokens))
+                        ar_ids = r["token_ids"] if mode == "ar" else ar_ids
+                        r["lossless"] = r.pop("token_ids") == ar_ids
+                        runs.append({"budget": label, "task": task, "prompt": k, "mode": mode}
+                                    | r)
+        finally:
+            with_draft.close()
+            alone.close()
+    return {"spec": vars(spec) | {"pair": pair.description}, "rows": aggregate(runs),
+            "runs": runs, "lossless": all(r["lossless"] for r in runs)}
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """Per (budget, task, mode): tokens per pass and tokens/s over all its prompts, and tokens/s
+    as a ratio to `ar` over the same prompts."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["budget"], r["task"], r["mode"]), []).append(r)
+    rows = []
+    for (budget, task, mode), rs in groups.items():
+        tokens, passes = sum(r["tokens"] for r in rs), sum(r["passes"] for r in rs)
+        seconds = sum(r["decode_seconds"] for r in rs)
+        accepted: dict[str, int] = {}
+        proposed: dict[str, int] = {}
+        for r in rs:
+            for s, n in r["accepted_by_source"].items():
+                accepted[s] = accepted.get(s, 0) + n
+            for s, n in r["proposed_by_source"].items():
+                proposed[s] = proposed.get(s, 0) + n
+        rows.append({"budget": budget, "task": task, "mode": mode, "prompts": len(rs),
+                     "tokens": tokens, "passes": passes,
+                     "tokens_per_pass": tokens / passes if passes else 0.0,
+                     "tokens_per_second": tokens / seconds if seconds else 0.0,
+                     "accepted_by_source": accepted, "proposed_by_source": proposed,
+                     "lossless": all(r["lossless"] for r in rs)})
+    ar = {(r["budget"], r["task"]): r["tokens_per_second"] for r in rows if r["mode"] == "ar"}
+    for r in rows:
+        base = ar.get((r["budget"], r["task"]))
+        r["speed_vs_ar"] = r["tokens_per_second"] / base if base else None
+    return rows
+
+
+def goals(rows: list[dict]) -> list[dict]:
+    """Issue 12's goals per budget: code edit / summarization >= 2 tokens per pass with no draft
+    model (the better of prompt lookup and lookahead); the merged tree >= the draft tree on
+    every task and >= 1.3x its tokens per pass on code edit / summarization."""
+    tpp = {(r["budget"], r["task"], r["mode"]): r["tokens_per_pass"] for r in rows}
+    out = []
+    for budget, task in dict.fromkeys((r["budget"], r["task"]) for r in rows):
+        copy_task = task in ("code edit", "summarization")
+        free = max(tpp.get((budget, task, m), 0.0) for m in ("prompt lookup", "lookahead"))
+        merged, tree = tpp.get((budget, task, "merged tree")), tpp.get((budget, task, "draft tree"))
+        need = 1.3 if copy_task else 1.0
+        out.append({"budget": budget, "task": task, "no_draft_tokens_per_pass": free,
+                    "no_draft_goal": free >= 2.0 if copy_task else None,
+                    "merged_over_tree": merged / tree if merged and tree else None,
+                    "merged_goal": (merged / tree >= need) if merged and tree else None})
+    return out
+
+
+def draft_free_markdown(result: dict) -> str:
+    rows = result["rows"]
+    lines = ["| budget | task | mode | tokens/pass | tok/s | × ar tok/s | accepted/proposed by "
+             "source | lossless |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        by = ", ".join(f"{s} {r['accepted_by_source'].get(s, 0)}/{n}"
+                       for s, n in sorted(r["proposed_by_source"].items()))
+        lines.append(f"| {r['budget']} | {r['task']} | {r['mode']} | {r['tokens_per_pass']:.2f} "
+                     f"| {r['tokens_per_second']:.2f} | {r['speed_vs_ar'] or 0:.2f} | {by} "
+                     f"| {'yes' if r['lossless'] else 'NO'} |")
+    lines += ["", "| budget | task | no draft model: tokens/pass | goal ≥ 2 | merged / draft "
+              "tree tokens/pass | goal |", "|---|---|---|---|---|---|"]
+
+    def mark(ok):
+        return "–" if ok is None else ("met" if ok else "not met")
+
+    for g in goals(rows):
+        ratio = g["merged_over_tree"]
+        need = "≥ 1.3" if g["task"] in ("code edit", "summarization") else "≥ 1"
+        lines.append(f"| {g['budget']} | {g['task']} | {g['no_draft_tokens_per_pass']:.2f} "
+                     f"| {mark(g['no_draft_goal'])} | {'–' if ratio is None else f'{ratio:.2f}'} "
+                     f"| {need}: {mark(g['merged_goal'])} |")
+    lines += ["", f"{result['spec']['pair']}; greedy, up to {result['spec']['max_tokens']} new "
+              f"tokens per prompt; every mode {'emitted' if result['lossless'] else 'did NOT emit'}"
+              " ar's tokens."]
+    return "\n".join(lines) + "\n"
