@@ -171,13 +171,13 @@ class LookupConfig:
     sources: tuple[str, ...] = BRANCH_SOURCES
     ngram_min: int = 1
     ngram_max: int = 3
-    max_continuation: int = 8
-    max_branches: int = 3
-    max_nodes: int = 24
+    max_continuation: int = 16
+    max_branches: int = 5
+    max_nodes: int = 40
     pool_ngram: int = 4
     pool_size: int = 8
     prior: float = 0.5
-    min_prob: float = 0.05
+    min_prob: float = 0.02
 
     def __post_init__(self):
         unknown = set(self.sources) - set(BRANCH_SOURCES)

@@ -336,8 +336,9 @@ class StepPolicy:
             return
         nodes, spec = best
         self._update_threshold(max(spec, ar))
-        if self.v is not None:  # a draft-free node pays for its slot at this acceptance
-            self.node_worth = min(self.hi, max(spec, ar) * max(self.v(2) - self.v(1), 0.0))
+        if self.v is not None:  # a draft-free node pays for its slot at the running mode's rate
+            rate = ar if self.auto and self.mode == "ar" else max(spec, ar)
+            self.node_worth = min(self.hi, rate * max(self.v(2) - self.v(1), 0.0))
         if not self.auto:
             return
         if self.mode == "tree":

@@ -14,6 +14,8 @@ from ..config import LookupConfig
 from .drafters import Proposal
 from .ngram_pool import NgramPool
 
+ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
+
 
 def find_continuations(
     context: np.ndarray, ngram_min: int, ngram_max: int, max_len: int, max_branches: int
@@ -41,7 +43,11 @@ def find_continuations(
 
 
 class BranchPrior:
-    """P(a draft-free node at depth d is accepted), per source, learned online.
+    """P(a draft-free node at depth d is accepted), per kind of branch, learned online.
+
+    Kinds are a source's first branch (its best match: `source`) and its other branches
+    (`source` + ALT): one step's alternatives are mostly wrong, and pooling them with the first
+    would hold the first branch to their rate.
 
     Per depth, the acceptance rate of nodes whose parent was accepted (decaying counts,
     smoothed toward the rate one level up, which starts at `prior`); P(d) is their product.
@@ -63,8 +69,9 @@ class BranchPrior:
             p *= rate
         return p
 
-    def observe(self, tree, accepted, first: int) -> None:
-        """Count nodes `first`.. of a verified tree (the draft-free ones)."""
+    def observe(self, tree, accepted, first: int, kinds: dict[int, str] | None = None) -> None:
+        """Count nodes `first`.. of a verified tree (the draft-free ones); `kinds`: node ->
+        kind of branch (default: the node's source)."""
         for source in self.reached:
             self.reached[source] = [x * self.decay for x in self.reached[source]]
             self.hit[source] = [x * self.decay for x in self.hit[source]]
@@ -72,7 +79,7 @@ class BranchPrior:
         for i in range(first, len(tree)):
             if tree.parents[i] not in taken:
                 continue
-            source, depth = tree.sources[i], tree.depth[i]
+            source, depth = (kinds or {}).get(i, tree.sources[i]), tree.depth[i]
             reached = self.reached.setdefault(source, [])
             hit = self.hit.setdefault(source, [])
             while len(reached) <= depth:
@@ -100,6 +107,7 @@ class LookupDrafter:
         self.step_committed = 0
         self.prior = BranchPrior(config.prior)
         self.first_extra = 0  # index of the first draft-free node of the current tree
+        self.kinds: dict[int, str] = {}  # draft-free node -> BranchPrior kind
 
     @property
     def threshold(self) -> float:
@@ -138,15 +146,19 @@ class LookupDrafter:
         # at the policy's rate (or clears min_prob); the first branch's first node always goes,
         # so a source that fell below the cut can earn its way back
         cut = max(self.config.min_prob, self.node_worth())
-        placed = []
+        placed, self.kinds = [], {}
         for k, (source, tokens) in enumerate(self.branches(root)):
+            kind = source if not any(s == source for s, _ in placed) else source + ALT
             keep = 0
             while keep < len(tokens) and (
-                    (k == 0 and keep == 0) or self.prior.prob(source, keep + 1) >= cut):
+                    (k == 0 and keep == 0) or self.prior.prob(kind, keep + 1) >= cut):
                 keep += 1
             nodes = tree.add_branch(0, tokens[:keep], self.config.prior, source, cap)
-            placed.append(tuple(tokens[: len(nodes)]))
-        proposal.free_branches = placed  # the policy credits what they win alone
+            for n in nodes:
+                if n >= before:
+                    self.kinds.setdefault(n, kind)
+            placed.append((source, tuple(tokens[: len(nodes)])))
+        proposal.free_branches = [b for _, b in placed]  # the policy credits what they win
         extra = len(tree) - before
         if extra:
             proposal.proposal_probs = list(proposal.proposal_probs) + [None] * extra
@@ -171,7 +183,7 @@ class LookupDrafter:
 
     def feedback(self, result):
         self.inner.feedback(result)
-        self.prior.observe(result.proposal.tree, result.accepted, self.first_extra)
+        self.prior.observe(result.proposal.tree, result.accepted, self.first_extra, self.kinds)
         if self.pool is not None and result.target_argmax is not None:
             c = self.step_committed
             before = self.history[max(0, c - self.config.pool_ngram) : c]
