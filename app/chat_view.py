@@ -65,6 +65,7 @@ class ChatView(QWidget):
         self.messages: list[MessageWidget] = []
         self._streaming: MessageWidget | None = None
         self._tint = True
+        self._by_source = False  # tint drafted tokens by source (View menu)
         self._colors = LIGHT_COLORS
 
         self.system_edit = QLineEdit()
@@ -252,6 +253,14 @@ class ChatView(QWidget):
         for w in self.messages:
             w.set_tint(tint)
 
+    def set_tint_by_source(self, on: bool) -> None:
+        """Tint accepted draft tokens by who proposed them: the draft model, prompt lookup,
+        the n-gram pool or the Jacobi window (else all alike, as "draft")."""
+        self._by_source = on
+        self._set_legend()
+        for w in self.messages:
+            w.set_tint_by_source(on)
+
     def set_colors(self, colors: dict[str, str]) -> None:
         """Markdown colours (tints, code blocks) for the current appearance, on every message."""
         self._colors = colors
@@ -261,9 +270,11 @@ class ChatView(QWidget):
 
     def _set_legend(self) -> None:
         c = self._colors
-        self.legend.setText(
-            f'<span style="background-color:{c["draft"]}">&nbsp;draft&nbsp;</span> '
-            f'<span style="background-color:{c["target"]}">&nbsp;target&nbsp;</span>')
+        names = ([("draft", "draft model"), ("prompt", "prompt"), ("ngram", "n-gram pool"),
+                  ("jacobi", "Jacobi")] if self._by_source else [("draft", "draft")])
+        self.legend.setText(" ".join(
+            f'<span style="background-color:{c[key]}">&nbsp;{label}&nbsp;</span>'
+            for key, label in names + [("target", "target")]))
 
     def set_system_prompt(self, text: str) -> None:
         self.system_edit.setText(text)
@@ -276,6 +287,7 @@ class ChatView(QWidget):
     def _add(self, role: str, text: str, sources: bytes = b"") -> MessageWidget:
         w = MessageWidget(role, text, sources, position=len(self.messages), tint=self._tint,
                           colors=self._colors)
+        w.set_tint_by_source(self._by_source)
         w.sig_edit_resend_requested.connect(self.sig_edit_resend_requested)
         w.sig_regenerate_requested.connect(self.sig_regenerate_requested)
         w.sig_steps_requested.connect(self.sig_steps_requested)

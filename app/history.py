@@ -61,7 +61,7 @@ class Message:
     position: int
     role: str  # "user" | "assistant"
     content: str
-    sources: bytes = b""  # one byte per character of content: markdown.NONE/DRAFT/TARGET
+    sources: bytes = b""  # one byte per character of content: markdown.NONE/TARGET/SOURCE_CODES
     stats: dict = field(default_factory=dict)
     stop_reason: str | None = None
     finished: bool = True

@@ -13,10 +13,14 @@ import html
 import re
 from dataclasses import dataclass
 
-NONE, DRAFT, TARGET = 0, 1, 2
+NONE, DRAFT, TARGET, PROMPT, NGRAM, JACOBI = 0, 1, 2, 3, 4, 5
+# drafted-and-accepted tokens by who proposed them (engine TokenTree.sources)
+SOURCE_CODES = {"draft": DRAFT, "prompt": PROMPT, "ngram": NGRAM, "jacobi": JACOBI}
+DRAFTED = frozenset(SOURCE_CODES.values())
 TINTS = {DRAFT: "#d5f0d8", TARGET: "#f9dfc4"}  # background per source (light appearance)
 # the colours render() paints with; app/theme.py passes a dark set in dark mode
-LIGHT_COLORS = {"draft": TINTS[DRAFT], "target": TINTS[TARGET], "code_bg": "#eeeeee",
+LIGHT_COLORS = {"draft": TINTS[DRAFT], "target": TINTS[TARGET], "prompt": "#cfe3fa",
+                "ngram": "#eed7f5", "jacobi": "#f5efbf", "code_bg": "#eeeeee",
                 "block_bg": "#f4f4f4", "block_border": "#dddddd", "muted": "#777777",
                 "quote": "#555555"}
 COPY_SCHEME = "copy"  # anchors "copy:N" copy code block N
@@ -36,10 +40,13 @@ class Rendered:
 
 
 class _Writer:
-    def __init__(self, text: str, sources, tint: bool, colors: dict[str, str]):
+    def __init__(self, text: str, sources, tint: bool, colors: dict[str, str],
+                 by_source: bool = False):
         self.text = text
         self.colors = colors
-        self.tints = {DRAFT: colors["draft"], TARGET: colors["target"]}
+        # by source: each drafting source its colour; else every accepted draft token as "draft"
+        self.tints = {code: colors[name] if by_source else colors["draft"]
+                      for name, code in SOURCE_CODES.items()} | {TARGET: colors["target"]}
         self.sources = sources if (tint and sources is not None) else None
         self.out: list[str] = []
 
@@ -50,14 +57,16 @@ class _Writer:
         if self.sources is None:
             self.out.append(html.escape(self.text[start:end]))
             return
+        def color_at(k: int) -> str | None:  # runs join by colour: sources may share one
+            return self.tints.get(self.sources[k] if k < len(self.sources) else NONE)
+
         i = start
         while i < end:
-            src = self.sources[i] if i < len(self.sources) else NONE
+            color = color_at(i)
             j = i + 1
-            while j < end and (self.sources[j] if j < len(self.sources) else NONE) == src:
+            while j < end and color_at(j) == color:
                 j += 1
             chunk = html.escape(self.text[i:j])
-            color = self.tints.get(src)
             self.out.append(f'<span style="background-color:{color}">{chunk}</span>'
                             if color else chunk)
             i = j
@@ -89,13 +98,15 @@ def _lines(text: str) -> list[tuple[int, int]]:
 
 
 def render(text: str, sources=None, tint: bool = True,
-           colors: dict[str, str] | None = None) -> Rendered:
-    """HTML for `text`; `sources[i]` (NONE/DRAFT/TARGET) is the origin of character i.
+           colors: dict[str, str] | None = None, by_source: bool = False) -> Rendered:
+    """HTML for `text`; `sources[i]` (NONE, TARGET or a SOURCE_CODES value) is the origin of
+    character i. `by_source`: tint accepted draft tokens by who proposed them (draft model,
+    prompt lookup, n-gram pool, Jacobi window), else all alike.
 
     `colors` (keys as LIGHT_COLORS) follow the window's appearance; default LIGHT_COLORS.
     """
     c = colors or LIGHT_COLORS
-    w = _Writer(text, sources, tint, c)
+    w = _Writer(text, sources, tint, c, by_source)
     blocks: list[str] = []
     lines = _lines(text)
     i, n = 0, len(lines)

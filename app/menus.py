@@ -32,6 +32,7 @@ class MenuActions:
     find: QAction
     token_tree: QAction
     live_panel: QAction
+    tint_by_source: QAction
     zoom_in: QAction
     zoom_out: QAction
     zoom_reset: QAction
@@ -104,6 +105,9 @@ def build_menus(window) -> MenuActions:
         find=_action(w, "Find in Conversation…", w.find_bar.open, Key.Find),
         token_tree=tree,
         live_panel=live,
+        tint_by_source=_action(w, "Tint Tokens by Source", None, None,
+                               "Colour accepted draft tokens by who proposed them: the draft "
+                               "model, prompt lookup, the n-gram pool or the Jacobi window"),
         zoom_in=_action(w, "Zoom In", lambda: w.appearance.zoom_by(1), Key.ZoomIn),
         zoom_out=_action(w, "Zoom Out", lambda: w.appearance.zoom_by(-1), Key.ZoomOut),
         zoom_reset=_action(w, "Actual Size", lambda: w.appearance.zoom_by(0), "Ctrl+0"),
@@ -135,6 +139,10 @@ def build_menus(window) -> MenuActions:
     edit_menu.addAction(a.find)
     view_menu = bar.addMenu("&View")
     view_menu.addActions([tree, live])
+    view_menu.addSeparator()
+    a.tint_by_source.setCheckable(True)
+    a.tint_by_source.toggled.connect(w.chat.set_tint_by_source)
+    view_menu.addAction(a.tint_by_source)
     view_menu.addSeparator()
     view_menu.addActions([a.zoom_in, a.zoom_out, a.zoom_reset])
     model_menu = bar.addMenu("&Model")

@@ -90,6 +90,7 @@ class MessageWidget(QFrame):
         self.text = text
         self.sources = bytearray(sources or bytes([NONE]) * len(text))
         self.tint = tint
+        self.by_source = False  # tint accepted draft tokens by who proposed them
         self.colors = colors or LIGHT_COLORS  # markdown colours of the current appearance
         self.code_blocks: list[str] = []
         self._dirty = True
@@ -170,6 +171,12 @@ class MessageWidget(QFrame):
             self._dirty = True
             self.refresh()
 
+    def set_tint_by_source(self, on: bool) -> None:
+        if on != self.by_source:
+            self.by_source = on
+            self._dirty = True
+            self.refresh()
+
     def set_colors(self, colors: dict[str, str]) -> None:
         """Re-render with the markdown colours of a new appearance (light/dark)."""
         if colors != self.colors:
@@ -192,7 +199,8 @@ class MessageWidget(QFrame):
         self._dirty = False
         shown = self.text if self.text else ("…" if self.role == "assistant" else "")
         rendered = render(shown, bytes(self.sources) if self.text else None,
-                          tint=self.tint and self.role == "assistant", colors=self.colors)
+                          tint=self.tint and self.role == "assistant", colors=self.colors,
+                          by_source=self.by_source)
         self.code_blocks = rendered.code_blocks
         self.browser.setHtml(rendered.html)
 

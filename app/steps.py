@@ -11,13 +11,22 @@ from dataclasses import dataclass
 
 from engine.events import StepEvent
 
-from .markdown import DRAFT, TARGET
+from .markdown import SOURCE_CODES, TARGET
 
 
 def step_sources(step: StepEvent) -> bytes:
-    """Per-character source (markdown.DRAFT / TARGET) of `step.text`, token by token."""
-    return b"".join(bytes([DRAFT if drafted else TARGET]) * len(segment)
-                    for segment, drafted in zip(step.token_texts, step.from_draft, strict=True))
+    """Per-character source of `step.text`, token by token: markdown.TARGET for the target's
+    own token, else the code (markdown.SOURCE_CODES) of the accepted node's proposer."""
+    out = []
+    for j, (segment, drafted) in enumerate(zip(step.token_texts, step.from_draft, strict=True)):
+        code = TARGET
+        if drafted:
+            node = step.accepted[j + 1] if j + 1 < len(step.accepted) else -1
+            names = step.tree_sources
+            code = SOURCE_CODES.get(names[node] if 0 <= node < len(names) else "draft",
+                                    SOURCE_CODES["draft"])
+        out.append(bytes([code]) * len(segment))
+    return b"".join(out)
 
 
 def bonus_text(step: StepEvent) -> str:
