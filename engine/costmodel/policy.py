@@ -29,6 +29,10 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
   timing it does not probe, but rechecks the bound as ar's pass time is measured.
 - draft work at an IO wait: one more forward of the next step's tree while it fits
   (rules.wait_work_fits with d of its size: the rule the cost model's pass simulation runs).
+- draft-free branches (prompt lookup, n-gram pool; costmodel.free_branches): verify slots in
+  v(N + F), no draft forwards; a tree step is credited max(its draft path, the tokens they
+  spelled), ar (root + the same branches) with what they spelled; their nodes must clear
+  `node_worth`, the acceptance that pays for a slot at the running mode's rate.
 The first step drafts one forward's worth (root + top-k children; `max_nodes` when the passes
 timed so far were IO-bound) and the second is a plain ar step, to measure d, v(N) and v(1)
 before deciding; N grows at most to 4 N_seen + w per
