@@ -279,8 +279,8 @@ class StepPolicy:
         while at ar after a root-only plan, with no probe or timing recheck due (see _plan and
         observe)."""
         plan = self.last_plan
-        if not self.auto or self.mode != "ar" or plan is None or plan.speculate:
-            return False
+        if not self.auto or self.mode != "ar" or plan is None or plan.speculate or self.free:
+            return False  # (with draft-free branches observe may return to tree at any step)
         if self.timing_bound:
             return self.since % PROBE_FIRST != 0  # observe rechecks the bound at multiples
         return self.since + 1 < self.interval
@@ -355,6 +355,11 @@ class StepPolicy:
                 self._enter("tree")
             else:
                 self.interval = min(PROBE_MAX, self.interval * 2)
+        elif self.free and not self.timing_bound and spec >= ar * RETURN_MARGIN:
+            # ar's rate moved, not the trees': draft-free branches win in bursts (a quoted
+            # passage ends), so the trees on record win again without waiting for a probe
+            self.nodes = nodes
+            self._enter("tree")
         elif self.timing_bound and self.since % PROBE_FIRST == 0:
             self.timing_bound = not self.can_win()  # ar's pass time is measured: recheck
 

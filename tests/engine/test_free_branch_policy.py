@@ -7,7 +7,7 @@ import pytest
 
 from engine.config import LookupConfig, TreeConfig
 from engine.costmodel.free_branches import spelled
-from engine.costmodel.policy import StepPolicy
+from engine.costmodel.policy import PROBE_FIRST, StepPolicy
 from engine.decoding.drafters import NoDrafter, Proposal, StepResult
 from engine.decoding.prompt_lookup import LookupDrafter
 from engine.decoding.tree import TokenTree
@@ -71,3 +71,35 @@ def test_branch_nodes_must_pay_for_their_slot_at_the_policys_rate(worth, kept):
     # 0.3 keeps only the first (always proposed so the source can earn its way back)
     assert proposal.free_nodes == kept
     assert proposal.free_branches == [(4, 5, 6, 7, 8, 9)[:kept]]
+
+
+def chain_step(policy: StepPolicy, won_free: int) -> None:
+    """A speculative step: 4 draft nodes in a chain, all accepted, + one free branch."""
+    tree = TokenTree.with_root(0)
+    parent = 0
+    for t in (11, 12, 13, 14):
+        parent = tree.add(t, parent, 0.9)
+    branch = (11, 12, 13, 14, 15, 16)[: max(won_free, 1)]
+    tree.add_branch(0, branch, 0.5, "prompt", 64)
+    extra = len(tree) - 5
+    proposal = Proposal(tree, [None] * len(tree), forwards=[(2, 0.005), (1, 0.005)] * 2,
+                        free_nodes=extra, free_branches=[branch])
+    policy.observe(StepResult(proposal, (0, 1, 2, 3, 4), 7, 0.12, 0.02, 0.1))
+
+
+def test_ar_returns_to_trees_when_the_branches_stop_winning_without_a_probe():
+    policy = StepPolicy(TreeConfig())
+    for _ in range(3):
+        chain_step(policy, 0)
+    assert policy.mode == "tree"
+    policy._enter("ar")
+    for _ in range(4):  # a quoted passage: the branches win 12 tokens per root-only step
+        step(policy, tuple(range(1, 13)), 12, 0.1)
+    assert policy.mode == "ar"
+    plans = []
+    for _ in range(PROBE_FIRST - 2):  # the passage ended: the branches win nothing
+        plans.append(policy.plan())
+        if policy.mode == "tree":
+            break
+        step(policy, (99,), 0, 0.1)
+    assert policy.mode == "tree" and not any(p.probe for p in plans)
