@@ -137,6 +137,7 @@ class StepPolicy:
         self.since = 0  # ar steps since the last probe / fallback
         self.interval = PROBE_FIRST
         self.timing_bound = False
+        self.timed_now = False  # a draft forward was timed before this step's plan
         self.switches: list[tuple[int, str]] = []  # (step, mode entered)
         self.free = FreeBranches()  # draft-free branches (prompt lookup, n-gram pool)
         self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
@@ -259,6 +260,7 @@ class StepPolicy:
     # ---- the per-step decisions ------------------------------------------------------------
     def plan(self) -> Plan:
         self.last_plan = plan = self._plan()
+        self.timed_now = False
         return plan
 
     def _plan(self) -> Plan:
@@ -272,7 +274,22 @@ class StepPolicy:
         if not self.timing_bound and self.since >= self.interval:
             self.since = 0
             return self._speculate(1 + 2 * self.w, probe=True)
-        return Plan(False, 1, self.threshold)
+        return Plan(False, 1, self.threshold, probe=self.timed_now)  # probe: draft timed
+
+    def wants_draft_timing(self) -> bool:
+        """Time one 1-token draft forward before the first tree? (auto, ar's pass timed, no
+        draft forward timed yet.) A draft too slow to ever win is then never caught up on the
+        prompt nor grown into trees (observe_draft_timing)."""
+        return self.auto and self.mode == "tree" and self.v is not None and not self.forwards
+
+    def observe_draft_timing(self, seconds: float) -> None:
+        """One timed 1-token draft forward: d's first point; falls back to ar (bound by timing)
+        at once when even a draft whose every token were accepted could not beat ar."""
+        self.forwards.append((1, seconds, self.steps))
+        self.timed_now = True
+        self._refit()
+        if not self.can_win():
+            self._enter("ar")
 
     def next_is_ar(self) -> bool:
         """Will the next plan() be root-only whatever observe() learns from this step? True only

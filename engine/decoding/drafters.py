@@ -119,8 +119,9 @@ class DraftModel:
     """
 
     def __init__(self, model, sampling: SamplingConfig, prefill_chunk: int = 256,
-                 target_vocab: int | None = None):
+                 target_vocab: int | None = None, measured: dict | None = None):
         self.model = model
+        self.measured = {} if measured is None else measured  # kept across answers
         self.sampling = sampling
         self.prefill_chunk = prefill_chunk
         self.vocab = model.args.vocab_size
@@ -144,6 +145,17 @@ class DraftModel:
         the first `offset`) become pending; the first draft forward catches up on them, after
         the target's first token."""
         self.pending = list(prompt_ids[self.offset : -1])
+
+    def forward_seconds(self, token: int) -> float:
+        """Seconds of one 1-token forward on a scratch cache (this cache untouched): the cost
+        model's first measure of d, taken before any catch-up on pending tokens; timed once per
+        loaded draft (later answers reuse it: 0 s of draft work)."""
+        if "forward_1" not in self.measured:
+            scratch = make_cache(len(self.model.layers))
+            t0 = time.perf_counter()
+            mx.eval(self.model(mx.array([self.feedable([token])]), cache=scratch))
+            self.measured["forward_1"] = time.perf_counter() - t0
+        return self.measured["forward_1"]
 
     def feedable(self, ids: list[int]) -> list[int]:
         """`ids` with any id beyond the draft's rows (a target's padding token) replaced by 0."""
@@ -271,7 +283,10 @@ class TreeDrafter(ModelDrafter):
             # pending tokens) does not delay it, and the policy gets its timed ar step
             self.started = True
             return self.propose_root(committed, root)
-        plan = self.policy.plan() if self.policy is not None else None
+        policy = self.policy
+        if policy is not None and policy.wants_draft_timing():  # cheap exit for a slow draft
+            policy.observe_draft_timing(self.draft.forward_seconds(root))
+        plan = policy.plan() if policy is not None else None
         if plan is not None:
             if not plan.speculate:
                 return self.propose_root(committed, root)

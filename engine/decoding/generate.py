@@ -41,7 +41,8 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
                 f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar "
                 "(or --mode lookahead, which needs none).")
         return NoDrafter()
-    model = DraftModel(draft.model, config.sampling, config.prefill_chunk, target_vocab)
+    model = DraftModel(draft.model, config.sampling, config.prefill_chunk, target_vocab,
+                       getattr(draft, "measured", None))
     if config.mode == "chain":
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree

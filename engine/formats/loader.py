@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
@@ -32,6 +32,8 @@ class LoadedModel:
     config: dict
     model: nn.Module
     tokenizer: object  # mlx_lm TokenizerWrapper
+    # measurements kept across answers (a draft's timed 1-token forward, DraftModel)
+    measured: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -160,10 +160,14 @@ def test_policy_ar_fallback_makes_no_draft_calls(loaded_pair, sources, monkeypat
     assert list(fin.token_ids) == reference(target.model, PROMPT, 80)
     # the first step is the target's alone (no plan): the draft's prefill waits until after it
     assert calls[0] == 0 and len(plans) == len(calls) - 1
+    # a root-only plan marked probe: one 1-token draft forward was timed before it (or its
+    # timing reused: once per loaded draft); every other ar step leaves the draft alone
     at_ar = [k for k in range(1, len(calls)) if not plans[k - 1].speculate]
+    timed = [k for k in at_ar if plans[k - 1].probe]
     assert len(at_ar) > 30  # the policy sat at ar for most of the run
+    assert len(timed) <= 1
     for k in at_ar:
-        assert calls[k] == calls[k - 1], f"draft called during ar step {k}"
+        assert calls[k] - calls[k - 1] <= (k in timed), f"draft called during ar step {k}"
 
 
 def test_next_is_ar_promises_only_what_the_next_plan_does():
@@ -243,3 +247,21 @@ def test_sampled_passes_ahead_are_redone_when_the_device_pick_misses(loaded_pair
                      eos=set(target.tokenizer.eos_token_ids or []))
     assert list(fin.token_ids) == want
     assert redone[-1] >= 3
+
+
+@pytest.mark.parametrize("draft_s, slow", [(0.2, True), (0.005, False)])
+def test_one_timed_draft_forward_decides_before_any_tree(draft_s, slow):
+    """After the first (root-only) step the policy asks for one timed 1-token draft forward; a
+    draft too slow to win even with perfect acceptance sends it to ar at once (no catch-up, no
+    tree), a fast one goes on to its first tree."""
+    policy = StepPolicy(TreeConfig())
+    root = Proposal(TokenTree.with_root(0), [None], chain=True)
+    assert not policy.wants_draft_timing()  # ar's pass not timed yet
+    policy.observe(StepResult(root, (0,), 7, 0.1, 0.0, 0.1))
+    assert policy.wants_draft_timing()
+    policy.observe_draft_timing(draft_s)
+    assert not policy.wants_draft_timing()  # once
+    plan = policy.plan()
+    assert plan.speculate != slow
+    if slow:
+        assert plan.probe and policy.mode == "ar" and policy.next_is_ar()
