@@ -18,6 +18,11 @@ BRANCH_SOURCES = ("prompt", "ngram")  # draft-free branch sources (engine.decodi
 # A streamed target frees its layers' buffers every pass; MLX's buffer cache keeps at most this
 # many of the largest layer's bytes for reuse (mx.set_cache_limit), so RSS stays near budget.
 STREAM_CACHE_LAYERS = 2
+# Greedy, policy at ar: the next target pass is launched before draft-free branches are known
+# while fewer than this share of recent branchy steps had a branch starting with the target's
+# token (the rest cost one extra pass; engine.decoding.prompt_lookup.LookupDrafter.pruned)
+AHEAD_MAX_BRANCH_HITS = 0.3
+AHEAD_HITS_DECAY = 0.8  # per branchy step: that share reacts within a few steps
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,11 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
 - the mode: when speculation's best predicted rate loses to ar's 1 / (v(1) + o) (after two
   trees, or at once when even a draft whose every token were accepted could not win: a draft as
   slow as the target's pass, costmodel.speculation_can_win), the drafter falls back to `ar`:
-  root-only trees, no draft work. It probes with a small tree every `interval` steps (doubling
-  while probes lose, up to PROBE_MAX) and returns when a probe predicts a win; when bound by
-  timing it does not probe, but rechecks the bound as ar's pass time is measured.
+  root-only trees, no draft work. Before its first tree, one timed 1-token draft forward
+  decides whether even perfect acceptance could win (else no catch-up, no tree). It probes
+  with a small tree every `interval` steps (doubling while probes lose, up to PROBE_MAX) and
+  returns when a probe predicts a win; when bound by timing it does not probe, but rechecks
+  the bound as ar's pass time is measured.
 - draft work at an IO wait: one more forward of the next step's tree while it fits
   (rules.wait_work_fits with d of its size: the rule the cost model's pass simulation runs).
 - draft-free branches (prompt lookup, n-gram pool; costmodel.free_branches): verify slots in
@@ -60,6 +62,7 @@ PROBE_FIRST, PROBE_MAX = 16, 256  # steps in ar before a probe; doubles while pr
 RETURN_MARGIN = 1.05  # a probe must predict a win by this much to return to speculation
 CAN_WIN_MARGIN = 1.10  # perfect acceptance must beat ar by this much to be worth probing
 START_TOKENS = 1.5  # s of costmodel (3)
+AR_PASSES_BEFORE_TIMING = 3  # root-only passes timed before the draft's timing forward (noise)
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,15 @@ class StepPolicy:
         tree: the tree configuration (caps, initial threshold, expand width, forward cap).
         adapt_threshold: learn the threshold (else keep `tree.threshold`).
         auto: choose the node budget and fall back to ar (else always `tree.max_nodes`).
+        time_draft: the drafter times one 1-token draft forward before the first tree
+            (wants_draft_timing); the first steps are root-only until then.
     """
 
-    def __init__(self, tree, adapt_threshold: bool = True, auto: bool = True):
+    def __init__(self, tree, adapt_threshold: bool = True, auto: bool = True,
+                 time_draft: bool = False):
         self.tree, self.adapt, self.auto = tree, adapt_threshold, auto
+        self.time_draft = time_draft and auto
+        self.ar_passes = 0  # root-only passes observed
         prior = getattr(tree, "verify_cost_prior", None)  # engine.config: platform default
         self.verify_prior = VERIFY_COST_PRIOR if prior is None else prior
         self.w = max(1, tree.expand_width)
@@ -269,6 +277,8 @@ class StepPolicy:
         if self.mode == "tree":
             if self.trees and not self.ar_sampled:  # time one ar step: v(1), o without a draft
                 return Plan(False, 1, self.threshold)
+            if self.time_draft and not self.forwards:  # ar until the draft's forward is timed
+                return Plan(False, 1, self.threshold)
             return self._speculate(self.nodes)
         self.since += 1
         if not self.timing_bound and self.since >= self.interval:
@@ -277,10 +287,11 @@ class StepPolicy:
         return Plan(False, 1, self.threshold, probe=self.timed_now)  # probe: draft timed
 
     def wants_draft_timing(self) -> bool:
-        """Time one 1-token draft forward before the first tree? (auto, ar's pass timed, no
-        draft forward timed yet.) A draft too slow to ever win is then never caught up on the
-        prompt nor grown into trees (observe_draft_timing)."""
-        return self.auto and self.mode == "tree" and self.v is not None and not self.forwards
+        """Time one 1-token draft forward before the first tree? (time_draft, a few of ar's
+        passes timed, no draft forward timed yet.) A draft too slow to ever win is then never
+        caught up on the prompt nor grown into trees (observe_draft_timing)."""
+        return (self.time_draft and self.mode == "tree" and not self.forwards
+                and self.ar_passes >= AR_PASSES_BEFORE_TIMING)
 
     def observe_draft_timing(self, seconds: float) -> None:
         """One timed 1-token draft forward: d's first point; falls back to ar (bound by timing)
@@ -344,6 +355,7 @@ class StepPolicy:
         drafted = n - getattr(result.proposal, "free_nodes", 0)
         free = self.free.observe(self.steps, result.proposal, result.accepted)
         self.ar_sampled |= drafted == 1
+        self.ar_passes += drafted == 1
         if drafted > 1:
             self._observe_tree(tree, result.accepted, drafted, free)
             self.evidence += 1

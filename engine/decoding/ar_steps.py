@@ -29,13 +29,16 @@ class Launched:
     finite: mx.array  # all the pass's scores are finite (NaN/Inf: broken weights), lazy
     probs: mx.array | None = None  # sampled: the distribution it was drawn from, (vocab,)
     u: float = 0.0  # sampled: the uniform it was drawn with
+    argmax: mx.array | None = None  # sampled, if asked: the greedy token (the n-gram pool's)
 
 
 class ArAhead:
     """Starts root-only passes of `model` over its KV `cache` without waiting."""
 
-    def __init__(self, model, cache, sampling: SamplingConfig, rng: np.random.Generator):
+    def __init__(self, model, cache, sampling: SamplingConfig, rng: np.random.Generator,
+                 want_argmax: bool = False):
         self.model, self.cache, self.sampling, self.rng = model, cache, sampling, rng
+        self.want_argmax = want_argmax and not sampling.greedy  # greedy: the token is the argmax
         self.redone = 0  # sampled passes ahead redone after a float32 / float64 miss
 
     @staticmethod
@@ -53,8 +56,9 @@ class ArAhead:
         else:
             u = self.rng.random()
             probs = target_distribution(logits[None], self.sampling)[0]
-            out = Launched(sample_at_on_device(probs, u), finite, probs, u)
-        mx.async_eval(out.token, out.finite)
+            argmax = mx.argmax(logits, axis=-1) if self.want_argmax else None
+            out = Launched(sample_at_on_device(probs, u), finite, probs, u, argmax)
+        mx.async_eval(*[a for a in (out.token, out.finite, out.argmax) if a is not None])
         return out
 
     def read(self, now: Launched, ahead: Launched | None) -> tuple[int, Launched | None]:
@@ -75,6 +79,7 @@ class ArAhead:
         logits = self.model(x, cache=self.cache)[0, -1]
         probs = target_distribution(logits[None], self.sampling)[0]
         finite = mx.all(mx.isfinite(logits))
-        out = Launched(sample_at_on_device(probs, ahead.u), finite, probs, ahead.u)
-        mx.async_eval(out.token, out.finite)
+        argmax = mx.argmax(logits, axis=-1) if self.want_argmax else None
+        out = Launched(sample_at_on_device(probs, ahead.u), finite, probs, ahead.u, argmax)
+        mx.async_eval(*[a for a in (out.token, out.finite, out.argmax) if a is not None])
         return out

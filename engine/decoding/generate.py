@@ -46,7 +46,8 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
     if config.mode == "chain":
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
-    policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto)
+    policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto,
+                        time_draft=True)
     # root_first: the first token is the target's alone, the draft's prefill waits behind it
     drafter = TreeDrafter(model, config.tree, policy, root_first=True)
     return LookupDrafter(drafter, config.lookup) if sources else drafter
@@ -160,11 +161,11 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
     generated: list[int] = []
     reason = "length"
     step = 0
-    # root-only passes launched a step ahead (resident target; a drafter that wants the
-    # target's argmax of sampled steps gets it from the tree path)
-    wants_argmax = not sampling.greedy and getattr(drafter, "wants_target_argmax", False)
-    usable = ArAhead.usable(model) and not wants_argmax and observer is None  # observer: logits
-    fast = ArAhead(model, cache, sampling, rng) if usable else None
+    # root-only passes launched a step ahead (resident target)
+    wants_argmax = getattr(drafter, "wants_target_argmax", False)  # sampled: an argmax too
+    usable = ArAhead.usable(model) and observer is None  # observer: the logits
+    fast = ArAhead(model, cache, sampling, rng, wants_argmax) if usable else None
+    branching = hasattr(drafter, "pruned")  # may hang draft-free branches off a root-only step
     ahead = None  # the root-only pass launched during the previous step (ar_steps.Launched)
     while len(generated) < config.max_tokens:
         if should_stop():
@@ -183,15 +184,29 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
                 # (not at step 0: the first token goes out before any pass ahead starts)
                 now, ahead = ahead if ahead is not None else fast.launch(root), None
                 more = step > 0 and len(generated) + 1 < config.max_tokens
-                if more and next_root_only(drafter):
+                if more and next_root_only(drafter) and (sampling.greedy or not branching):
                     ahead = fast.launch(now.token)
                 bonus, ahead = fast.read(now, ahead)
                 if not now.finite.item():  # computed with the token: no extra wait
                     raise nonfinite_error(target)
                 path = [0]
-                argmax = [bonus] if sampling.greedy else None
-            elif ahead is not None:  # cannot happen: next_root_only promised a root-only step
-                raise RuntimeError("a pass was launched ahead for a step that drafted a tree")
+                if sampling.greedy or now.argmax is not None:
+                    argmax = [bonus if sampling.greedy else now.argmax.item()]
+            elif ahead is not None:  # greedy: draft-free branches off a root whose pass ran ahead
+                now, ahead = ahead, None
+                first, _ = fast.read(now, None)
+                if not now.finite.item():
+                    raise nonfinite_error(target)
+                proposal = drafter.pruned(proposal, first)  # the one branch that can be accepted
+                tree, argmax = proposal.tree, [first]
+                if len(tree) > 1:  # the root sits in the cache: verify the rest after it
+                    rest = range(1, len(tree))
+                    logits = model(mx.array([tree.tokens[1:]]), cache=cache,
+                                   positions=tree.positions(committed, rest),
+                                   mask=tree.attention_mask(committed, rest))[0]
+                    check_finite(logits, target)
+                    argmax += mx.argmax(logits, axis=-1).tolist()
+                path, bonus = accept_greedy(tree.tokens, tree.parents, argmax)
             else:
                 tokens = mx.array([tree.tokens])
                 if proposal.chain:  # a chain needs no tree mask

@@ -8,11 +8,14 @@ another drafter's tree (the draft model's, or just the root): one pass verifies 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from ..config import LookupConfig
+from ..config import AHEAD_HITS_DECAY, AHEAD_MAX_BRANCH_HITS, LookupConfig
 from .drafters import Proposal
 from .ngram_pool import NgramPool
+from .tree import TokenTree
 
 ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
 
@@ -108,6 +111,8 @@ class LookupDrafter:
         self.prior = BranchPrior(config.prior)
         self.first_extra = 0  # index of the first draft-free node of the current tree
         self.kinds: dict[int, str] = {}  # draft-free node -> BranchPrior kind
+        self.full_tree: tuple[TokenTree, list[int]] | None = None  # before `pruned`, kept nodes
+        self.hits = 0.0  # recent branchy steps whose target token started a branch (decaying)
 
     @property
     def threshold(self) -> float:
@@ -181,9 +186,40 @@ class LookupDrafter:
         self.inner.rollback(committed)
         del self.history[committed:]
 
+    def next_root_only(self) -> bool:
+        """The inner drafter stays root-only and branches rarely start with the target's token:
+        the decode loop may launch the next pass before its branches are known (greedy; it
+        then keeps only the branch `pruned` leaves)."""
+        promise = getattr(self.inner, "next_root_only", None)
+        return promise is not None and promise() and self.hits < AHEAD_MAX_BRANCH_HITS
+
+    def pruned(self, proposal: Proposal, first: int) -> Proposal:
+        """The root and the subtree of its child carrying `first`, the target's greedy token
+        after the root (computed ahead): greedy verification rejects every other child. The
+        prior still learns from the whole tree (feedback)."""
+        tree = proposal.tree
+        kept, index = [0], {0: 0}
+        out = TokenTree.with_root(tree.tokens[0])
+        for i in range(1, len(tree)):
+            parent = tree.parents[i]
+            if parent in index and (parent != 0 or tree.tokens[i] == first):
+                index[i] = out.add(tree.tokens[i], index[parent], tree.probs[i], tree.sources[i])
+                kept.append(i)
+        self.full_tree = (tree, kept)
+        return replace(proposal, tree=out, proposal_probs=[None] * len(out),
+                       chain=len(out) == 1, free_nodes=len(out) - self.first_extra)
+
     def feedback(self, result):
         self.inner.feedback(result)
-        self.prior.observe(result.proposal.tree, result.accepted, self.first_extra, self.kinds)
+        tree, accepted = result.proposal.tree, result.accepted
+        if self.full_tree is not None:  # pruned: learn from the tree the drafter proposed
+            tree, kept = self.full_tree
+            accepted = [kept[i] for i in accepted]
+            self.full_tree = None
+        if len(tree) > self.first_extra:  # a branchy step: did a branch's first token hold?
+            hit = len(accepted) > 1 and accepted[1] >= self.first_extra
+            self.hits = AHEAD_HITS_DECAY * self.hits + (1 - AHEAD_HITS_DECAY) * hit
+        self.prior.observe(tree, accepted, self.first_extra, self.kinds)
         if self.pool is not None and result.target_argmax is not None:
             c = self.step_committed
             before = self.history[max(0, c - self.config.pool_ngram) : c]

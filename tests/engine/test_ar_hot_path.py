@@ -254,10 +254,13 @@ def test_one_timed_draft_forward_decides_before_any_tree(draft_s, slow):
     """After the first (root-only) step the policy asks for one timed 1-token draft forward; a
     draft too slow to win even with perfect acceptance sends it to ar at once (no catch-up, no
     tree), a fast one goes on to its first tree."""
-    policy = StepPolicy(TreeConfig())
+    policy = StepPolicy(TreeConfig(), time_draft=True)
     root = Proposal(TokenTree.with_root(0), [None], chain=True)
-    assert not policy.wants_draft_timing()  # ar's pass not timed yet
-    policy.observe(StepResult(root, (0,), 7, 0.1, 0.0, 0.1))
+    for _ in range(3):  # root-only until a few of ar's passes are timed
+        assert not policy.wants_draft_timing()
+        policy.observe(StepResult(root, (0,), 7, 0.1, 0.0, 0.1))
+        if not policy.wants_draft_timing():
+            assert not policy.plan().speculate
     assert policy.wants_draft_timing()
     policy.observe_draft_timing(draft_s)
     assert not policy.wants_draft_timing()  # once
@@ -265,3 +268,49 @@ def test_one_timed_draft_forward_decides_before_any_tree(draft_s, slow):
     assert plan.speculate != slow
     if slow:
         assert plan.probe and policy.mode == "ar" and policy.next_is_ar()
+
+
+@pytest.mark.parametrize("with_draft", [False, True])
+def test_branches_off_a_pass_launched_ahead_keep_greedy_ids(loaded_pair, with_draft,
+                                                            monkeypatch):
+    """Policy at ar, draft-free branches on: the next pass is launched before the branches are
+    known, and only the branch starting with its token is verified after it. The ids equal the
+    plain loop's; both outcomes (no branch left, a branch verified) occur."""
+    from engine.decoding import prompt_lookup
+
+    monkeypatch.setattr(prompt_lookup, "AHEAD_MAX_BRANCH_HITS", 1.1)  # always launch ahead
+    outcomes = []
+    pruned = prompt_lookup.LookupDrafter.pruned
+
+    def counting(self, proposal, first):
+        out = pruned(self, proposal, first)
+        outcomes.append((len(proposal.tree), len(out.tree)))
+        return out
+
+    monkeypatch.setattr(prompt_lookup.LookupDrafter, "pruned", counting)
+    plain = loaded_pair["target"]
+    target = LoadedModel(**{**vars(plain), "tokenizer": NoEos(plain.tokenizer)})
+    draft = loaded_pair["unrelated"] if with_draft else None
+    prompt = PROMPT * 3  # repeats: prompt lookup has candidates
+    fin = finished(list(generate(target, draft, prompt,
+                                 GenerationConfig(mode="tree", max_tokens=60))))
+    assert list(fin.token_ids) == reference(target.model, prompt, 60)
+    assert any(full > 1 and kept == 1 for full, kept in outcomes)  # every branch rejected
+    assert any(kept > 1 for _, kept in outcomes)  # a branch verified after the root's pass
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, SamplingConfig(temperature=0.8, seed=99)])
+@pytest.mark.parametrize("with_draft", [False, True])
+def test_fast_path_with_branches_emits_what_the_synchronous_path_does(loaded_pair, sampling,
+                                                                      with_draft, monkeypatch):
+    """Draft-free branches on (the n-gram pool wants the target's argmax, sampled steps too):
+    the same ids with passes launched ahead / sampled on device as with every step verified
+    synchronously on the host."""
+    plain = loaded_pair["target"]
+    target = LoadedModel(**{**vars(plain), "tokenizer": NoEos(plain.tokenizer)})
+    draft = loaded_pair["unrelated"] if with_draft else None
+    cfg = GenerationConfig(mode="tree", max_tokens=50, sampling=sampling)
+    fast = finished(list(generate(target, draft, PROMPT * 2, cfg)))
+    monkeypatch.setattr(ar_steps.ArAhead, "usable", staticmethod(lambda model: False))
+    slow = finished(list(generate(target, draft, PROMPT * 2, cfg)))
+    assert fast.token_ids == slow.token_ids and len(fast.token_ids) == 50
