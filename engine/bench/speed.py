@@ -8,6 +8,9 @@ One run, same prompts (cut from the benchmark prompt set at a few token lengths)
   mlx-lm counts it: all generated tokens over the seconds from the first token to the last);
 - Canopy tree (auto) with a bad draft, resident: decode tok/s against mlx-lm's, and whole
   answers (TTFT + decode; the draft's prefill, deferred past the first token, counts there);
+  with the default draft-free branches (prompt lookup, n-gram pool: they may win on their own
+  where the answer repeats the prompt) and with the draft model's tree alone (the cost of
+  the bad draft's exit);
 - streamed at a fraction of the target's bytes: `ar` and tree (auto) with the bad draft, against
   the bound of a layer-by-layer loop whose reads fully overlap compute at the bandwidth the IO
   thread measured in that run: 1 / max(bytes read per token / bandwidth, resident ar seconds
@@ -24,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import SPEED_PROMPT_TOKENS, GenerationConfig
+from ..config import SPEED_PROMPT_TOKENS, GenerationConfig, LookupConfig
 from ..events import Finished, StepEvent
 from .pair import Pair, Report
 
@@ -105,6 +108,8 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None) -
 
     ar = GenerationConfig(mode="ar", max_tokens=spec.max_tokens)
     auto = GenerationConfig(mode="tree", max_tokens=spec.max_tokens)
+    draft_only = GenerationConfig(mode="tree", max_tokens=spec.max_tokens,
+                                  lookup=LookupConfig(sources=()))
     resident = Session.load(pair.target, pair.bad_draft)
     texts = prompt_texts(resident.target.tokenizer, spec.prompt_tokens)
     rows = []
@@ -112,12 +117,14 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None) -
         run_canopy(resident, resident.target.tokenizer.encode(texts[spec.prompt_tokens[0]]), ar)
         for n, text in texts.items():
             ids = resident.target.tokenizer.encode(text)
-            report(f"{n} prompt tokens: mlx-lm, Canopy ar, Canopy tree (auto) with the bad draft")
+            report(f"{n} prompt tokens: mlx-lm, Canopy ar, tree (auto) with the bad draft (2 ways)")
             mlx = run_mlx_lm(pair.target, text, spec.max_tokens)
             mine = run_canopy(resident, ids, ar)
             tree = run_canopy(resident, ids, auto)
+            alone = run_canopy(resident, ids, draft_only)
             rows.append({
                 "prompt_tokens": n, "mlx_lm": mlx, "canopy_ar": mine, "canopy_auto_bad": tree,
+                "canopy_auto_bad_draft_tree_only": alone,
                 "ar_decode_ratio": ratio(mine["decode_tokens_per_second"],
                                          mlx["decode_tokens_per_second"]),
                 "ar_ttft_ratio": ratio(mine["ttft_seconds"], mlx["ttft_seconds"]),
@@ -125,6 +132,10 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None) -
                                                mlx["decode_tokens_per_second"]),
                 # whole answers (TTFT + decode): the draft's deferred prefill counts here
                 "auto_bad_total_ratio": ratio(mlx["total_seconds"], tree["total_seconds"]),
+                "auto_bad_draft_tree_only_decode_ratio": ratio(
+                    alone["decode_tokens_per_second"], mlx["decode_tokens_per_second"]),
+                "auto_bad_draft_tree_only_total_ratio": ratio(mlx["total_seconds"],
+                                                              alone["total_seconds"]),
             })
     finally:
         resident.close()
@@ -161,8 +172,9 @@ def speed_markdown(result: dict) -> str:
     """The result as a Markdown table plus the streamed figures."""
     lines = [
         "| prompt tokens | mlx-lm tok/s | Canopy ar tok/s | ratio | mlx-lm TTFT s | Canopy TTFT s "
-        "| ratio | auto, bad draft tok/s | ratio to mlx-lm | whole answer, ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| ratio | auto, bad draft tok/s | ratio to mlx-lm | whole answer, ratio "
+        "| draft tree alone: ratio | whole answer, ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         m, c, t = r["mlx_lm"], r["canopy_ar"], r["canopy_auto_bad"]
@@ -171,7 +183,9 @@ def speed_markdown(result: dict) -> str:
             f"| {c['decode_tokens_per_second']:.2f} | {r['ar_decode_ratio'] or 0:.2f} "
             f"| {m['ttft_seconds']:.2f} | {c['ttft_seconds']:.2f} | {r['ar_ttft_ratio'] or 0:.2f} "
             f"| {t['decode_tokens_per_second']:.2f} | {r['auto_bad_decode_ratio'] or 0:.2f} "
-            f"| {r['auto_bad_total_ratio'] or 0:.2f} |")
+            f"| {r['auto_bad_total_ratio'] or 0:.2f} "
+            f"| {r['auto_bad_draft_tree_only_decode_ratio'] or 0:.2f} "
+            f"| {r['auto_bad_draft_tree_only_total_ratio'] or 0:.2f} |")
     s = result["streamed"]
     lines += [
         "",

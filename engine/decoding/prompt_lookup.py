@@ -185,6 +185,7 @@ class LookupDrafter:
     def rollback(self, committed):
         self.inner.rollback(committed)
         del self.history[committed:]
+        self.full_tree = None
 
     def next_root_only(self) -> bool:
         """The inner drafter stays root-only and branches rarely start with the target's token:
