@@ -146,6 +146,7 @@ class StepPolicy:
         self.interval = PROBE_FIRST
         self.timing_bound = False
         self.timed_now = False  # a draft forward was timed before this step's plan
+        self.retime = False  # at ar, bound by timing: time the draft again before a probe
         self.switches: list[tuple[int, str]] = []  # (step, mode entered)
         self.free = FreeBranches()  # draft-free branches (prompt lookup, n-gram pool)
         self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
@@ -290,6 +291,8 @@ class StepPolicy:
         """Time one 1-token draft forward before the first tree? (time_draft, a few of ar's
         passes timed, no draft forward timed yet.) A draft too slow to ever win is then never
         caught up on the prompt nor grown into trees (observe_draft_timing)."""
+        if self.retime:
+            return True
         return (self.time_draft and self.mode == "tree" and not self.forwards
                 and self.ar_passes >= AR_PASSES_BEFORE_TIMING)
 
@@ -299,7 +302,10 @@ class StepPolicy:
         self.forwards.append((1, seconds, self.steps))
         self.timed_now = True
         self._refit()
-        if not self.can_win():
+        if self.retime:  # at ar, bound by timing: lifted only if the fresh d says so
+            self.retime = False
+            self.timing_bound = not self.can_win()
+        elif not self.can_win():
             self._enter("ar")
 
     def next_is_ar(self) -> bool:
@@ -364,6 +370,15 @@ class StepPolicy:
             # an IO-bound pass costs about the same for a full tree: a first tree of one
             # forward would spend a whole pass on a token or two
             self.nodes = max(self.nodes, self.tree.max_nodes)
+        if (self.auto and self.mode == "ar" and drafted == 1 and self.timing_bound
+                and self.since % PROBE_FIRST == 0 and self.can_win()):
+            # ar's pass time is measured (trees or not): the bound looks lifted; a drafter that
+            # times its draft times it again first (d may be stale: load changes), so a probe
+            # does not catch the draft up on a stale promise
+            if self.time_draft:
+                self.retime = True
+            else:
+                self.timing_bound = False
         best, ar = self.best_nodes(), self.ar_rate()
         if best is None or ar is None:
             return
@@ -389,8 +404,6 @@ class StepPolicy:
             # passage ends), so the trees on record win again without waiting for a probe
             self.nodes = nodes
             self._enter("tree")
-        elif self.timing_bound and self.since % PROBE_FIRST == 0:
-            self.timing_bound = not self.can_win()  # ar's pass time is measured: recheck
 
     def _observe_tree(self, tree, accepted, n: int, free: int = 0) -> None:
         decay = DECAY ** (self.steps - self.last_tree_step)

@@ -146,11 +146,11 @@ class DraftModel:
         the target's first token."""
         self.pending = list(prompt_ids[self.offset : -1])
 
-    def forward_seconds(self, token: int) -> float:
+    def forward_seconds(self, token: int, fresh: bool = False) -> float:
         """Seconds of one 1-token forward on a scratch cache (this cache untouched): the cost
         model's first measure of d, taken before any catch-up on pending tokens; timed once per
-        loaded draft (later answers reuse it: 0 s of draft work)."""
-        if "forward_1" not in self.measured:
+        loaded draft (later answers reuse it: 0 s of draft work) unless `fresh`."""
+        if fresh or "forward_1" not in self.measured:
             scratch = make_cache(len(self.model.layers))
             t0 = time.perf_counter()
             mx.eval(self.model(mx.array([self.feedable([token])]), cache=scratch))
@@ -285,7 +285,7 @@ class TreeDrafter(ModelDrafter):
             return self.propose_root(committed, root)
         policy = self.policy
         if policy is not None and policy.wants_draft_timing():  # cheap exit for a slow draft
-            policy.observe_draft_timing(self.draft.forward_seconds(root))
+            policy.observe_draft_timing(self.draft.forward_seconds(root, fresh=policy.retime))
         plan = policy.plan() if policy is not None else None
         if plan is not None:
             if not plan.speculate:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.config import GenerationConfig, LookupConfig, SamplingConfig, TreeConfig
-from engine.costmodel.policy import StepPolicy
+from engine.costmodel.policy import PROBE_FIRST, StepPolicy
 from engine.decoding import ar_steps
 from engine.decoding.drafters import Proposal, StepResult
 from engine.decoding.generate import generate
@@ -161,11 +161,12 @@ def test_policy_ar_fallback_makes_no_draft_calls(loaded_pair, sources, monkeypat
     # the first step is the target's alone (no plan): the draft's prefill waits until after it
     assert calls[0] == 0 and len(plans) == len(calls) - 1
     # a root-only plan marked probe: one 1-token draft forward was timed before it (or its
-    # timing reused: once per loaded draft); every other ar step leaves the draft alone
+    # timing reused); at most once, then once per timing recheck (every PROBE_FIRST ar steps);
+    # every other ar step leaves the draft alone
     at_ar = [k for k in range(1, len(calls)) if not plans[k - 1].speculate]
     timed = [k for k in at_ar if plans[k - 1].probe]
     assert len(at_ar) > 30  # the policy sat at ar for most of the run
-    assert len(timed) <= 1
+    assert len(timed) <= 1 + len(at_ar) // PROBE_FIRST
     for k in at_ar:
         assert calls[k] - calls[k - 1] <= (k in timed), f"draft called during ar step {k}"
 
@@ -314,3 +315,27 @@ def test_fast_path_with_branches_emits_what_the_synchronous_path_does(loaded_pai
     monkeypatch.setattr(ar_steps.ArAhead, "usable", staticmethod(lambda model: False))
     slow = finished(list(generate(target, draft, PROMPT * 2, cfg)))
     assert fast.token_ids == slow.token_ids and len(fast.token_ids) == 50
+
+
+@pytest.mark.parametrize("fresh_s, probes", [(4.0, False), (0.005, True)])  # slowed too; not
+def test_a_lifted_timing_bound_times_the_draft_again_before_a_probe(fresh_s, probes):
+    """At ar, bound by timing, the target's passes slow down (load) so the stale d looks cheap:
+    the policy asks for a fresh draft timing first and probes only if that one can win."""
+    policy = StepPolicy(TreeConfig(), time_draft=True)
+    root = Proposal(TokenTree.with_root(0), [None], chain=True)
+
+    def ar_step(seconds):
+        policy.observe(StepResult(root, (0,), 7, seconds, 0.0, seconds))
+
+    for _ in range(3):
+        ar_step(0.1)
+    policy.observe_draft_timing(0.2)
+    assert policy.plan().speculate is False and policy.timing_bound
+    for _ in range(200):  # slower passes until the recheck finds the bound lifted
+        if policy.wants_draft_timing():
+            break
+        ar_step(2.0)
+        assert not policy.plan().speculate
+    assert policy.wants_draft_timing() and policy.retime
+    policy.observe_draft_timing(fresh_s)
+    assert policy.timing_bound != probes and policy.plan().speculate == probes
