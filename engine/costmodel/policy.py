@@ -313,8 +313,10 @@ class StepPolicy:
         while at ar after a root-only plan, with no probe or timing recheck due (see _plan and
         observe)."""
         plan = self.last_plan
-        if not self.auto or self.mode != "ar" or plan is None or plan.speculate or self.free:
-            return False  # (with draft-free branches observe may return to tree at any step)
+        if not self.auto or self.mode != "ar" or plan is None or plan.speculate:
+            return False
+        if self.free and not self.timing_bound:
+            return False  # with draft-free branches observe may return to tree at any step
         if self.timing_bound:
             return self.since % PROBE_FIRST != 0  # observe rechecks the bound at multiples
         return self.since + 1 < self.interval

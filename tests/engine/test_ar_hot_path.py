@@ -12,7 +12,7 @@ import pytest
 from engine.config import GenerationConfig, LookupConfig, SamplingConfig, TreeConfig
 from engine.costmodel.policy import PROBE_FIRST, StepPolicy
 from engine.decoding import ar_steps
-from engine.decoding.drafters import Proposal, StepResult
+from engine.decoding.drafters import DraftModel, Proposal, StepResult
 from engine.decoding.generate import generate
 from engine.decoding.sampling import sample, target_distribution
 from engine.decoding.tree import TokenTree
@@ -289,6 +289,8 @@ def test_branches_off_a_pass_launched_ahead_keep_greedy_ids(loaded_pair, with_dr
         return out
 
     monkeypatch.setattr(prompt_lookup.LookupDrafter, "pruned", counting)
+    # a draft far too slow to win: the policy sits at ar, bound by timing
+    monkeypatch.setattr(DraftModel, "forward_seconds", lambda self, token, fresh=False: 10.0)
     plain = loaded_pair["target"]
     target = LoadedModel(**{**vars(plain), "tokenizer": NoEos(plain.tokenizer)})
     draft = loaded_pair["unrelated"] if with_draft else None
