@@ -5,8 +5,9 @@ Measured online from verification results (forgotten exponentially per target st
 - timing: one draft forward over m tokens d(m) ~ a + b m; one target pass over N tokens
   v(N) ~ v0 + v1 N (IO included when the target is streamed; draft work at its waits beyond
   the reads left out, rules.pass_cost_seconds); the rest of a step, o;
-- acceptance of recent trees: best-first trees grow in rounds (the start forward, then one
-  forward per batch of w nodes), and the accepted path can only go one level deeper per round.
+- acceptance of recent trees (tree_record.RecentTrees): best-first trees grow in rounds (the
+  start forward, then one forward per batch of w nodes), and the accepted path can only go one
+  level deeper per round.
   E_s(N) = 1 + accepted nodes of tree s among its first N nodes; beyond the depth a tree had,
   the path continues one more level with probability rho (how often a path that reached a
   depth reached the next one, over recent trees);
@@ -43,7 +44,6 @@ step (exploration is bounded by what was observed).
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -53,11 +53,8 @@ from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
 from .free_branches import FreeBranches
+from .tree_record import DECAY, RecentTrees, TreeRecord
 
-LOG_MIN, LOG_MAX, BINS = -5.0, 0.0, 20
-DECAY = 0.97  # per target step: recent steps dominate
-MIN_SEEN = 4.0  # pseudo-nodes of the calibration prior per bin
-WINDOW = 16  # recent trees kept
 PROBE_FIRST, PROBE_MAX = 16, 256  # steps in ar before a probe; doubles while probes lose
 RETURN_MARGIN = 1.05  # a probe must predict a win by this much to return to speculation
 CAN_WIN_MARGIN = 1.10  # perfect acceptance must beat ar by this much to be worth probing
@@ -92,16 +89,6 @@ def _fit(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float,
     return max(ym - b * xm, 0.0), b
 
 
-@dataclass(frozen=True)
-class TreeRecord:
-    step: int
-    nodes: int
-    cum: list[int]  # cum[i]: accepted nodes among nodes 1..i
-    depth: int  # the deepest drafted node
-    path: int  # depth of the accepted path (0: no draft token accepted)
-    free: int = 0  # accepted tokens the draft-free branches spelled (they win them alone)
-
-
 class StepPolicy:
     """Chooses node budget, tree shape, threshold, ar fallback and IO-wait drafting (module doc).
 
@@ -124,13 +111,8 @@ class StepPolicy:
         self.forwards_cap = max(1, tree.max_forwards)
         self.threshold = tree.threshold
         self.lo, self.hi = 1e-4, 0.5
-        self.seen, self.accepted, self.mass = np.zeros(BINS), np.zeros(BINS), np.zeros(BINS)
-        centres = LOG_MIN + (np.arange(BINS) + 0.5) * (LOG_MAX - LOG_MIN) / BINS
-        self.prior = 10.0**centres
-        self.edges = 10.0 ** np.linspace(LOG_MIN, LOG_MAX, BINS + 1)
+        self.recent = RecentTrees()  # acceptance of recent trees (engine.costmodel.tree_record)
         self.steps = 0
-        self.last_tree_step = 0
-        self.trees: deque[TreeRecord] = deque(maxlen=WINDOW)
         self.forwards: deque = deque(maxlen=32)  # (tokens, seconds, step)
         self.passes: deque = deque(maxlen=32)  # (nodes, seconds, step, io wait seconds)
         self.overheads: deque = deque(maxlen=16)
@@ -152,17 +134,12 @@ class StepPolicy:
         self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
 
     # ---- estimates -------------------------------------------------------------------------
-    @staticmethod
-    def bin_of(path_prob: float) -> int:
-        x = math.log10(max(path_prob, 1e-12))
-        b = int((x - LOG_MIN) / (LOG_MAX - LOG_MIN) * BINS)
-        return min(max(b, 0), BINS - 1)
+    @property
+    def trees(self) -> deque[TreeRecord]:
+        return self.recent.trees
 
     def calibration(self) -> np.ndarray:
-        """A(pi) per bin, shrunk toward kappa * pi with MIN_SEEN pseudo-nodes."""
-        kappa = (self.accepted.sum() + 1.0) / (self.mass.sum() + 1.0)
-        prior = np.minimum(1.0, kappa * self.prior)
-        return (self.accepted + MIN_SEEN * prior) / (self.seen + MIN_SEEN)
+        return self.recent.calibration()
 
     def _weight(self, step: int) -> float:
         return DECAY ** (self.steps - step)
@@ -205,35 +182,12 @@ class StepPolicy:
         return cm.tree_draft_seconds(self.d, nodes, width, START_TOKENS) + verify + self.o
 
     def rho(self) -> float:
-        """P(the accepted path reaches depth k + 1 | it reached depth k and k + 1 was drafted)."""
-        pairs = hits = 0.0
-        first = firsts = 0.0
-        for t in self.trees:
-            wt = self._weight(t.step)
-            first += wt * (t.path >= 1)
-            firsts += wt
-            for k in range(1, t.depth):
-                if t.path >= k:
-                    pairs += wt
-                    hits += wt * (t.path >= k + 1)
-        prior = (first + 0.5) / (firsts + 1.0)  # Laplace: one lucky tree does not make rho 1
-        return (hits + 2 * prior) / (pairs + 2)
+        return self.recent.rho(self._weight)
 
     def tree_tokens(self, nodes: int, rho: float | None = None) -> float | None:
-        """E(N): sum_s E_s(N) over recent trees, weighted (None before any tree)."""
-        if not self.trees:
-            return None
-        rho = self.rho() if rho is None else rho
+        """E(N) over recent trees (None before any tree); paths deepen at most a level a round."""
         cap = min(self.shape(nodes).rounds + 1, self.tree.max_depth)
-        tokens = weight = 0.0
-        for t in self.trees:
-            wt = self._weight(t.step)
-            e = 1.0 + t.cum[min(nodes, t.nodes) - 1]
-            if nodes > t.nodes and t.path == t.depth and cap > t.depth:
-                e += sum(rho**j for j in range(1, cap - t.depth + 1))  # one level deeper w.p. rho
-            tokens += wt * max(e, 1.0 + t.free)  # the draft-free branches win theirs anyway
-            weight += wt
-        return tokens / weight
+        return self.recent.tokens(nodes, cap, self.rho() if rho is None else rho, self._weight)
 
     def tree_rate(self, nodes: int, rho: float | None = None) -> float | None:
         """Predicted tokens/s with a budget of `nodes`: E(N) / T(N)."""
@@ -408,23 +362,7 @@ class StepPolicy:
             self._enter("tree")
 
     def _observe_tree(self, tree, accepted, n: int, free: int = 0) -> None:
-        decay = DECAY ** (self.steps - self.last_tree_step)
-        self.last_tree_step = self.steps
-        self.seen *= decay
-        self.accepted *= decay
-        self.mass *= decay
-        taken = set(accepted)
-        cum, total = [0] * n, 0
-        for i in range(1, n):
-            b = self.bin_of(tree.path_prob[i])
-            hit = i in taken
-            self.seen[b] += 1
-            self.accepted[b] += hit
-            self.mass[b] += tree.path_prob[i]
-            total += hit
-            cum[i] = total
-        depth, path = max(tree.depth[:n]), sum(1 for a in accepted[1:] if a < n)
-        self.trees.append(TreeRecord(self.steps, n, cum, depth, path, free))
+        self.recent.observe(self.steps, tree, accepted, n, free)
 
     def _enter(self, mode: str) -> None:
         self.mode, self.since = mode, 0
@@ -439,7 +377,7 @@ class StepPolicy:
         if not self.adapt or self.v is None or rate <= 0:
             return
         per_node = max(self.v(2) - self.v(1), 1e-6)
-        edge = cm.marginal_threshold(self.calibration(), self.edges, per_node, rate)
+        edge = cm.marginal_threshold(self.calibration(), self.recent.edges, per_node, rate)
         # IO-bound: a verified node costs next to nothing (v(N)'s slope there is noise and
         # compute hidden under reads): prune no harder than configured; N* bounds the tree
         hi = min(self.hi, self.tree.threshold) if self.io_bound() else self.hi
