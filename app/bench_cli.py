@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from app.cli import checked, resolve_pair, stream_config
+from engine.config import BENCH_MAX_TOKENS
 
 
 def run_bench_command(args) -> int:
@@ -23,6 +24,8 @@ def run_bench_command(args) -> int:
         return run_iobench_command(args)
     if args.speed:
         return run_speed_command(args)
+    if args.pair == "coder":
+        return run_coder_command(args)
     from engine.bench.pair import prepare_pair
     from engine.bench.report import write_outputs
     from engine.bench.run import BenchSpec, run_bench
@@ -42,6 +45,34 @@ def run_bench_command(args) -> int:
     paths = write_outputs(result, out)
     print(paths["markdown"].read_text())
     say(f"wrote {', '.join(str(p) for p in paths.values())} in {result['total_seconds']:.0f} s")
+    return 0
+
+
+def run_coder_command(args) -> int:
+    """`canopy bench --pair coder`: engine.bench.coder's run; coder.json/.md/.png in --out."""
+    import tempfile
+    from dataclasses import replace
+
+    from engine.bench.coder import run_coder_bench
+    from engine.bench.coder_plan import CoderSpec
+    from engine.bench.coder_report import write_coder_outputs
+    from engine.bench.pair import prepare_coder_pair
+
+    stream = checked(stream_config, args)
+    spec = CoderSpec.quick_run() if args.quick else checked(CoderSpec)
+    given = {"max_tokens": args.max_tokens, "max_rounds": args.prompts}
+    if not args.quick:
+        given |= {"minutes": args.minutes, "tree_nodes": args.tree_nodes}
+    spec = checked(lambda: replace(spec, **{k: v for k, v in given.items() if v is not None}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="canopy-bench-coder-") as tmp:
+        pair = prepare_coder_pair(args.quick, Path(tmp))
+        result = run_coder_bench(pair, spec, stream, Path(tmp) / "children", report=say)
+    paths = write_coder_outputs(result, out)
+    print(paths["markdown"].read_text())
+    say(f"wrote {', '.join(str(p) for p in paths.values())} in "
+        f"{result['total_seconds'] / 60:.1f} min")
     return 0
 
 
@@ -78,7 +109,8 @@ def run_speed_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="canopy-speed-") as tmp:
         pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
-        result = run_speed(pair, SpeedSpec(max_tokens=args.max_tokens), report=say)
+        result = run_speed(pair, SpeedSpec(max_tokens=args.max_tokens or BENCH_MAX_TOKENS),
+                           report=say)
     (out / "speed.json").write_text(json.dumps(result, indent=1))
     markdown = speed_markdown(result)
     (out / "speed.md").write_text(markdown)
