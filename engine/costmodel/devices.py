@@ -227,7 +227,7 @@ def device_table_markdown(acceptance: cm.Acceptance | None = None, about: str = 
         f"one-token pass (fitted to published llama.cpp small-batch passes); SSD sequential read "
         f"at {ETA_SSD:.0%} of the review figure; {STEP_OVERHEAD * 1e3:.0f} ms of Python per step; "
         f"{OS_AND_DRAFT_GB} GB of RAM left to macOS, the draft and the caches; 2 layers of "
-        f"prefetch; pipeline reuse probability {reuse:.2f}. GPU TFLOPS: cores x M2's per-core rate "
+        f"prefetch; pipeline reuse probability {reuse:.2g}. GPU TFLOPS: cores x M2's per-core rate "
         "for M3/M4 (Apple publishes none). With a weaker draft (top-4 "
         f"{PROFILE_LOW}) the smallest tree/ar gain is {gain[id(worst)]:.2f}x "
         f"({worst['device'].name}, {budget_label(worst['budget_gb'])}). Bands: resident `ar` "

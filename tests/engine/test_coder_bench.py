@@ -131,3 +131,21 @@ def test_quick_coder_bench_writes_every_row(tmp_path):
     for row in result["cgroup_rows"]:
         assert row["status"] == "completed" or row["status"].startswith("skipped: memory cgroups")
     assert result["goals"] and "measured acceptance" in result["apple_silicon_table"]
+
+
+def test_apple_silicon_table_follows_a_measured_acceptance():
+    from engine.costmodel import devices
+    from engine.costmodel import formulas as cm
+
+    def acceptance(per_node: float) -> cm.Acceptance:
+        curve = tuple(1.0 + per_node * (n - 1) for n in range(1, 65))
+        return cm.Acceptance(chain_alpha=(0.9,), tree_tokens=curve, start_tokens_tree=1.5,
+                             start_tokens_chain=1.6, reuse=0.5)
+
+    strong, weak = (devices.predictions(acceptance=acceptance(x)) for x in (0.12, 0.01))
+    assert all(s["tree"].tokens_per_second >= w["tree"].tokens_per_second
+               for s, w in zip(strong, weak))
+    assert strong[0]["tree"].tokens_per_pass > weak[0]["tree"].tokens_per_pass
+    text = devices.device_table_markdown(acceptance=acceptance(0.12), about="a test draft")
+    assert "with a test draft" in text and "measured acceptance: first-token 0.90" in text
+    assert "calibrated draft" not in text and "calibrated draft" in devices.device_table_markdown()
