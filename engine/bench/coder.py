@@ -5,10 +5,11 @@ memory cgroup whose limit is below the target's size.
 Order: load the resident pair; calibrate the cost model (timing in situ, acceptance from ar,
 chain and fixed-tree runs on calibration prompts) and sweep mlx-lm's num_draft_tokens on a
 calibration prompt in mlx-lm's own process; plan the prompt rounds that fit the time budget
-(engine.bench.coder_plan); resident rounds (mlx-lm in its own process, then Canopy's rows on the
-same prompt); free the resident target; each streamed budget in turn (the process then holds
-the draft and the streamed target only, so its peak RSS is what a streamed run needs); the
-cgroup rows in child processes. Greedy only; every row's ids are compared with resident `ar`.
+(engine.bench.coder_plan); resident rounds (mlx-lm in its own process while this one holds only
+the draft, then Canopy's rows on the same prompt with the target reloaded); each streamed budget
+in turn (the process then holds the draft and the streamed target only, so its peak RSS is what
+a streamed run needs); the cgroup rows in child processes. Greedy only; every row's ids are
+compared with resident `ar`.
 """
 
 from __future__ import annotations
@@ -56,13 +57,12 @@ class CoderRun:
     def __init__(self, pair: Pair, spec: CoderSpec, stream: StreamConfig, tmp: Path,
                  report: Report):
         from ..formats.loader import load_model
-        from ..session import Session
 
         self.pair, self.spec, self.stream, self.tmp, self.say = pair, spec, stream, tmp, report
         self.clock = Clock(spec.minutes * 60)
         report(f"loading {pair.target} and {pair.draft}")
         self.draft = load_model(pair.draft)
-        self.resident = Session(load_model(pair.target), self.draft)
+        self.load_resident()
         texts = load_prompts()
         chat = [{"role": "user", "content": ""}]
         self.prompts = [self.resident.encode_chat([dict(chat[0], content=p["text"])])
@@ -86,6 +86,7 @@ class CoderRun:
                           threshold=1e-9, adaptive=False)
         self.cal = calibrate(self.resident, self.calib, timing, SamplingConfig(),
                              spec.calibration_tokens, tree=tree, k=spec.chain_k)
+        self.drop_resident()  # mlx-lm's own copy of the pair next: never both at once
         self.say(f"mlx-lm in its own process: target alone and num_draft_tokens "
                  f"{spec.sweep_ks} on a calibration prompt")
         cfgs = [Config("mlx-lm", "ar", "resident", "greedy", draft="none")] + [
@@ -116,7 +117,7 @@ class CoderRun:
     def plan(self) -> None:
         spec, n = self.spec, min(self.spec.max_rounds, len(self.prompts))
         res = resident_configs(spec, self.best_k)
-        child_load = self.load_seconds(self.target_bytes + self.draft_bytes)
+        child_load = self.load_seconds(2 * self.target_bytes + self.draft_bytes)  # + reload
         costs = {"resident": [child_load + sum(self.run_seconds(c) for c in res)] * n}
         for b in STREAMED:
             cfgs = canopy_configs(spec, b)
@@ -190,19 +191,28 @@ class CoderRun:
                                 self.spec.max_tokens)
             for c, s in zip(mlx, child.samples):
                 self.add(c, s)
+            self.load_resident()  # dropped while mlx-lm ran; reloaded for Canopy's rows
             for c in mine:
                 reset_peak_rss()
                 keep = self.steps["tree"] if c.nodes else self.steps.get(c.mode) \
                     if c.mode == "chain" else None
                 self.add(c, run_canopy(self.resident, self.prompts[i], c, self.spec.max_tokens,
                                        i, steps=keep))
+            self.drop_resident()
 
         self.done = {"resident": self.rounds_of("resident", run_round)}
         ar = self.results[Config("canopy", "ar", "resident", "greedy", draft="none").key]
         self.ar_ids = {s.prompt: s.ids for s in ar.samples}
 
-    def free_resident(self) -> None:
-        """Drop the resident target (the draft stays): streamed phases' RSS is their own."""
+    def load_resident(self) -> None:
+        from ..formats.loader import load_model
+        from ..session import Session
+
+        self.resident = Session(load_model(self.pair.target), self.draft)
+
+    def drop_resident(self) -> None:
+        """Drop the resident target (the draft stays): mlx-lm's process then holds its own copy
+        of the pair without ours (18 GB together), and streamed phases' RSS is their own."""
         import mlx.core as mx
 
         self.resident = None
@@ -284,7 +294,6 @@ def run_coder_bench(pair: Pair, spec: CoderSpec, stream: StreamConfig | None, tm
     run.calibrate()
     run.plan()
     run.resident_phase()
-    run.free_resident()
     for b in STREAMED:
         report(f"streamed at {b} of the target ({run.budgets[b] / 2**20:.0f} MiB)")
         run.streamed_phase(b)
