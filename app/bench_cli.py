@@ -68,7 +68,8 @@ def run_coder_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="canopy-bench-coder-") as tmp:
         pair = prepare_coder_pair(args.quick, Path(tmp))
-        result = run_coder_bench(pair, spec, stream, Path(tmp) / "children", report=say)
+        result = run_coder_bench(pair, spec, stream, Path(tmp) / "children", report=say,
+                                 partial=out / "coder-partial.json")
     paths = write_coder_outputs(result, out)
     print(paths["markdown"].read_text())
     say(f"wrote {', '.join(str(p) for p in paths.values())} in "

@@ -73,6 +73,8 @@ class CoderRun:
         self.target_bytes = self.resident.target.nbytes()
         self.draft_bytes = self.draft.nbytes()
         self.results: dict[str, Aggregate] = {}
+        self.failures: list[dict] = []
+        self.partial: Path | None = None  # where save_partial writes
         self.steps: dict[str, list] = {"tree": [], "chain": []}  # resident events: acceptance
 
     # ---- calibration ------------------------------------------------------------------------
@@ -142,9 +144,24 @@ class CoderRun:
                                          for p in later)
 
     # ---- measuring --------------------------------------------------------------------------
+    def measure(self, cfg: Config, session, i: int, steps: list | None = None) -> None:
+        """Canopy's run of `cfg` on prompt i; a failure is recorded and the run goes on."""
+        try:
+            sample = run_canopy(session, self.prompts[i], cfg, self.spec.max_tokens, i, steps)
+        except Exception as e:  # one failed row must not lose an hour of the others
+            self.failures.append({"config": cfg.key, "error": f"{type(e).__name__}: {e}"})
+            self.say(f"FAILED {cfg.key}: {type(e).__name__}: {e}")
+            return
+        self.add(cfg, sample)
+
+    def save_partial(self) -> None:
+        """Every sample so far, after each round: a run that dies still leaves its figures."""
+        if self.partial is not None:
+            rows = {k: [asdict(s) for s in a.samples] for k, a in self.results.items()}
+            self.partial.write_text(json.dumps({"samples": rows, "failures": self.failures}))
+
     def add(self, cfg: Config, sample) -> None:
         self.results.setdefault(cfg.key, Aggregate(cfg, [])).samples.append(sample)
-        self.configs.setdefault(cfg.key, cfg)
         self.say(f"[{self.clock.elapsed() / 60:.1f} min] prompt {sample.prompt + 1}: {cfg.key}: "
                  f"{sample.rate:.3f} tok/s, {sample.tokens} tokens, "
                  f"{sample.tokens / max(1, sample.passes):.2f} tokens/pass")
@@ -173,6 +190,7 @@ class CoderRun:
             t0 = time.perf_counter()
             run_round(i)
             self.clock.observe(cost, time.perf_counter() - t0)
+            self.save_partial()
             done += 1
             rest = sum(self.round_costs[phase][i + 1: self.rounds[phase]])
             eta = (rest + self.reserve_after(phase)) * self.clock.scale
@@ -187,17 +205,20 @@ class CoderRun:
         mlx, mine = cfgs[:2], cfgs[2:]
 
         def run_round(i: int) -> None:
-            child = self._child("mlx-lm", [(i, self.prompts[i], c) for c in mlx], f"mlx-{i}",
-                                self.spec.max_tokens)
-            for c, s in zip(mlx, child.samples):
-                self.add(c, s)
+            try:
+                child = self._child("mlx-lm", [(i, self.prompts[i], c) for c in mlx],
+                                    f"mlx-{i}", self.spec.max_tokens)
+                for c, s in zip(mlx, child.samples):
+                    self.add(c, s)
+            except RuntimeError as e:
+                self.failures.append({"config": f"mlx-lm, prompt {i}", "error": str(e)})
+                self.say(f"FAILED mlx-lm on prompt {i + 1}: {e}")
             self.load_resident()  # dropped while mlx-lm ran; reloaded for Canopy's rows
             for c in mine:
                 reset_peak_rss()
                 keep = self.steps["tree"] if c.nodes else self.steps.get(c.mode) \
                     if c.mode == "chain" else None
-                self.add(c, run_canopy(self.resident, self.prompts[i], c, self.spec.max_tokens,
-                                       i, steps=keep))
+                self.measure(c, self.resident, i, keep)
             self.drop_resident()
 
         self.done = {"resident": self.rounds_of("resident", run_round)}
@@ -232,7 +253,7 @@ class CoderRun:
         def run_round(i: int) -> None:
             for c in runs_in_round(self.spec, cfgs, i):
                 reset_peak_rss()
-                self.add(c, run_canopy(session, self.prompts[i], c, self.spec.max_tokens, i))
+                self.measure(c, session, i)
 
         try:
             self.done[budget] = self.rounds_of(budget, run_round)
@@ -283,14 +304,14 @@ class CoderRun:
 
 
 def run_coder_bench(pair: Pair, spec: CoderSpec, stream: StreamConfig | None, tmp: Path,
-                    report: Report = lambda text: None) -> dict:
+                    report: Report = lambda text: None, partial: Path | None = None) -> dict:
     """The whole run (module docstring); returns the JSON-ready result (engine.bench
     .coder_report writes it)."""
     from .coder_rows import coder_result
 
     env = environment()
     run = CoderRun(pair, spec, stream or StreamConfig(), tmp, report)
-    run.configs = {}
+    run.partial = partial
     run.calibrate()
     run.plan()
     run.resident_phase()

@@ -95,6 +95,8 @@ def markdown(result: dict) -> str:
         f"over {len(result['rows'])} rows. Calibration {result['calibration_seconds']:.0f} s; "
         f"whole run {result['total_seconds'] / 60:.1f} min.",
     ]
+    for f in result.get("failures", []):
+        lines.append(f"- FAILED {f['config']}: {f['error'][:300]}")
     if result.get("apple_silicon_table"):
         lines += ["", result["apple_silicon_table"]]
     return "\n".join(lines) + "\n"

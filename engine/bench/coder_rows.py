@@ -117,6 +117,7 @@ def coder_result(run, env: dict, cgroup: list[dict]) -> dict:
         "goals": goals(rows, cgroup),
         "measured_acceptance": acc.to_dict() if acc else None,
         "apple_silicon_table": apple,
+        "failures": run.failures,
         "mape_percent": cm.mape([(r["predicted_tokens_per_second"], r["tokens_per_second"])
                                  for r in rows]),
         "total_seconds": run.clock.elapsed(),

@@ -113,6 +113,8 @@ def test_quick_coder_bench_writes_every_row(tmp_path):
     result = json.loads((out / "coder.json").read_text())
     assert (out / "coder.md").read_text().startswith("## Benchmark: the coder pair")
     assert (out / "coder.png").stat().st_size > 10_000
+    partial = json.loads((out / "coder-partial.json").read_text())  # saved after every round
+    assert partial["samples"] and partial["failures"] == result["failures"] == []
     keys = {(row["label"], row["budget"]) for row in result["rows"]}
     for budget in ("resident", "50%", "25%"):
         for label in ("Canopy ar", "Canopy chain k=4"):
