@@ -36,6 +36,7 @@ from .coder_plan import (
     plan_rounds,
     resident_configs,
     runs_in_round,
+    tokens_for,
 )
 from .environment import env_load, environment
 from .pair import Pair, Report
@@ -107,11 +108,12 @@ class CoderRun:
     # ---- predictions and the plan -----------------------------------------------------------
     def predicted(self, cfg: Config, budget: str | None = None) -> cm.Prediction:
         b = self.budgets[budget or cfg.budget]
-        return predict(cfg, {GREEDY: self.cal}, b, self.spec.max_tokens,
+        return predict(cfg, {GREEDY: self.cal}, b, tokens_for(self.spec, cfg),
                        self.mlx_pass if cfg.engine == "mlx-lm" else None)
 
     def run_seconds(self, cfg: Config, budget: str | None = None) -> float:
-        return self.spec.max_tokens / max(1e-6, self.predicted(cfg, budget).tokens_per_second)
+        rate = self.predicted(cfg, budget).tokens_per_second
+        return tokens_for(self.spec, cfg) / max(1e-6, rate)
 
     def load_seconds(self, nbytes: int) -> float:
         return nbytes / self.cal.timing.cold_read_bandwidth
@@ -147,7 +149,8 @@ class CoderRun:
     def measure(self, cfg: Config, session, i: int, steps: list | None = None) -> None:
         """Canopy's run of `cfg` on prompt i; a failure is recorded and the run goes on."""
         try:
-            sample = run_canopy(session, self.prompts[i], cfg, self.spec.max_tokens, i, steps)
+            sample = run_canopy(session, self.prompts[i], cfg, tokens_for(self.spec, cfg), i,
+                                steps)
         except Exception as e:  # one failed row must not lose an hour of the others
             self.failures.append({"config": cfg.key, "error": f"{type(e).__name__}: {e}"})
             self.say(f"FAILED {cfg.key}: {type(e).__name__}: {e}")

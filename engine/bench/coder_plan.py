@@ -29,6 +29,7 @@ class CoderSpec:
     max_tokens: int = CODER_BENCH_MAX_TOKENS
     max_rounds: int = 8  # prompts per phase at most (the time budget may allow fewer)
     streamed_ar_prompts: int = 2  # streamed `ar` on at most this many of those prompts
+    streamed_ar_tokens: int = 24  # and this many tokens (each costs a whole pass of reads)
     chain_k: int = 4
     tree_nodes: int = CODER_BENCH_TREE_NODES  # the fixed large tree budget
     sweep_ks: tuple[int, ...] = (2, 3, 4)  # mlx-lm num_draft_tokens tried
@@ -40,7 +41,8 @@ class CoderSpec:
     quick: bool = False
 
     def __post_init__(self):
-        for name in ("max_tokens", "max_rounds", "streamed_ar_prompts", "tree_nodes"):
+        for name in ("max_tokens", "max_rounds", "streamed_ar_prompts", "streamed_ar_tokens",
+                     "tree_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not "
                                  f"{getattr(self, name)}")
@@ -51,9 +53,16 @@ class CoderSpec:
     def quick_run(cls) -> CoderSpec:
         """Tiny models: every phase and row once or twice, in about a minute. The cgroup limit
         is above the tiny target (a Python process alone needs more): plumbing, not a kill."""
-        return cls(max_tokens=8, max_rounds=2, streamed_ar_prompts=1, tree_nodes=16,
+        return cls(max_tokens=8, max_rounds=2, streamed_ar_prompts=1, streamed_ar_tokens=6,
+                   tree_nodes=16,
                    sweep_ks=(1, 2), sweep_tokens=8, calibration_tokens=8, minutes=10,
                    cgroup_limit_bytes=3 << 30, quick=True)
+
+
+def tokens_for(spec: CoderSpec, cfg: Config) -> int:
+    """New tokens of one run: streamed `ar` generates fewer (its speed per token is flat)."""
+    streamed_ar = cfg.engine == "canopy" and cfg.mode == "ar" and cfg.budget != "resident"
+    return min(spec.streamed_ar_tokens, spec.max_tokens) if streamed_ar else spec.max_tokens
 
 
 def resident_configs(spec: CoderSpec, best_k: int) -> list[Config]:
@@ -84,14 +93,22 @@ def runs_in_round(spec: CoderSpec, configs: list[Config], i: int) -> list[Config
 def plan_rounds(round_seconds: dict[str, list[float]], available: float, fixed: float = 0.0,
                 max_rounds: int = 8) -> dict[str, int]:
     """Rounds per phase: the same n everywhere (capped by each phase's list), the largest n
-    whose predicted total (plus `fixed` seconds) fits in `available`; at least one."""
+    whose predicted total (plus `fixed` seconds) fits in `available`, at least one; then what
+    is left goes to more rounds of the phases in order (the first, resident, is cheapest)."""
     best = 1
     for n in range(2, max_rounds + 1):
         total = fixed + sum(sum(costs[:n]) for costs in round_seconds.values())
         if total > available:
             break
         best = n
-    return {phase: min(best, len(costs)) for phase, costs in round_seconds.items()}
+    counts = {phase: min(best, len(costs)) for phase, costs in round_seconds.items()}
+    total = fixed + sum(sum(c[: counts[p]]) for p, c in round_seconds.items())
+    for phase, costs in round_seconds.items():
+        while counts[phase] < min(max_rounds, len(costs)) and \
+                total + costs[counts[phase]] <= available:
+            total += costs[counts[phase]]
+            counts[phase] += 1
+    return counts
 
 
 class Clock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ..costmodel import formulas as cm
+from .coder_plan import tokens_for
 from .runs import Aggregate, Config
 
 
@@ -36,7 +37,7 @@ def measured_rows(run) -> list[dict]:
         row = agg.summary()
         pred = run.predicted(cfg)
         row["budget_bytes"] = run.budgets[cfg.budget] or run.target_bytes
-        row["max_tokens"] = run.spec.max_tokens
+        row["max_tokens"] = tokens_for(run.spec, cfg)
         row["predicted"] = pred.to_dict()
         row["predicted_tokens_per_second"] = pred.tokens_per_second
         row["error_percent"] = cm.percentage_error(pred.tokens_per_second,
@@ -44,7 +45,9 @@ def measured_rows(run) -> list[dict]:
         base = results.get(ar_key["resident" if cfg.engine == "mlx-lm" else cfg.budget])
         row["ratio_to_canopy_ar"] = ratio_on_shared(agg, base)
         row["ratio_to_mlx_lm_speculative"] = ratio_on_shared(agg, mlx_spec)
-        same = [s.ids == run.ar_ids[s.prompt] for s in agg.samples if s.prompt in run.ar_ids]
+        # streamed ar runs fewer tokens: its ids are compared with resident ar's first ones
+        same = [bool(s.ids) and s.ids == run.ar_ids[s.prompt][: len(s.ids)]
+                for s in agg.samples if s.prompt in run.ar_ids]
         row["ids_equal_ar"] = f"{sum(same)}/{len(same)}"
         row["prompt_indices"] = [s.prompt for s in agg.samples]
         rows.append(row)

@@ -15,7 +15,14 @@ import pytest
 from engine.bench.cgroup import CgroupUnavailable, memory_cgroup
 from engine.bench.child import job, run_child
 from engine.bench.coder import load_prompts
-from engine.bench.coder_plan import Clock, CoderSpec, canopy_configs, plan_rounds, runs_in_round
+from engine.bench.coder_plan import (
+    Clock,
+    CoderSpec,
+    canopy_configs,
+    plan_rounds,
+    runs_in_round,
+    tokens_for,
+)
 from engine.bench.runs import Config
 from engine.testing import make_tiny_model
 
@@ -38,8 +45,10 @@ def test_prompt_set_has_eight_distinct_code_prompts_and_separate_calibration():
 
 def test_plan_gives_every_phase_the_same_rounds_that_fit():
     costs = {"resident": [100.0] * 8, "50%": [300.0, 200, 200, 200], "25%": [400.0, 250, 250]}
-    # n = 2: 200 + 500 + 650 = 1350 (+ 50 fixed) fits in 1500; n = 3 needs 2100
-    assert plan_rounds(costs, 1500, fixed=50) == {"resident": 2, "50%": 2, "25%": 2}
+    # n = 2: 200 + 500 + 650 = 1350 (+ 50 fixed) fits in 1500; n = 3 needs 2100; the 100 s
+    # left buy a third resident round
+    assert plan_rounds(costs, 1500, fixed=50) == {"resident": 3, "50%": 2, "25%": 2}
+    assert plan_rounds(costs, 1450, fixed=50) == {"resident": 2, "50%": 2, "25%": 2}
     assert plan_rounds(costs, 10, fixed=50) == {"resident": 1, "50%": 1, "25%": 1}  # never 0
     assert plan_rounds(costs, 1e9) == {"resident": 8, "50%": 4, "25%": 3}  # capped per phase
 
@@ -61,6 +70,7 @@ def test_streamed_ar_runs_on_fewer_prompts_than_the_trees():
     assert [c.mode for c in runs_in_round(spec, cfgs, 1)] == ["chain", "tree", "tree"]
     fixed = [c for c in cfgs if c.nodes]
     assert fixed[0].nodes == spec.tree_nodes and fixed[0].label.startswith("Canopy tree, 64")
+    assert [tokens_for(spec, c) for c in cfgs] == [24, 48, 48, 48]
     resident = canopy_configs(spec, "resident")
     assert len(runs_in_round(spec, resident, 5)) == 4  # resident ar on every prompt
 
