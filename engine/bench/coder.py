@@ -225,8 +225,8 @@ class CoderRun:
             self.drop_resident()
 
         self.done = {"resident": self.rounds_of("resident", run_round)}
-        ar = self.results[Config("canopy", "ar", "resident", "greedy", draft="none").key]
-        self.ar_ids = {s.prompt: s.ids for s in ar.samples}
+        ar = self.results.get(Config("canopy", "ar", "resident", "greedy", draft="none").key)
+        self.ar_ids = {s.prompt: s.ids for s in ar.samples} if ar else {}
 
     def load_resident(self) -> None:
         from ..formats.loader import load_model
