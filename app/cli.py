@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "streamed and inside a memory cgroup, planned to fit --minutes")
     b.add_argument("--prompts", type=int, default=None,
                    help=f"greedy prompts (default {BENCH_PROMPTS}, half as many at temperature "
-                   f"0.7; --pair coder: prompt rounds per phase at most, default 8)")
+                   f"0.7; --pair coder: prompts per phase at most, default 10)")
     b.add_argument("--max-tokens", type=int, default=None,
                    help=f"new tokens per prompt (default {BENCH_MAX_TOKENS}; --pair coder "
                    f"{CODER_BENCH_MAX_TOKENS})")

@@ -27,7 +27,7 @@ STREAMED = ("50%", "25%")
 @dataclass(frozen=True)
 class CoderSpec:
     max_tokens: int = CODER_BENCH_MAX_TOKENS
-    max_rounds: int = 8  # prompts per phase at most (the time budget may allow fewer)
+    max_rounds: int = 10  # prompts per phase at most (the time budget may allow fewer)
     streamed_ar_prompts: int = 2  # streamed `ar` on at most this many of those prompts
     streamed_ar_tokens: int = 24  # and this many tokens (each costs a whole pass of reads)
     chain_k: int = 4
