@@ -184,22 +184,24 @@ class CoderRun:
     _cg: dict = {}
 
     def rounds_of(self, phase: str, run_round) -> int:
-        done = 0
-        for i in range(self.rounds[phase]):
-            cost = self.round_costs[phase][i]
-            if i and not self.clock.affords(cost, self.reserve_after(phase)):
-                self.say(f"{phase}: stopping after {i} rounds (time budget)")
+        """The planned rounds of `phase`, cut short when behind time, and more rounds (up to one
+        per prompt) while the run is ahead of its plan: later phases keep their planned time."""
+        costs, planned, done = self.round_costs[phase], self.rounds[phase], 0
+        for i in range(len(costs)):
+            if i and not self.clock.affords(costs[i], self.reserve_after(phase)):
+                self.say(f"{phase}: {i} rounds ({'cut short: ' if i < planned else ''}time "
+                         "budget)")
                 break
             t0 = time.perf_counter()
             run_round(i)
-            self.clock.observe(cost, time.perf_counter() - t0)
+            self.clock.observe(costs[i], time.perf_counter() - t0)
             self.save_partial()
             done += 1
-            rest = sum(self.round_costs[phase][i + 1: self.rounds[phase]])
+            rest = sum(costs[i + 1: planned])
             eta = (rest + self.reserve_after(phase)) * self.clock.scale
-            self.say(f"{phase}: round {i + 1}/{self.rounds[phase]} done after "
+            self.say(f"{phase}: round {i + 1} ({planned} planned) done after "
                      f"{self.clock.elapsed() / 60:.1f} min; measured/predicted seconds so far "
-                     f"{self.clock.scale:.2f}; about {eta / 60:.0f} min to go, "
+                     f"{self.clock.scale:.2f}; about {eta / 60:.0f} min to go as planned, "
                      f"{self.clock.left() / 60:.0f} min left in the budget")
         return done
 

@@ -5,7 +5,8 @@ machine: every configuration on every prompt would take hours. The run is planne
 (resident, then each streamed budget, then the cgroup rows), each with the same number of
 prompt rounds, as many as the cost model's predicted seconds fit in the budget; streamed `ar`
 runs on fewer prompts (its tokens cost most). While running, a clock compares measured with
-predicted seconds and cuts a phase short rather than overrun (never below one round).
+predicted seconds: it cuts a phase short rather than overrun (never below one round), and runs
+more rounds of a phase (up to one per prompt) while the run is ahead of its plan.
 """
 
 from __future__ import annotations

@@ -161,3 +161,34 @@ def test_apple_silicon_table_follows_a_measured_acceptance():
     text = devices.device_table_markdown(acceptance=acceptance(0.12), about="a test draft")
     assert "with a test draft" in text and "measured acceptance: first-token 0.90" in text
     assert "calibrated draft" not in text and "calibrated draft" in devices.device_table_markdown()
+
+
+def rounds_done(seconds_per_round: float, planned: int, budget: float) -> int:
+    """CoderRun.rounds_of on a fake run: 6 prompts, 100 s predicted per round, nothing after."""
+    from types import SimpleNamespace
+
+    from engine.bench.coder import CoderRun
+
+    t = [0.0]
+    clock = Clock(budget, now=lambda: t[0])
+
+    def run_round(i):
+        t[0] += seconds_per_round
+
+    fake = SimpleNamespace(round_costs={"resident": [100.0] * 6}, rounds={"resident": planned},
+                           clock=clock, reserve_after=lambda phase: 0.0,
+                           save_partial=lambda: None, say=lambda text: None)
+    import time as real_time
+
+    real = real_time.perf_counter
+    real_time.perf_counter = lambda: t[0]  # the round's measured seconds come from the fake
+    try:
+        return CoderRun.rounds_of(fake, "resident", run_round)
+    finally:
+        real_time.perf_counter = real
+
+
+def test_rounds_run_past_the_plan_when_ahead_and_stop_early_when_behind():
+    assert rounds_done(50, planned=2, budget=400) == 6  # twice as fast: every prompt
+    assert rounds_done(100, planned=2, budget=400) == 4  # on time: what the budget holds
+    assert rounds_done(300, planned=3, budget=400) == 1  # three times slower: cut short
