@@ -26,6 +26,8 @@ def run_bench_command(args) -> int:
         return run_speed_command(args)
     if args.draft_free:
         return run_draft_free_command(args)
+    if args.pair == "coder":
+        return run_coder_command(args)
     from engine.bench.pair import prepare_pair
     from engine.bench.report import write_outputs
     from engine.bench.run import BenchSpec, run_bench
@@ -45,6 +47,35 @@ def run_bench_command(args) -> int:
     paths = write_outputs(result, out)
     print(paths["markdown"].read_text())
     say(f"wrote {', '.join(str(p) for p in paths.values())} in {result['total_seconds']:.0f} s")
+    return 0
+
+
+def run_coder_command(args) -> int:
+    """`canopy bench --pair coder`: engine.bench.coder's run; coder.json/.md/.png in --out."""
+    import tempfile
+    from dataclasses import replace
+
+    from engine.bench.coder import run_coder_bench
+    from engine.bench.coder_plan import CoderSpec
+    from engine.bench.coder_report import write_coder_outputs
+    from engine.bench.pair import prepare_coder_pair
+
+    stream = checked(stream_config, args)
+    spec = CoderSpec.quick_run() if args.quick else checked(CoderSpec)
+    given = {"max_tokens": args.max_tokens, "max_rounds": args.prompts}
+    if not args.quick:
+        given |= {"minutes": args.minutes, "tree_nodes": args.tree_nodes}
+    spec = checked(lambda: replace(spec, **{k: v for k, v in given.items() if v is not None}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="canopy-bench-coder-") as tmp:
+        pair = prepare_coder_pair(args.quick, Path(tmp))
+        result = run_coder_bench(pair, spec, stream, Path(tmp) / "children", report=say,
+                                 partial=out / "coder-partial.json")
+    paths = write_coder_outputs(result, out)
+    print(paths["markdown"].read_text())
+    say(f"wrote {', '.join(str(p) for p in paths.values())} in "
+        f"{result['total_seconds'] / 60:.1f} min")
     return 0
 
 

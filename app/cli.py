@@ -30,6 +30,9 @@ from app.cli_args import (  # noqa: F401  (re-exported: bench/soak/adapt command
 from engine.config import (
     BENCH_MAX_TOKENS,
     BENCH_PROMPTS,
+    CODER_BENCH_MAX_TOKENS,
+    CODER_BENCH_MINUTES,
+    CODER_BENCH_TREE_NODES,
     DRAFT_FREE_MAX_TOKENS,
     IOBENCH_LAYERS,
     IOBENCH_MB,
@@ -162,6 +165,9 @@ def cmd_bench(args) -> int:
 
     if args.json and not args.devices:
         raise SettingsError("--json applies to --devices only (the benchmark writes bench.json)")
+    if args.pair == "coder" and (args.target or args.draft or args.speed or args.io):
+        raise SettingsError("--pair coder runs the coder pair's own benchmark: without "
+                            "--target/--draft, --speed or --io")
 
     return run_bench_command(args)
 
@@ -254,12 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench-results", help="output folder")
     add_pair_args(b)
     add_stream_args(b)
+    b.add_argument("--pair", choices=["demo", "coder"], default="demo",
+                   help="demo: the SmolLM2 pair or --target/--draft (default); coder: the "
+                   "Qwen2.5-Coder 1.5B/0.5B pair (`canopy models demo --pair coder`), resident, "
+                   "streamed and inside a memory cgroup, planned to fit --minutes")
     b.add_argument("--prompts", type=int, default=None,
-                   help=f"greedy prompts (half as many at temperature 0.7; default "
-                   f"{BENCH_PROMPTS}); --draft-free: prompts per task (default: all)")
+                   help=f"greedy prompts (default {BENCH_PROMPTS}, half as many at temperature "
+                   "0.7; --pair coder: prompts per phase at most, default 10; --draft-free: "
+                   "prompts per task, default all)")
     b.add_argument("--max-tokens", type=int, default=None,
-                   help=f"new tokens per prompt (default {BENCH_MAX_TOKENS}; --draft-free: "
-                   f"{DRAFT_FREE_MAX_TOKENS})")
+                   help=f"new tokens per prompt (default {BENCH_MAX_TOKENS}; --pair coder "
+                   f"{CODER_BENCH_MAX_TOKENS}; --draft-free {DRAFT_FREE_MAX_TOKENS})")
+    b.add_argument("--minutes", type=float, default=CODER_BENCH_MINUTES,
+                   help="--pair coder: wall-time budget the run plans its prompt counts for")
+    b.add_argument("--tree-nodes", type=int, default=CODER_BENCH_TREE_NODES,
+                   help="--pair coder: the fixed large tree budget of the fixed-tree rows")
     b.add_argument("--devices", action="store_true",
                    help="print Apple Silicon predictions and exit; with --target/--draft "
                    "(a model folder, its config.json or a catalog name such as "

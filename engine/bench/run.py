@@ -112,8 +112,12 @@ def predict(
             head_compute=timing.head_compute.scaled(f),
             draft_forward=timing.draft_forward.scaled(f),
         )
+    tree = TreeConfig()
+    if cfg.mode == "tree" and cfg.nodes:  # a fixed node budget: no policy, that tree each step
+        return cm.predict(timing, cal.acceptance, "tree", budget_bytes=budget, nodes=cfg.nodes,
+                          expand_width=tree.expand_width, pipeline=cfg.pipeline,
+                          max_forwards=tree.max_forwards)
     if cfg.mode == "tree":  # the run's own tree settings: the policy that runs is simulated
-        tree = TreeConfig()
         return cm.auto_generation(
             timing,
             cal.acceptance,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..config import GenerationConfig, LookupConfig, SamplingConfig
+from ..config import GenerationConfig, LookupConfig, SamplingConfig, TreeConfig
 from ..decoding.stats import DepthAcceptance
 from ..events import Failed, Finished, StepEvent
+from ..streaming.memory import peak_rss_bytes
 
 BUDGETS = ("resident", "50%", "25%")
 FRACTIONS = {"resident": None, "50%": 0.5, "25%": 0.25}
@@ -32,6 +33,7 @@ class Config:
     k: int = 0  # draft tokens per step (chain, mlx-lm speculative)
     pipeline: bool = False
     draft: str = "good"  # "good" | "bad" (the bad-draft check) | "none"
+    nodes: int = 0  # tree: a fixed node budget (auto policy off); 0 = tree (auto)
 
     @property
     def label(self) -> str:
@@ -40,7 +42,7 @@ class Config:
         name = {
             "ar": "Canopy ar",
             "chain": f"Canopy chain k={self.k}",
-            "tree": "Canopy tree (auto)",
+            "tree": f"Canopy tree, {self.nodes} nodes" if self.nodes else "Canopy tree (auto)",
         }
         text = name[self.mode] + (" + pipeline" if self.pipeline else "")
         return text + (" [bad draft]" if self.draft == "bad" else "")
@@ -69,17 +71,26 @@ class Sample:
     root_only: int = 0  # tree steps that drafted nothing (auto fallback to ar)
     nodes: int = 0  # tree nodes verified, root included
     extra: dict = field(default_factory=dict)
+    ids: tuple[int, ...] = ()  # the generated token ids
+    peak_rss: int = 0  # the process's OS high-water mark at the end (Stats.peak_rss_bytes)
 
 
 def sampling_config(name: str, seed: int) -> SamplingConfig:
     return SamplingConfig(temperature=SAMPLINGS[name], top_p=1.0, seed=seed)
 
 
-def run_canopy(session, ids: list[int], cfg: Config, max_tokens: int, prompt: int) -> Sample:
+def run_canopy(session, ids: list[int], cfg: Config, max_tokens: int, prompt: int,
+               steps: list | None = None) -> Sample:
+    """One generation of `cfg` on prompt `ids`; its StepEvents are appended to `steps` if given."""
+    tree = TreeConfig()
+    if cfg.nodes:  # a fixed budget: every step drafts a tree of `nodes` (no fallback to ar)
+        tree = TreeConfig(max_nodes=cfg.nodes, max_depth=max(tree.max_depth, cfg.nodes // 4),
+                          auto=False)
     gen = GenerationConfig(
         mode=cfg.mode,
         max_tokens=max_tokens,
         sampling=sampling_config(cfg.sampling, prompt),
+        tree=tree,
         chain_length=max(cfg.k, 1),
         pipeline=cfg.pipeline,
         # draft-model trees only: the cost model predicts those (merged trees: issue 12's bench)
@@ -96,6 +107,8 @@ def run_canopy(session, ids: list[int], cfg: Config, max_tokens: int, prompt: in
             nodes += n
             root_only += n == 1 and cfg.mode == "tree"
             depth.add(event)
+            if steps is not None:
+                steps.append(event)
         elif isinstance(event, Failed):
             raise RuntimeError(f"{cfg.key}: {event.message}")
         elif isinstance(event, Finished):
@@ -116,6 +129,8 @@ def run_canopy(session, ids: list[int], cfg: Config, max_tokens: int, prompt: in
                 root_only=root_only,
                 nodes=nodes,
                 extra={k: v for k, v in s.extra.items() if k.startswith("draft_tokens")},
+                ids=tuple(event.token_ids),
+                peak_rss=s.peak_rss_bytes,
             )
     raise RuntimeError(f"{cfg.key}: the generator ended without Finished")
 
@@ -136,7 +151,7 @@ def run_mlx_lm(
 
     mx.random.seed(prompt)
     kw = {"draft_model": draft, "num_draft_tokens": cfg.k} if cfg.mode == "chain" else {}
-    stamps, drafted = [], 0
+    stamps, drafted, out = [], 0, []
     for r in stream_generate(
         model,
         tokenizer,
@@ -147,6 +162,7 @@ def run_mlx_lm(
     ):
         stamps.append(time.perf_counter())
         drafted += bool(r.from_draft)
+        out.append(int(r.token))
     n = len(stamps)
     seconds = stamps[-1] - stamps[0] if n > 1 else 0.0
     own = max(1, n - drafted)  # tokens the target produced itself: one per pass
@@ -159,6 +175,8 @@ def run_mlx_lm(
         proposed=cfg.k * own if cfg.mode == "chain" else 0,
         accepted=drafted,
         peak_resident=target_bytes,
+        ids=tuple(out),
+        peak_rss=peak_rss_bytes(),
     )
 
 
@@ -201,6 +219,7 @@ class Aggregate:
             "draft_accepted_fraction": self.total("accepted") / proposed if proposed else None,
             "bytes_read_per_token": self.total("bytes_read") / tokens if tokens else 0.0,
             "peak_target_resident_bytes": max(s.peak_resident for s in self.samples),
+            "peak_rss_bytes": max(s.peak_rss for s in self.samples),
             "io_wait_fraction": self.total("io_wait") / max(self.total("seconds"), 1e-9),
             "auto_ar_fraction": self.total("root_only") / steps_tree if steps_tree else None,
             "mean_tree_nodes": self.total("nodes") / passes if passes and steps_tree else None,

@@ -142,10 +142,12 @@ def profile_acceptance(profile=PROFILE, max_nodes: int = 48, width: int = 4) -> 
     )
 
 
-def predictions(devices=None, target=QWEN_14B, draft=QWEN_05B_4BIT, profile=PROFILE) -> list:
+def predictions(devices=None, target=QWEN_14B, draft=QWEN_05B_4BIT, profile=PROFILE,
+                acceptance: cm.Acceptance | None = None) -> list:
     """One row per (device, budget) that fits the device's memory (and `resident` if it fits);
-    devices: mac_devices() by default."""
-    acc = profile_acceptance(profile)
+    devices: mac_devices() by default; the draft's acceptance from `profile`, or a measured
+    `acceptance` (engine.bench.coder)."""
+    acc = acceptance or profile_acceptance(profile)
     rows = []
     for dev in devices or mac_devices():
         timing = device_timing(dev, target, draft)
@@ -176,10 +178,13 @@ def budget_label(gb: int | None) -> str:
     return "resident" if gb is None else f"{gb} GB"
 
 
-def device_table_markdown() -> str:
+def device_table_markdown(acceptance: cm.Acceptance | None = None, about: str = "") -> str:
+    """The streamed-target table; with a measured `acceptance` (described by `about`) instead of
+    the calibrated-draft PROFILE."""
     t, d, f, bands = QWEN_14B, QWEN_05B_4BIT, fitted(), error_bands()
+    title = "### Predicted, not measured: Apple Silicon"
     lines = [
-        "### Predicted, not measured: Apple Silicon",
+        title + (f", with {about}" if acceptance else ""),
         "",
         f"Target {t.name} ({t.params / 1e9:.1f} B parameters, {t.layers} layers of "
         f"{t.layer_bytes / GB:.2f} GB, {t.base_bytes / GB:.2f} GB embeddings + head), draft "
@@ -190,7 +195,7 @@ def device_table_markdown() -> str:
         "| chain k=4 | tree (auto) | tree + pipeline | tree / ar |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in predictions():
+    for row in predictions(acceptance=acceptance):
         dev, tree = row["device"], row["tree"]
         budget = budget_label(row["budget_gb"])
         lines.append(
@@ -204,16 +209,25 @@ def device_table_markdown() -> str:
     low = predictions(profile=PROFILE_LOW)
     gain = {id(r): r["tree"].tokens_per_second / r["ar"].tokens_per_second for r in low}
     worst = min(low, key=lambda r: gain[id(r)])
+    reuse = acceptance.reuse if acceptance else REUSE
+    if acceptance:
+        e = acceptance.tree_tokens
+        picks = [n for n in (5, 17, 33) if n < len(e)] + [len(e)]
+        draft_text = (f"the measured acceptance: first-token {acceptance.chain_alpha[0]:.2f}, "
+                      f"tree E(N) {', '.join(f'{n}: {e[n - 1]:.2f}' for n in picks)} tokens per "
+                      f"pass (flat beyond {len(e)} nodes)")
+    else:
+        draft_text = (f"a calibrated draft whose top-4 candidates carry probabilities {PROFILE} "
+                      f"(first-token acceptance ~{PROFILE[0]:.2f})")
     lines += [
         "",
-        "Assumptions: a calibrated draft whose top-4 candidates carry probabilities "
-        f"{PROFILE} (first-token acceptance ~{PROFILE[0]:.2f}); memory bandwidth reached at "
+        f"Assumptions: {draft_text}; memory bandwidth reached at "
         f"{f.mem_eff['base']:.0%} (base/Pro chips; fitted), {f.launch * 1e6:.0f} us per layer "
         f"per forward (fitted), each extra verified token costing {f.verify_cost:.2f} of a "
         f"one-token pass (fitted to published llama.cpp small-batch passes); SSD sequential read "
         f"at {ETA_SSD:.0%} of the review figure; {STEP_OVERHEAD * 1e3:.0f} ms of Python per step; "
         f"{OS_AND_DRAFT_GB} GB of RAM left to macOS, the draft and the caches; 2 layers of "
-        f"prefetch; pipeline reuse probability {REUSE}. GPU TFLOPS: cores x M2's per-core rate "
+        f"prefetch; pipeline reuse probability {reuse:.2g}. GPU TFLOPS: cores x M2's per-core rate "
         "for M3/M4 (Apple publishes none). With a weaker draft (top-4 "
         f"{PROFILE_LOW}) the smallest tree/ar gain is {gain[id(worst)]:.2f}x "
         f"({worst['device'].name}, {budget_label(worst['budget_gb'])}). Bands: resident `ar` "

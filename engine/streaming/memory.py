@@ -36,6 +36,17 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def reset_peak_rss() -> bool:
+    """Restart the process's high-water mark from its current RSS (Linux: /proc/self/clear_refs
+    "5"), so a later `peak_rss_bytes` covers only what ran since. False where the OS cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _apply_caps() -> None:
     limits = list(_caps.values()) + ([_mlx_own_limit] if _mlx_own_limit > 0 else [])
     limit = min(limits) if _caps else _mlx_own_limit
