@@ -10,25 +10,11 @@ from PySide6.QtWidgets import QMessageBox
 from app.settings import AppSettings
 from app.settings_dialog import SettingsDialog
 from tests.app.fake_engine import FakeAdaptation, FakeLoader
+from tests.app.window_actions import ask as _ask
+from tests.app.window_actions import loaded as _loaded
 
 STATUS = {"sequences": 3, "positions": 120, "bytes": 3 << 20, "cap_bytes": 64 << 20,
           "recorded_total": 3, "adopted_version": 2}
-
-
-def _loaded(qtbot, window, **settings):
-    s = window.settings
-    s.target, s.draft = "/models/t", "/models/d"
-    for key, value in settings.items():
-        setattr(s, key, value)
-    with qtbot.waitSignal(window.bridge.sig_load_finished, timeout=5000):
-        window.apply_settings(s, load=True)
-    return window
-
-
-def _ask(qtbot, window, text):
-    with qtbot.waitSignal(window.bridge.sig_generation_finished, timeout=5000):
-        window.send(text)
-    qtbot.waitUntil(lambda: not window.bridge.busy, timeout=2000)
 
 
 def _answer(monkeypatch, button):

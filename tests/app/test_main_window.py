@@ -1,20 +1,8 @@
 from engine.errors import ModelError
 from engine.events import LoadProgress
 from tests.app.fake_engine import ANSWER, FakeLoader
-
-
-def _loaded(qtbot, window):
-    s = window.settings
-    s.target, s.draft = "/models/t", "/models/d"
-    with qtbot.waitSignal(window.bridge.sig_load_finished, timeout=5000):
-        window.apply_settings(s, load=True)
-    return window
-
-
-def _ask(qtbot, window, text):
-    with qtbot.waitSignal(window.bridge.sig_generation_finished, timeout=5000):
-        window.send(text)
-    qtbot.waitUntil(lambda: not window.bridge.busy, timeout=2000)
+from tests.app.window_actions import ask as _ask
+from tests.app.window_actions import loaded as _loaded
 
 
 def test_chat_round_trip_regenerate_edit(qtbot, make_window):

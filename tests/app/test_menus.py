@@ -12,22 +12,10 @@ from PySide6.QtWidgets import QApplication
 
 from app.main_window import MainWindow
 from tests.app.fake_engine import ANSWER
+from tests.app.window_actions import ask as _ask
+from tests.app.window_actions import loaded as _loaded
 
 Key = QKeySequence.StandardKey
-
-
-def _loaded(qtbot, window):
-    s = window.settings
-    s.target, s.draft = "/models/t", "/models/d"
-    with qtbot.waitSignal(window.bridge.sig_load_finished, timeout=5000):
-        window.apply_settings(s, load=True)
-    return window
-
-
-def _ask(qtbot, window, text):
-    with qtbot.waitSignal(window.bridge.sig_generation_finished, timeout=5000):
-        window.send(text)
-    qtbot.waitUntil(lambda: not window.bridge.busy, timeout=2000)
 
 
 def _standard(key) -> set[str]:
