@@ -2,7 +2,8 @@
 
 `LD_PRELOAD` must be set before the process starts, so the launcher re-executes itself once
 with it when Debian's OpenBLAS is installed, and says so on stderr. macOS is untouched (MLX
-uses Metal/Accelerate there). Set CANOPY_NO_OPENBLAS=1 to opt out.
+uses Metal/Accelerate there). Set CANOPY_NO_OPENBLAS=1 to opt out. The thread count is set per
+generation (engine.blas_threads: all cores resident, one left to the IO thread when streaming).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ def reexec_with_openblas(command: list[str]) -> None:
         return
     env = dict(os.environ)
     env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD")]))
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # leave a core to the IO thread
     print(f"canopy: using OpenBLAS ({lib}) for MLX's CPU matmuls", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from .blas_threads import use_blas_threads
 from .config import (
     GenerationConfig,
     PromptCacheConfig,
@@ -144,8 +145,9 @@ class Session:
         from .decoding.prompt_cache import TurnCache
 
         self.check_length(prompt_ids, config.max_tokens)
+        streamed = hasattr(self.target.model, "io_stats")  # a StreamedModel
+        use_blas_threads(streamed)  # every core resident; one left to the IO thread streamed
         if config.tree.verify_cost_prior is None:  # the platform's default (engine.config)
-            streamed = hasattr(self.target, "io_stats")
             prior = platform_verify_cost_prior(streamed)
             config = replace(config, tree=replace(config.tree, verify_cost_prior=prior))
         turn = TurnCache(self.prompt_cache, conversation) if conversation is not None else None

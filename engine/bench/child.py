@@ -9,13 +9,13 @@ it completed and the parent reads the exit status (-9: killed by the kernel's OO
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .environment import peer_environment
 from .runs import Config, Sample
 
 CHILD = "import sys; from engine.bench.child import main; main(sys.argv[1])"
@@ -66,7 +66,7 @@ def run_child(spec: dict, folder: Path, name: str, preexec_fn=None,
     try:
         r = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
                            text=True, preexec_fn=preexec_fn, timeout=timeout,
-                           env=dict(os.environ))
+                           env=peer_environment())
         code, err = r.returncode, r.stderr
     except subprocess.TimeoutExpired as e:
         code, err = -15, f"timed out after {timeout:.0f} s: {e.stderr or ''}"

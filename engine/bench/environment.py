@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 import time
 
+from ..blas_threads import USER_SETTING, threads_for
 from ..streaming.weights import page_cache_evictable
+
+
+def peer_environment() -> dict:
+    """The environment for a child process: this one's, minus a BLAS thread count, so mlx-lm
+    runs with its defaults (all cores) and Canopy as shipped (engine.blas_threads)."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != USER_SETTING}
 
 
 def environment() -> dict:
@@ -19,7 +28,11 @@ def environment() -> dict:
         blas = "Apple Accelerate / Metal (MLX on macOS)"
     elif "openblas" in preload.lower():
         lib = next(p for p in preload.split(":") if "openblas" in p.lower())
-        blas = f"OpenBLAS ({lib}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')})"
+        threads = os.environ.get(USER_SETTING)
+        threads = (f"{USER_SETTING}={threads}" if threads else
+                   f"threads per generation: resident {threads_for(False)}, "
+                   f"streamed {threads_for(True)}; peers their default")
+        blas = f"OpenBLAS ({lib}, {threads})"
     else:
         blas = "MLX CPU wheel's reference BLAS (no OpenBLAS preloaded)"
     try:

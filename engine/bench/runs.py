@@ -149,6 +149,9 @@ def run_mlx_lm(
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
+    from ..blas_threads import use_blas_threads
+
+    use_blas_threads(streamed=False)  # mlx-lm's default: every core (the model is resident)
     mx.random.seed(prompt)
     kw = {"draft_model": draft, "num_draft_tokens": cfg.k} if cfg.mode == "chain" else {}
     stamps, drafted, out = [], 0, []

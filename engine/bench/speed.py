@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..config import SPEED_PROMPT_TOKENS, GenerationConfig, LookupConfig
 from ..events import Finished, StepEvent
+from .environment import peer_environment
 from .pair import Pair, Report
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "bench_prompts.json"
@@ -61,7 +62,8 @@ def run_mlx_lm(target: Path, prompt: str, max_tokens: int) -> dict:
     """mlx-lm's own command in a fresh process (its defaults; greedy; no chat template)."""
     cmd = [sys.executable, "-m", "mlx_lm", "generate", "--model", str(target), "--prompt",
            prompt, "--max-tokens", str(max_tokens), "--temp", "0", "--ignore-chat-template"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env=peer_environment()).stdout
     rates = {kind: (int(n), float(r)) for kind, n, r in RATE.findall(out)}
     prompt_n, prompt_rate = rates["Prompt"]
     gen_n, gen_rate = rates["Generation"]
