@@ -6,15 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .report import _bytes, _clean, _load, _num
-
-GB = 1e9
-
-
-def _budget(r: dict) -> str:
-    if r["budget"] == "resident":
-        return "resident"
-    return f"{r['budget']} ({r['budget_bytes'] / GB:.2f} GB)"
+from .report import GB, _bytes, _clean, _load, _num, row_budget
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -29,7 +21,7 @@ def table(rows: list[dict]) -> list[str]:
         if r["mode"] == "tree" and r.get("auto_ar_fraction"):
             label += f" — {r['auto_ar_fraction']:.0%} steps ar"
         lines.append(
-            f"| {label} | {_budget(r)} | {r['prompts']} × {r['max_tokens']} | "
+            f"| {label} | {row_budget(r, 'GB')} | {r['prompts']} × {r['max_tokens']} | "
             f"{r['tokens_per_second']:.3f} | {_num(r['ratio_to_canopy_ar'])} | "
             f"{r['tokens_per_pass']:.2f} | {_num(r.get('mean_tree_nodes'), '.1f')} | "
             f"{_bytes(r['bytes_read_per_token'])} | {r['peak_rss_bytes'] / GB:.2f} GB | "

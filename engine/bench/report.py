@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 MB = 2**20
+GB = 1e9  # the coder pair's tables: decimal GB, as its issue states sizes
 
 
 def _num(x, fmt: str = ".2f", none: str = "–") -> str:
@@ -19,10 +20,13 @@ def _bytes(n: float) -> str:
     return "0" if not n else f"{n / MB:.1f} MB"
 
 
-def row_budget(r: dict) -> str:
+def row_budget(r: dict, unit: str = "MB") -> str:
+    """ "resident", or the budget's name with its size in MB (or GB: a 7 GB target's rows)."""
     if r["budget"] == "resident":
         return "resident"
-    return f"{r['budget']} ({r['budget_bytes'] / MB:.0f} MB)"
+    n = r["budget_bytes"]
+    size = f"{n / GB:.2f} GB" if unit == "GB" else f"{n / MB:.0f} MB"
+    return f"{r['budget']} ({size})"
 
 
 def table(rows: list[dict]) -> list[str]:
