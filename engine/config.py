@@ -239,15 +239,30 @@ class GenerationConfig:
     # bench do not). A flag, not a lazy property: events stay plain data, safe to pass between
     # threads and to serialize, and the tokenizer is only used on the engine thread.
     tree_texts: bool = False
+    # rows of the vocabulary the draft scores: "auto", "full", or the lowest N ids (+ special
+    # and conversation tokens); the target always verifies with its full vocabulary
+    draft_vocab: str | int = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"Unknown mode {self.mode!r}: choose one of {', '.join(MODES)}.")
+        v = self.draft_vocab
+        if v not in DRAFT_VOCABS and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(
+                f"Invalid setting draft_vocab = {v!r} (vocabulary rows the draft scores): use "
+                "'auto', 'full' or a whole number >= 1.")
         check_limits(self)
         for name, kind in (("sampling", SamplingConfig), ("tree", TreeConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(f"Invalid setting {name}: expected a {kind.__name__}.")
 
+
+DRAFT_VOCABS = ("auto", "full")  # or a whole number: rows of the draft's low-id block
+# draft_vocab "auto": vocabularies above this many ids get a draft vocabulary subset (FR-Spec,
+# engine.decoding.draft_vocab) of the lowest DRAFT_VOCAB_AUTO_ROWS ids (+ special and
+# conversation tokens); chosen by measurement on the Qwen2.5-Coder pair (README, issue 10)
+DRAFT_VOCAB_AUTO_ABOVE = 65536
+DRAFT_VOCAB_AUTO_ROWS = 32768
 
 DEFAULT_PREFETCH = 2  # streamed layers the IO thread may hold ready ahead of compute
 DEFAULT_READ_TIMEOUT = 60.0  # seconds one streamed layer read may take (stuck storage)

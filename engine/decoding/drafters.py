@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import SamplingConfig, TreeConfig
 from ..models.cache import KVCache, make_cache
+from .draft_vocab import DraftVocab
 from .frontier import Frontier
 from .pipeline import Extension, extend_once, extension_slots, reusable
 from .sampling import sample, target_distribution
@@ -119,8 +120,10 @@ class DraftModel:
     """
 
     def __init__(self, model, sampling: SamplingConfig, prefill_chunk: int = 256,
-                 target_vocab: int | None = None, measured: dict | None = None):
+                 target_vocab: int | None = None, measured: dict | None = None,
+                 subset: DraftVocab | None = None):
         self.model = model
+        self.subset = subset  # the rows the draft scores (draft_vocab), or None: all of them
         self.measured = {} if measured is None else measured  # kept across answers
         self.sampling = sampling
         self.prefill_chunk = prefill_chunk
@@ -131,9 +134,35 @@ class DraftModel:
         self.slot_nodes: list[int] = []
         self.seconds = 0.0
 
+    def forward(self, tokens: list[int], cache, positions=None, mask=None) -> mx.array:
+        """Logits (1, L, draft vocabulary) of `tokens`: over the subset's rows when there is
+        one (local index j = token `ids[j]`), else over every row."""
+        x = mx.array([self.feedable(tokens)])
+        if self.subset is None:
+            return self.model(x, cache=cache, positions=positions, mask=mask)
+        return self.subset.logits(self.model.hidden(x, cache, positions, mask))
+
+    @property
+    def to_ids(self):
+        """Local draft-vocabulary indices -> token ids (None: they are the ids). Looked up at
+        call time: the subset grows while a carried frontier still holds older indices."""
+        return None if self.subset is None else (lambda local: self.subset.ids[local])
+
+    def token_id(self, local: int) -> int:
+        return local if self.subset is None else int(self.subset.ids[local])
+
+    def over_vocab(self, q: np.ndarray) -> np.ndarray:
+        """A draft distribution over token ids (zero outside the subset): the q that sampled
+        acceptance must use for a token drawn from `q`."""
+        if self.subset is None:
+            return q
+        full = np.zeros(self.proposable, dtype=np.float64)
+        full[self.subset.ids] = q
+        return full
+
     def distribution(self, logits: mx.array) -> mx.array:
         """Draft probabilities: the sampling distribution, or softmax (confidence) if greedy."""
-        if self.proposable < self.vocab:  # rows the target lacks: never propose them
+        if self.subset is None and self.proposable < self.vocab:  # rows the target lacks
             logits = logits[..., : self.proposable]
         if self.sampling.greedy:
             return mx.softmax(logits.astype(mx.float32), axis=-1)
@@ -145,17 +174,20 @@ class DraftModel:
         the first `offset`) become pending; the first draft forward catches up on them, after
         the target's first token."""
         self.pending = list(prompt_ids[self.offset : -1])
+        if self.subset is not None:  # the conversation's own tokens stay draftable
+            self.subset.include(prompt_ids)
 
     def forward_seconds(self, token: int, fresh: bool = False) -> float:
         """Seconds of one 1-token forward on a scratch cache (this cache untouched): the cost
         model's first measure of d, taken before any catch-up on pending tokens; timed once per
         loaded draft (later answers reuse it: 0 s of draft work) unless `fresh`."""
-        if fresh or "forward_1" not in self.measured:
+        key = "forward_1" if self.subset is None else f"forward_1/rows={self.subset.low}"
+        if fresh or key not in self.measured:
             scratch = make_cache(len(self.model.layers))
             t0 = time.perf_counter()
-            mx.eval(self.model(mx.array([self.feedable([token])]), cache=scratch))
-            self.measured["forward_1"] = time.perf_counter() - t0
-        return self.measured["forward_1"]
+            mx.eval(self.forward([token], scratch))
+            self.measured[key] = time.perf_counter() - t0
+        return self.measured[key]
 
     def feedable(self, ids: list[int]) -> list[int]:
         """`ids` with any id beyond the draft's rows (a target's padding token) replaced by 0."""
@@ -168,7 +200,7 @@ class DraftModel:
     def catch_up(self) -> None:
         """Feed the pending committed tokens (they pile up while the drafter falls back to ar)."""
         pending = self.feedable(self.pending)
-        for i in range(0, len(pending), self.prefill_chunk):
+        for i in range(0, len(pending), self.prefill_chunk):  # the head is never evaluated
             self.model(mx.array([pending[i : i + self.prefill_chunk]]), cache=self.cache)
             mx.eval([c.keys for c in self.cache])
         self.pending = []
@@ -177,22 +209,19 @@ class DraftModel:
         """Feed pending tokens + root as a chain; returns the root's draft distribution."""
         if len(self.pending) >= self.prefill_chunk:
             self.catch_up()
-        chain = self.feedable(self.pending + [root])
+        chain = self.pending + [root]
+        if self.subset is not None:  # target tokens (bonus, corrections) join the subset
+            self.subset.include(chain)
         self.pending = []
         self.slot_nodes = [0]
-        logits = self.model(mx.array([chain]), cache=self.cache)
-        return self.distribution(logits[0, -1])
+        return self.distribution(self.forward(chain, self.cache)[0, -1])
 
     def expand(self, tree: TokenTree, nodes: list[int], committed: int) -> mx.array:
         """One draft forward over several tree nodes; returns their distributions (len, vocab)."""
         keys = self.slot_nodes + nodes
         mask = tree.attention_mask(committed, nodes, keys)
-        logits = self.model(
-            mx.array([[tree.tokens[i] for i in nodes]]),
-            cache=self.cache,
-            positions=tree.positions(committed, nodes),
-            mask=mask,
-        )
+        logits = self.forward([tree.tokens[i] for i in nodes], self.cache,
+                              tree.positions(committed, nodes), mask)
         self.slot_nodes = keys
         return self.distribution(logits[0])
 
@@ -231,12 +260,13 @@ class ChainDrafter(ModelDrafter):
         q = self.draft.start(root)
         for step in range(self.length):
             if self.draft.sampling.greedy:
-                token = int(mx.argmax(q).item())
-                prob, dist = float(q[token].item()), None
+                local = int(mx.argmax(q).item())
+                prob, dist = float(q[local].item()), None
             else:
-                dist = np.array(q, dtype=np.float64)
-                token = sample(dist, self.rng)
-                prob = float(dist[token])
+                local_q = np.array(q, dtype=np.float64)
+                local = sample(local_q, self.rng)
+                prob, dist = float(local_q[local]), self.draft.over_vocab(local_q)
+            token = self.draft.token_id(local)
             node = tree.add(token, len(tree) - 1, prob)
             proposals.append(dist)
             if step + 1 < self.length:
@@ -308,7 +338,8 @@ class TreeDrafter(ModelDrafter):
             tree, frontier, node_dists = self.resume(carry)
             expanded = carry.next_forwards - 1
         else:
-            tree, frontier, node_dists = TokenTree.with_root(root), Frontier(k), {}
+            tree, node_dists = TokenTree.with_root(root), {}
+            frontier = Frontier(k, self.draft.to_ids)
             fed = len(self.draft.pending) + 1
             processed([0], self.draft.start(root)[None], fed)
             expanded = 0
@@ -321,7 +352,7 @@ class TreeDrafter(ModelDrafter):
             expanded += 1
         self.extension = Extension.for_tree(
             tree, committed, node_dists, width=width, max_nodes=max_nodes, rounds=rounds,
-            max_depth=cfg.max_depth, threshold=threshold, top_k=k,
+            max_depth=cfg.max_depth, threshold=threshold, top_k=k, vocab_ids=self.draft.to_ids,
         )
         return Proposal(tree, [None] * len(tree), forwards=forwards,
                         probe=plan is not None and plan.probe)

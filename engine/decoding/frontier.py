@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 
 import mlx.core as mx
+import numpy as np
 
 from .tree import TokenTree
 
@@ -28,8 +30,9 @@ def top_k(probs: mx.array, k: int) -> tuple[list[list[int]], list[list[float]]]:
 class Frontier:
     """Candidates of one tree, best path probability first."""
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, to_ids: Callable[[np.ndarray], np.ndarray] | None = None):
         self.k = k
+        self.to_ids = to_ids  # a draft vocabulary subset's local indices -> token ids, or None
         self.heap: list = []
         self.tie = itertools.count()
 
@@ -39,6 +42,8 @@ class Frontier:
     def push(self, tree: TokenTree, nodes: list[int], dists: mx.array) -> None:
         """Top-k children of processed `nodes` (their draft distributions `dists`)."""
         ids, vals = top_k(dists, self.k)  # .tolist() waits for the forward
+        if self.to_ids is not None:
+            ids = self.to_ids(np.array(ids)).tolist()
         for node, toks, probs in zip(nodes, ids, vals):
             for t, p in zip(toks, probs):
                 heapq.heappush(self.heap, (-tree.path_prob[node] * p, next(self.tie), node, t, p))

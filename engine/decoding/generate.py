@@ -19,6 +19,7 @@ from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
 from .ar_steps import ArAhead
+from .draft_vocab import DraftVocab, low_rows, special_ids
 from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
 from .lookahead import LookaheadDrafter
 from .prompt_cache import TurnCache
@@ -29,7 +30,7 @@ from .verify import accept_greedy, accept_sampled
 
 
 def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
-                 target_vocab: int | None = None):
+                 target_vocab: int | None = None, special: list[int] = ()):
     if config.mode == "lookahead":
         return LookaheadDrafter(config.lookahead)
     sources = config.lookup.sources if config.mode == "tree" else ()
@@ -41,8 +42,10 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
                 f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar "
                 "(or --mode lookahead, which needs none).")
         return NoDrafter()
+    rows = low_rows(config.draft_vocab, draft.model.args.vocab_size)
+    subset = None if rows is None else DraftVocab(draft.model, rows, special, target_vocab)
     model = DraftModel(draft.model, config.sampling, config.prefill_chunk, target_vocab,
-                       getattr(draft, "measured", None))
+                       getattr(draft, "measured", None), subset)
     if config.mode == "chain":
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
@@ -135,7 +138,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
     rng = np.random.default_rng(sampling.seed)
     tokenizer = target.tokenizer
     eos = set(getattr(tokenizer, "eos_token_ids", None) or [])
-    drafter = make_drafter(draft, config, rng, target.model.args.vocab_size)
+    drafter = make_drafter(draft, config, rng, target.model.args.vocab_size,
+                           special_ids(tokenizer))
     model = target.model
     cache = turn.target_cache(target.num_layers, prompt_ids)
     turn.attach_draft(drafter, prompt_ids)

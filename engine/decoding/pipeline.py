@@ -53,7 +53,7 @@ class Extension:
         node = 0  # follow the most probable child down to a leaf
         while kids := tree.children(node):
             node = max(kids, key=lambda k: tree.probs[k])
-        frontier = Frontier(plan.pop("top_k"))
+        frontier = Frontier(plan.pop("top_k"), plan.pop("vocab_ids", None))
         return cls(tree, committed, node, frontier=frontier, leaf_dist=dists.get(node), **plan)
 
     def next_tokens(self) -> int:
@@ -79,7 +79,7 @@ def extend_once(draft, ext: Extension) -> bool:
         mx.eval(ext.leaf_dist)
         return True
     if ext.next_tree is None:
-        ext.next_tree = TokenTree.with_root(most_likely(ext.leaf_dist))
+        ext.next_tree = TokenTree.with_root(draft.token_id(most_likely(ext.leaf_dist)))
         nodes = [0]
     else:
         nt = ext.next_tree
@@ -117,9 +117,9 @@ def _forward(draft, ext: Extension, nodes: list[int]) -> mx.array:
         axis=1,
     )
     base = ext.committed + ext.tree.depth[ext.leaf] + 1  # position of g1
-    logits = draft.model(
-        mx.array([[nt.tokens[n] for n in nodes]]),
-        cache=draft.cache,
+    logits = draft.forward(
+        [nt.tokens[n] for n in nodes],
+        draft.cache,
         positions=mx.array([base + nt.depth[n] for n in nodes], dtype=mx.int32),
         mask=mx.array(mask),
     )

@@ -169,13 +169,18 @@ class Model(nn.Module):
             positions: (L,) int positions, or None for offset + arange(L).
             mask: additive (L, offset + L) mask, "causal", or None (causal when L > 1).
         """
+        return self.head(self.hidden(tokens, cache, positions, mask))
+
+    def hidden(self, tokens, cache=None, positions=None, mask=None):
+        """The last block's output for `tokens`, before the final norm and the head (a draft
+        with a vocabulary subset applies its own head rows: engine.decoding.draft_vocab)."""
         if mask is None and tokens.shape[1] > 1:
             mask = "causal"
         h = self.embed(tokens)
         caches = cache if cache is not None else [None] * len(self.layers)
         for layer, c in zip(self.layers, caches):
             h = layer(h, mask, c, positions)
-        return self.head(h)
+        return h
 
     def sanitize(self, weights: dict) -> dict:
         weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
