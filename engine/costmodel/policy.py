@@ -3,8 +3,10 @@ shape, threshold, fallback to `ar`, and whether to draft during the target's IO 
 
 Measured online from verification results (forgotten exponentially per target step):
 - timing: one draft forward over m tokens d(m) ~ a + b m; one target pass over N tokens
-  v(N) ~ v0 + v1 N (IO included when the target is streamed; draft work at its waits beyond
-  the reads left out, rules.pass_cost_seconds); the rest of a step, o;
+  v(N) ~ v0 + v1 N over tree passes, v(1) from root-only passes on their own (on a CPU the
+  jump from one token to a few is most of a small tree's verify cost) (IO included when the
+  target is streamed; draft work at its waits beyond the reads left out,
+  rules.pass_cost_seconds); the rest of a step, o;
 - acceptance of recent trees (tree_record.RecentTrees): best-first trees grow in rounds (the
   start forward, then one forward per batch of w nodes), and the accepted path can only go one
   level deeper per round.
@@ -17,7 +19,10 @@ Measured online from verification results (forgotten exponentially per target st
   accepted (log10 bins), shrunk toward kappa * pi (kappa: accepted / sum of path probabilities).
 
 Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
-- the node budget: N* = argmax_N sum_s E_s(N) / sum_s T(N), T(N) = d(s) + R(N) d(w) + v(N) + o,
+- the node budget: N* = argmax_N sum_s E_s(N) / sum_s T(N), T(N) = d(s) + R(N) d(f w) + v(n) + o
+  with f the share of each round's width w that joined recent trees (the threshold keeps a
+  confident draft's trees narrow and deep) and n = min(N, 1 + f w (R(N) + 1)) nodes verified;
+  E_s(N) counts no accepted node deeper than R(N) + 1,
   over rules.node_budgets up to `max_nodes`, or `auto_max_nodes` while the pass is IO-bound;
   the shape (w, R) of N comes from rules.tree_shape (wide batches under the forward cap);
 - the threshold: a node whose path probability pi gives A(pi) per second of its verify cost
@@ -118,6 +123,9 @@ class StepPolicy:
         self.overheads: deque = deque(maxlen=16)
         self.d: cm.Curve | None = None  # d(m), refitted after each step
         self.v: cm.Curve | None = None  # v(N)
+        self.v_slope = 0.0  # seconds per verified node beyond the first two (v's slope)
+        self.singles: deque = deque(maxlen=8)  # seconds of recent root-only passes
+        self.batches: deque = deque(maxlen=16)  # (nodes joined after the root, room, step)
         self.o = 0.0
         self.mode = "tree"
         self.nodes = 1 + self.w  # N of the next speculative step
@@ -149,9 +157,29 @@ class StepPolicy:
             a, b = _fit([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
             self.d = cm.Curve.linear(a, b)
         if self.passes:
-            a, b = _fit([(n, s, self._weight(k)) for n, s, k, _ in self.passes], self.verify_prior)
-            self.v = cm.Curve.linear(a, b)
+            self.v, self.v_slope = self._fit_passes()
         self.o = sorted(self.overheads)[len(self.overheads) // 2] if self.overheads else 0.0
+
+    def _fit_passes(self) -> tuple[cm.Curve, float]:
+        """v(N): a line through the tree passes, and root-only passes on their own. On a CPU a
+        one-token pass is a matrix-vector product and a tree pass a matrix-matrix one: one
+        line through both prices big trees at the jump from 1 to a few tokens per node."""
+        points = [(n, s, self._weight(k)) for n, s, k, _ in self.passes]
+        multi = [p for p in points if p[0] > 1]
+        if not self.singles or not multi:
+            a, b = _fit(points, self.verify_prior)
+            return cm.Curve.linear(a, b), b
+        a, b = _fit(multi, self.verify_prior)
+        v1 = sorted(self.singles)[len(self.singles) // 2]  # kept while trees fill `passes`
+        return cm.Curve((1.0, 2.0, 3.0), (v1, a + 2 * b, a + 3 * b)), b
+
+    def batch_fill(self) -> float:
+        """Share of a round's width that joined recent trees: the threshold, not the budget,
+        often ends a round early (a confident draft's tree is a deep chain, ~1 node a round)."""
+        room = sum(self._weight(k) * r for _, r, k in self.batches)
+        if room <= 0:
+            return 1.0
+        return min(1.0, sum(self._weight(k) * n for n, _, k in self.batches) / room)
 
     def shape(self, nodes: int) -> rules.TreeShape:
         return rules.tree_shape(nodes, self.w, self.forwards_cap, self.tree.top_k)
@@ -177,9 +205,14 @@ class StepPolicy:
         return (1.0 + self.free.tokens(w)) / (self.v(1 + self.free.nodes(w)) + self.o)
 
     def tree_seconds(self, nodes: int) -> float:
-        width = self.shape(nodes).width
-        verify = self.v(nodes + self.free.nodes(self._weight))  # + the draft-free slots
-        return cm.tree_draft_seconds(self.d, nodes, width, START_TOKENS) + verify + self.o
+        """T(N) of the tree a budget of N grows: its R(N) + 1 rounds join as many nodes per
+        round as recent trees did (at most the shape's width), so it verifies that many."""
+        s = self.shape(nodes)
+        batch = max(1.0, self.batch_fill() * s.width)
+        grown = min(nodes, 1 + batch * (s.rounds + 1))
+        draft = 0.0 if nodes <= 1 else self.d(START_TOKENS) + s.rounds * self.d(batch)
+        verify = self.v(grown + self.free.nodes(self._weight))  # + the draft-free slots
+        return draft + verify + self.o
 
     def rho(self) -> float:
         return self.recent.rho(self._weight)
@@ -309,6 +342,8 @@ class StepPolicy:
         # compute thread's time outside waits also holds GIL and allocator stalls)
         io = max(io_wait, getattr(result, "io_busy_seconds", None) or 0.0)
         self.passes.append((n, pass_s, self.steps, min(io, pass_s)))
+        if n == 1:
+            self.singles.append(pass_s)
         self.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
         for m, s in getattr(result.proposal, "forwards", ()):
             self.forwards.append((m, s, self.steps))
@@ -319,6 +354,9 @@ class StepPolicy:
         self.ar_sampled |= drafted == 1
         self.ar_passes += drafted == 1
         if drafted > 1:
+            grew, plan = len(getattr(result.proposal, "forwards", ())), self.last_plan
+            if grew and plan is not None and plan.speculate:  # rounds of `width` nodes
+                self.batches.append((drafted - 1, grew * (plan.width or self.w), self.steps))
             self._observe_tree(tree, result.accepted, drafted, free)
             self.evidence += 1
         self._refit()
@@ -342,7 +380,7 @@ class StepPolicy:
         self._update_threshold(max(spec, ar))
         if self.v is not None:  # a draft-free node pays for its slot at the running mode's rate
             rate = ar if self.auto and self.mode == "ar" else max(spec, ar)
-            self.node_worth = min(self.hi, rate * max(self.v(2) - self.v(1), 0.0))
+            self.node_worth = min(self.hi, rate * self.v_slope)
         if not self.auto:
             return
         if self.mode == "tree":
@@ -376,7 +414,7 @@ class StepPolicy:
         """A node takes a verify slot (v1 seconds): worth it while A(pi) / v1 >= rate."""
         if not self.adapt or self.v is None or rate <= 0:
             return
-        per_node = max(self.v(2) - self.v(1), 1e-6)
+        per_node = max(self.v_slope, 1e-6)
         edge = cm.marginal_threshold(self.calibration(), self.recent.edges, per_node, rate)
         # IO-bound: a verified node costs next to nothing (v(N)'s slope there is noise and
         # compute hidden under reads): prune no harder than configured; N* bounds the tree

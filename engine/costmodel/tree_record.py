@@ -98,7 +98,9 @@ class RecentTrees:
         tokens = total = 0.0
         for t in self.trees:
             wt = weight(t.step)
-            e = 1.0 + t.cum[min(nodes, t.nodes) - 1]
+            # its accepted nodes among the first N, on a path no deeper than the rounds allow
+            # (a tree the threshold kept narrow reached depths a budget of N cannot)
+            e = 1.0 + min(t.cum[min(nodes, t.nodes) - 1], cap)
             if nodes > t.nodes and t.path == t.depth and cap > t.depth:
                 e += sum(rho**j for j in range(1, cap - t.depth + 1))  # one level deeper w.p. rho
             tokens += wt * max(e, 1.0 + t.free)  # the draft-free branches win theirs anyway
