@@ -118,6 +118,10 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
                    help="draft tokens per step (chain)")
     p.add_argument("--no-pipeline", action="store_true",
                    help="streamed target: do not draft while its layers load")
+    p.add_argument("--draft-vocab", type=draft_vocab, default=_GEN.draft_vocab,
+                   help="vocabulary rows the draft scores: auto (a subset above 64k tokens), "
+                        "full, or N (the lowest N ids + special and conversation tokens); "
+                        "the target always verifies with its full vocabulary")
 
 
 def generation_config(args) -> GenerationConfig:
@@ -134,7 +138,18 @@ def generation_config(args) -> GenerationConfig:
         chain_length=args.chain_length,
         pipeline=not args.no_pipeline,
         lookup=LookupConfig(sources=args.branches),
+        draft_vocab=args.draft_vocab,
     )
+
+
+def draft_vocab(text: str) -> str | int:
+    """`--draft-vocab auto|full|N`."""
+    if text in ("auto", "full"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use auto, full or a whole number of rows") from None
 
 
 def branch_sources(text: str) -> tuple[str, ...]:
