@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.parametrize(
     "flag, value",
     [("--top-p", "0"), ("--temperature", "-1"), ("--max-tokens", "0"), ("--tree-nodes", "0"),
-     ("--threshold", "2"), ("--chain-length", "0")],
+     ("--threshold", "2"), ("--chain-length", "0"), ("--draft-vocab", "0")],
 )
 def test_invalid_setting_exits_2_with_one_line(tmp_path, flag, value):
     out = subprocess.run(
