@@ -15,7 +15,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ..config import SamplingConfig
+from ..config import GenerationConfig, SamplingConfig
+from ..decoding.draft_vocab import make_subset
 from ..decoding.drafters import DraftModel
 from ..decoding.frontier import top_k
 from ..decoding.tree import TokenTree
@@ -65,8 +66,10 @@ def draft_forward(dm: DraftModel, tree: TokenTree, m: int, context: int, k: int)
 def measure_draft(
     draft_model, counts=DRAFT_COUNTS, context: int = 64, reps: int = 3, k: int = 4
 ) -> cm.Curve:
-    """d(m): one draft forward over m tree nodes (tree mask, positions) + top-k selection."""
-    dm = DraftModel(draft_model, SamplingConfig())
+    """d(m): one draft forward over m tree nodes (tree mask, positions) + top-k selection,
+    over the rows the draft scores by default (GenerationConfig.draft_vocab)."""
+    subset = make_subset(draft_model, GenerationConfig().draft_vocab)
+    dm = DraftModel(draft_model, SamplingConfig(), subset=subset)
     dm.prefill([(7 * i) % 200 + 10 for i in range(context + 1)])
     dm.start(11)
     seconds = [

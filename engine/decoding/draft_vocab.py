@@ -31,6 +31,13 @@ def low_rows(setting: str | int, vocab: int) -> int | None:
     return int(setting) if setting < vocab else None
 
 
+def make_subset(model, setting: str | int, special: Iterable[int] = (),
+                limit: int | None = None) -> DraftVocab | None:
+    """The subset a `draft_vocab` setting gives this draft model, or None: its full head."""
+    rows = low_rows(setting, model.args.vocab_size)
+    return None if rows is None else DraftVocab(model, rows, special, limit)
+
+
 def special_ids(tokenizer) -> list[int]:
     """Ids of the tokenizer's added / special tokens and its end-of-sequence tokens."""
     if tokenizer is None:

@@ -19,7 +19,7 @@ from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
 from .ar_steps import ArAhead
-from .draft_vocab import DraftVocab, low_rows, special_ids
+from .draft_vocab import make_subset, special_ids
 from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
 from .lookahead import LookaheadDrafter
 from .prompt_cache import TurnCache
@@ -42,8 +42,7 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
                 f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar "
                 "(or --mode lookahead, which needs none).")
         return NoDrafter()
-    rows = low_rows(config.draft_vocab, draft.model.args.vocab_size)
-    subset = None if rows is None else DraftVocab(draft.model, rows, special, target_vocab)
+    subset = make_subset(draft.model, config.draft_vocab, special, target_vocab)
     model = DraftModel(draft.model, config.sampling, config.prefill_chunk, target_vocab,
                        getattr(draft, "measured", None), subset)
     if config.mode == "chain":
