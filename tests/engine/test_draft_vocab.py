@@ -9,7 +9,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from engine.config import DRAFT_VOCAB_AUTO_ROWS, GenerationConfig, SamplingConfig
+from engine.config import DRAFT_VOCAB_AUTO_ROWS, GenerationConfig, SamplingConfig, TreeConfig
 from engine.decoding import drafters
 from engine.decoding.draft_vocab import DraftVocab, head_module, low_rows, special_ids
 from engine.decoding.generate import generate
@@ -71,7 +71,9 @@ def test_special_ids_are_the_tokenizers_added_tokens(loaded_pair):
 
 
 def run(target, draft, mode, draft_vocab, prompt=PROMPT, max_tokens=40):
-    config = GenerationConfig(mode=mode, max_tokens=max_tokens, draft_vocab=draft_vocab)
+    # a fixed tree budget: the auto policy may fall back to ar on a loaded machine
+    config = GenerationConfig(mode=mode, max_tokens=max_tokens, draft_vocab=draft_vocab,
+                              tree=TreeConfig(max_nodes=24, auto=False))
     events = list(generate(target, draft, prompt, config))
     assert isinstance(events[-1], Finished), events[-1]
     return [e for e in events if isinstance(e, StepEvent)]
@@ -120,7 +122,8 @@ def test_greedy_tree_with_a_subset_and_a_streamed_target_equals_ar(tiny_pair, lo
     ar = ids_of(run(loaded_pair["target"], None, "ar", "full", max_tokens=24))
     session = Session.load(tiny_pair["target"], tiny_pair["noisy"], budget_bytes=300_000)
     try:
-        config = GenerationConfig(mode="tree", max_tokens=24, draft_vocab=ROWS)
+        config = GenerationConfig(mode="tree", max_tokens=24, draft_vocab=ROWS,
+                                  tree=TreeConfig(max_nodes=24, auto=False))
         events = list(session.generate(PROMPT, config))
     finally:
         session.close()
