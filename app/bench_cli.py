@@ -127,7 +127,13 @@ def run_draft_free_command(args) -> int:
     import json
     import tempfile
 
-    from engine.bench.draft_free import DraftFreeSpec, draft_free_markdown, run_draft_free
+    from engine.bench.draft_free import (
+        DraftFreeSpec,
+        draft_free_markdown,
+        load_ar_ids,
+        parse_budgets,
+        run_draft_free,
+    )
     from engine.bench.pair import prepare_pair
 
     kw = {"max_tokens": args.max_tokens} if args.max_tokens is not None else {}
@@ -135,14 +141,21 @@ def run_draft_free_command(args) -> int:
         kw = {"max_tokens": args.max_tokens or 12, "prompts_per_task": 1}
     elif args.prompts is not None:
         kw["prompts_per_task"] = args.prompts
+    if args.budgets is not None:
+        kw["fractions"] = checked(parse_budgets, args.budgets)
+    if args.ar_ids is not None:
+        kw["ar_ids"] = checked(load_ar_ids, args.ar_ids)
     spec = checked(lambda: DraftFreeSpec(**kw))
     if not args.quick and args.target:
         resolve_pair(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    partial = out / "draft_free-partial.json"
     with tempfile.TemporaryDirectory(prefix="canopy-draft-free-") as tmp:
         pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
-        result = run_draft_free(pair, spec, report=say)
+        result = run_draft_free(pair, spec, report=say,
+                                partial=lambda r: partial.write_text(json.dumps(r, indent=1)))
+    partial.unlink(missing_ok=True)
     (out / "draft_free.json").write_text(json.dumps(result, indent=1))
     markdown = draft_free_markdown(result)
     (out / "draft_free.md").write_text(markdown)

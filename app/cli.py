@@ -33,6 +33,7 @@ from engine.config import (
     CODER_BENCH_MAX_TOKENS,
     CODER_BENCH_MINUTES,
     CODER_BENCH_TREE_NODES,
+    DRAFT_FREE_AR_PROBE_TOKENS,
     DRAFT_FREE_MAX_TOKENS,
     IOBENCH_LAYERS,
     IOBENCH_MB,
@@ -288,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drafts without a draft model: ar, lookahead, prompt lookup, draft tree "
                    "and merged tree on code edit, summarization, question answering and chat "
                    "prompts, resident and streamed at 50%%: tokens per pass, tok/s vs ar")
+    b.add_argument("--budgets", default=None,
+                   help="--draft-free: budgets to run, comma-separated 'resident' or fractions "
+                   "of the layer bytes (default resident,50%%)")
+    b.add_argument("--ar-ids", default=None,
+                   help="--draft-free: a draft_free.json of the same pair whose ar ids the "
+                   "modes are checked against; ar itself then runs only "
+                   f"{DRAFT_FREE_AR_PROBE_TOKENS} tokens (its tok/s)")
     b.add_argument("--io", action="store_true",
                    help="run the layer-read micro-benchmark (engine.streaming.iobench) and exit")
     b.add_argument("--io-mb", type=int, default=IOBENCH_MB,

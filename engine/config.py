@@ -292,6 +292,7 @@ BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many samp
 BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
 DRAFT_FREE_MAX_TOKENS = 96  # new tokens per prompt of `canopy bench --draft-free`
 DRAFT_FREE_FRACTIONS = (None, 0.5)  # its budgets: resident, then half the layer bytes streamed
+DRAFT_FREE_AR_PROBE_TOKENS = 8  # its ar row's tokens when ar's ids come from an earlier run
 SPEED_PROMPT_TOKENS = (32, 256, 1000)  # `canopy bench --speed`: prompt lengths vs mlx-lm
 IOBENCH_MB, IOBENCH_LAYERS, IOBENCH_REPEAT = 256, 16, 3  # `canopy bench --io`: file, layers, passes
 # `canopy bench --pair coder` (Qwen2.5-Coder 1.5B target, 6.7 GB fp32): new tokens per prompt,

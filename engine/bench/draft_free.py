@@ -10,16 +10,25 @@ so tokens/s ratios to `ar` are measured side by side:
 - draft tree: the draft model's tree (auto policy), no draft-free branches;
 - merged tree: the draft model's tree with prompt lookup and n-gram pool branches (the default).
 Tokens per target pass are hardware-free; every mode must emit `ar`'s ids (lossless), a row
-that does not is marked and counted.
+that does not is marked and counted. Greedy ids do not depend on the budget, so a run may take
+`ar`'s ids from an earlier run of the same pair (`ar_ids`): its own `ar` then generates only
+`AR_PROBE_TOKENS` tokens, for the tok/s ratio (a streamed big target's `ar` is the slowest row).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DRAFT_FREE_FRACTIONS, DRAFT_FREE_MAX_TOKENS, GenerationConfig, LookupConfig
+from ..config import (
+    DRAFT_FREE_AR_PROBE_TOKENS,
+    DRAFT_FREE_FRACTIONS,
+    DRAFT_FREE_MAX_TOKENS,
+    GenerationConfig,
+    LookupConfig,
+)
 from ..events import Finished
 from .pair import Pair, Report
 
@@ -34,8 +43,13 @@ class DraftFreeSpec:
     prompts_per_task: int | None = None  # None: all of them
     fractions: tuple[float | None, ...] = DRAFT_FREE_FRACTIONS  # of layer bytes; None: resident
     tasks: tuple[str, ...] | None = None  # None: every task in the prompt file
+    # (task, prompt index) -> ar's greedy ids from an earlier run of the same pair; None: run ar
+    ar_ids: dict[tuple[str, int], list[int]] | None = None
 
     def __post_init__(self):
+        for f in self.fractions:
+            if f is not None and not 0.0 < f <= 1.0:
+                raise ValueError(f"a budget must be 'resident' or a fraction in (0, 1], not {f}")
         if self.max_tokens < 1:
             raise ValueError(f"--max-tokens must be at least 1, not {self.max_tokens}")
         if self.prompts_per_task is not None and self.prompts_per_task < 1:
@@ -49,6 +63,35 @@ def load_prompts(spec: DraftFreeSpec, path: Path = PROMPTS_FILE) -> dict[str, li
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; the prompt file has {sorted(tasks)}")
     return {t: tasks[t][: spec.prompts_per_task] for t in chosen}
+
+
+def parse_budgets(text: str) -> tuple[float | None, ...]:
+    """'resident,50%' (or '0.5') -> (None, 0.5)."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "resident":
+            out.append(None)
+            continue
+        try:
+            out.append(float(part[:-1]) / 100 if part.endswith("%") else float(part))
+        except ValueError:
+            raise ValueError(f"--budgets: {part!r} is neither 'resident' nor a fraction such as "
+                             "50% or 0.5") from None
+    if not out:
+        raise ValueError("--budgets needs at least one budget, e.g. resident,50%")
+    return tuple(out)
+
+
+def load_ar_ids(path: Path) -> dict[tuple[str, int], list[int]]:
+    """ar's ids per (task, prompt) stored by an earlier run in its draft_free.json."""
+    try:
+        stored = json.loads(Path(path).read_text()).get("ar_ids")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--ar-ids: cannot read {path} ({e})") from None
+    if not stored:
+        raise ValueError(f"--ar-ids: {path} holds no ar ids (a draft_free.json of this version "
+                         "of canopy bench --draft-free has them)")
+    return {(r["task"], r["prompt"]): r["token_ids"] for r in stored}
 
 
 def mode_config(mode: str, max_tokens: int) -> GenerationConfig:
@@ -91,37 +134,57 @@ def run_one(session, ids: list[int], config: GenerationConfig) -> dict:
     }
 
 
-def run_draft_free(pair: Pair, spec: DraftFreeSpec, report: Report = lambda text: None) -> dict:
-    """Per (budget, task, prompt, mode) one run; rows aggregated per (budget, task, mode)."""
+def run_draft_free(pair: Pair, spec: DraftFreeSpec, report: Report = lambda text: None,
+                   partial: Callable[[dict], None] = lambda result: None) -> dict:
+    """Per (budget, prompt, task, mode) one run; rows aggregated per (budget, task, mode).
+
+    Prompts go round the tasks (every task's first prompt, then the second ...), and
+    `partial(result so far)` is called after each prompt, so a run cut short keeps every task.
+    """
     from ..session import Session
 
     prompts = load_prompts(spec)
-    runs = []
+    runs: list[dict] = []
+    ar_ids = dict(spec.ar_ids or {})
+
+    def result() -> dict:
+        spec_out = {k: v for k, v in vars(spec).items() if k != "ar_ids"}
+        return {"spec": spec_out | {"pair": pair.description}, "rows": aggregate(runs),
+                "runs": runs, "lossless": all(r["lossless"] for r in runs),
+                "ar_ids": [{"task": t, "prompt": k, "token_ids": ids}
+                           for (t, k), ids in ar_ids.items()]}
+
+    order = [(task, k) for k in range(max(map(len, prompts.values()), default=0))
+             for task in prompts if k < len(prompts[task])]
     for fraction in spec.fractions:
         label = "resident" if fraction is None else f"{fraction:.0%}"
         budget = budget_for(Path(pair.target), fraction)
         with_draft = Session.load(pair.target, pair.draft, budget_bytes=budget)
-        alone = Session.load(pair.target, None, budget_bytes=budget)
+        alone = Session(with_draft.target)  # the same target weights: one copy in memory
         try:
             warm = alone.encode_chat([{"role": "user", "content": "Hello"}])
             run_one(alone, warm, mode_config("ar", 4))  # first-call compilation off the clock
-            for task, texts in prompts.items():
-                for k, text in enumerate(texts):
-                    report(f"{label}: {task} {k + 1}/{len(texts)}")
-                    ids = alone.encode_chat([{"role": "user", "content": text}])
-                    ar_ids = None
-                    for mode in MODES:
-                        session = with_draft if mode in NEEDS_DRAFT else alone
-                        r = run_one(session, ids, mode_config(mode, spec.max_tokens))
-                        ar_ids = r["token_ids"] if mode == "ar" else ar_ids
-                        r["lossless"] = r.pop("token_ids") == ar_ids
-                        runs.append({"budget": label, "task": task, "prompt": k, "mode": mode}
-                                    | r)
+            for task, k in order:
+                report(f"{label}: {task} {k + 1}/{len(prompts[task])}")
+                ids = alone.encode_chat([{"role": "user", "content": prompts[task][k]}])
+                known = ar_ids.get((task, k))
+                for mode in MODES:
+                    session = with_draft if mode in NEEDS_DRAFT else alone
+                    tokens = spec.max_tokens
+                    if mode == "ar" and known is not None:
+                        tokens = min(tokens, DRAFT_FREE_AR_PROBE_TOKENS)
+                    r = run_one(session, ids, mode_config(mode, tokens))
+                    if mode == "ar" and known is None:
+                        known = ar_ids[(task, k)] = r["token_ids"]
+                    out = r.pop("token_ids")
+                    r["lossless"] = out == known[: len(out)] and (
+                        len(out) == len(known) or len(out) == tokens)
+                    runs.append({"budget": label, "task": task, "prompt": k, "mode": mode}
+                                | r)
+                partial(result())
         finally:
             with_draft.close()
-            alone.close()
-    return {"spec": vars(spec) | {"pair": pair.description}, "rows": aggregate(runs),
-            "runs": runs, "lossless": all(r["lossless"] for r in runs)}
+    return result()
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
