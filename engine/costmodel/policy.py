@@ -37,10 +37,11 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
   the bound as ar's pass time is measured.
 - draft work at an IO wait: one more forward of the next step's tree while it fits
   (rules.wait_work_fits with d of its size: the rule the cost model's pass simulation runs).
-- draft-free branches (prompt lookup, n-gram pool; costmodel.free_branches): verify slots in
-  v(N + F), no draft forwards; a tree step is credited max(its draft path, the tokens they
-  spelled), ar (root + the same branches) with what they spelled; their nodes must clear
-  `node_worth`, the acceptance that pays for a slot at the running mode's rate.
+- draft-free branches (prompt lookup, n-gram pool): verify slots on top of the draft's tree.
+  The draft's part is planned exactly as it would be without them (budget, threshold, ar
+  fallback: their slots and tokens are left out of E(N), T(N) and ar's rate), so a merged step
+  never accepts fewer tokens than the draft's tree alone; their nodes must clear `node_worth`,
+  the acceptance that pays for a slot (v's slope) at the running mode's rate.
 The first step drafts one forward's worth (root + top-k children; `max_nodes` when the passes
 timed so far were IO-bound) and the second is a plain ar step, to measure d, v(N) and v(1)
 before deciding; N grows at most to 4 N_seen + w per
@@ -57,7 +58,6 @@ import numpy as np
 from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
-from .free_branches import FreeBranches
 from .tree_record import DECAY, RecentTrees, TreeRecord
 
 PROBE_FIRST, PROBE_MAX = 16, 256  # steps in ar before a probe; doubles while probes lose
@@ -138,7 +138,6 @@ class StepPolicy:
         self.timed_now = False  # a draft forward was timed before this step's plan
         self.retime = False  # at ar, bound by timing: time the draft again before a probe
         self.switches: list[tuple[int, str]] = []  # (step, mode entered)
-        self.free = FreeBranches()  # draft-free branches (prompt lookup, n-gram pool)
         self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
 
     # ---- estimates -------------------------------------------------------------------------
@@ -198,21 +197,20 @@ class StepPolicy:
         return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)
 
     def ar_rate(self) -> float | None:
-        """Root-only steps: the root plus the draft-free branches (verify slots, their tokens)."""
+        """Root-only steps: one token per one-token pass (draft-free branches left out)."""
         if self.v is None:
             return None
-        w = self._weight
-        return (1.0 + self.free.tokens(w)) / (self.v(1 + self.free.nodes(w)) + self.o)
+        return 1.0 / (self.v(1) + self.o)
 
     def tree_seconds(self, nodes: int) -> float:
         """T(N) of the tree a budget of N grows: its R(N) + 1 rounds join as many nodes per
-        round as recent trees did (at most the shape's width), so it verifies that many."""
+        round as recent trees did (at most the shape's width), so it verifies that many; the
+        draft-free slots ride on top (module doc)."""
         s = self.shape(nodes)
         batch = max(1.0, self.batch_fill() * s.width)
         grown = min(nodes, 1 + batch * (s.rounds + 1))
         draft = 0.0 if nodes <= 1 else self.d(START_TOKENS) + s.rounds * self.d(batch)
-        verify = self.v(grown + self.free.nodes(self._weight))  # + the draft-free slots
-        return draft + verify + self.o
+        return draft + self.v(grown) + self.o
 
     def rho(self) -> float:
         return self.recent.rho(self._weight)
@@ -302,8 +300,6 @@ class StepPolicy:
         plan = self.last_plan
         if not self.auto or self.mode != "ar" or plan is None or plan.speculate:
             return False
-        if self.free and not self.timing_bound:
-            return False  # with draft-free branches observe may return to tree at any step
         if self.timing_bound:
             return self.since % PROBE_FIRST != 0  # observe rechecks the bound at multiples
         return self.since + 1 < self.interval
@@ -348,16 +344,15 @@ class StepPolicy:
         for m, s in getattr(result.proposal, "forwards", ()):
             self.forwards.append((m, s, self.steps))
         # draft-free nodes (appended after the draft's) cost verification only: they count in
-        # the pass size above, not as speculation by the draft
+        # the pass size above (v's fit), not as the draft's tree
         drafted = n - getattr(result.proposal, "free_nodes", 0)
-        free = self.free.observe(self.steps, result.proposal, result.accepted)
         self.ar_sampled |= drafted == 1
         self.ar_passes += drafted == 1
         if drafted > 1:
             grew, plan = len(getattr(result.proposal, "forwards", ())), self.last_plan
             if grew and plan is not None and plan.speculate:  # rounds of `width` nodes
                 self.batches.append((drafted - 1, grew * (plan.width or self.w), self.steps))
-            self._observe_tree(tree, result.accepted, drafted, free)
+            self._observe_tree(tree, result.accepted, drafted)
             self.evidence += 1
         self._refit()
         if self.auto and not self.trees and self.io_bound():
@@ -393,14 +388,9 @@ class StepPolicy:
                 self._enter("tree")
             else:
                 self.interval = min(PROBE_MAX, self.interval * 2)
-        elif self.free and not self.timing_bound and spec >= ar * RETURN_MARGIN:
-            # ar's rate moved, not the trees': draft-free branches win in bursts (a quoted
-            # passage ends), so the trees on record win again without waiting for a probe
-            self.nodes = nodes
-            self._enter("tree")
 
-    def _observe_tree(self, tree, accepted, n: int, free: int = 0) -> None:
-        self.recent.observe(self.steps, tree, accepted, n, free)
+    def _observe_tree(self, tree, accepted, n: int) -> None:
+        self.recent.observe(self.steps, tree, accepted, n)
 
     def _enter(self, mode: str) -> None:
         self.mode, self.since = mode, 0

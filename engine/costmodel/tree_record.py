@@ -29,7 +29,6 @@ class TreeRecord:
     cum: list[int]  # cum[i]: accepted nodes among nodes 1..i
     depth: int  # the deepest drafted node
     path: int  # depth of the accepted path (0: no draft token accepted)
-    free: int = 0  # accepted tokens the draft-free branches spelled (they win them alone)
 
 
 class RecentTrees:
@@ -55,7 +54,7 @@ class RecentTrees:
         prior = np.minimum(1.0, kappa * self.prior)
         return (self.accepted + MIN_SEEN * prior) / (self.seen + MIN_SEEN)
 
-    def observe(self, step: int, tree, accepted, n: int, free: int = 0) -> None:
+    def observe(self, step: int, tree, accepted, n: int) -> None:
         """Tree of `n` draft nodes verified at `step`; `accepted`: the accepted path's nodes."""
         decay = DECAY ** (step - self.last_step)
         self.last_step = step
@@ -73,7 +72,7 @@ class RecentTrees:
             total += hit
             cum[i] = total
         depth, path = max(tree.depth[:n]), sum(1 for a in accepted[1:] if a < n)
-        self.trees.append(TreeRecord(step, n, cum, depth, path, free))
+        self.trees.append(TreeRecord(step, n, cum, depth, path))
 
     def rho(self, weight: Weight) -> float:
         """P(the accepted path reaches depth k + 1 | it reached depth k and k + 1 was drafted)."""
@@ -103,6 +102,6 @@ class RecentTrees:
             e = 1.0 + min(t.cum[min(nodes, t.nodes) - 1], cap)
             if nodes > t.nodes and t.path == t.depth and cap > t.depth:
                 e += sum(rho**j for j in range(1, cap - t.depth + 1))  # one level deeper w.p. rho
-            tokens += wt * max(e, 1.0 + t.free)  # the draft-free branches win theirs anyway
+            tokens += wt * e
             total += wt
         return tokens / total

@@ -34,8 +34,6 @@ class Proposal:
     probe: bool = False  # a speculative step taken while the policy had fallen back to ar
     free_nodes: int = 0  # nodes from draft-free sources (prompt lookup, n-grams, Jacobi): they
     # cost verification, not draft forwards
-    free_branches: list[tuple[int, ...]] | None = None  # the draft-free continuations placed
-    # (None: the drafter adds none); the policy credits the tokens they would have won alone
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,6 @@ class LookupDrafter:
                 if n >= before:
                     self.kinds.setdefault(n, kind)
             placed.append((source, tuple(tokens[: len(nodes)])))
-        proposal.free_branches = [b for _, b in placed]  # the policy credits what they win
         extra = len(tree) - before
         if extra:
             proposal.proposal_probs = list(proposal.proposal_probs) + [None] * extra
