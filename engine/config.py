@@ -170,7 +170,9 @@ class LookupConfig:
     node carries `prior` as its proposal probability (for display only: acceptance uses the
     target alone). Each source's acceptance by depth is learned online starting from
     `prior ** depth`; nodes whose learned acceptance falls below the draft policy's per-node
-    threshold (at least `min_prob`) are not proposed.
+    threshold (at least `min_prob`) are not proposed. Below the draft model's `below_draft`
+    most likely leaves, the best continuation of the leaf's path (prompt lookup, else the
+    pool) is hung too, its nodes weighed by the leaf's path probability times their own.
     """
 
     sources: tuple[str, ...] = BRANCH_SOURCES
@@ -183,6 +185,7 @@ class LookupConfig:
     pool_size: int = 8
     prior: float = 0.5
     min_prob: float = 0.02
+    below_draft: int = 8  # the draft's most likely leaves continued by lookup (0: none)
 
     def __post_init__(self):
         unknown = set(self.sources) - set(BRANCH_SOURCES)
@@ -194,6 +197,8 @@ class LookupConfig:
         for name in ("max_continuation", "max_branches", "max_nodes", "pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"lookup {name} must be at least 1")
+        if self.below_draft < 0:
+            raise ValueError("lookup below_draft must be at least 0")
         if self.pool_ngram < 2:
             raise ValueError("lookup pool_ngram must be at least 2")
         if not 0.0 < self.prior <= 1.0:

@@ -18,6 +18,7 @@ from .ngram_pool import NgramPool
 from .tree import TokenTree
 
 ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
+DEEP = "+deep"  # ... and of branches hung below the draft model's leaves
 
 
 def find_continuations(
@@ -72,9 +73,10 @@ class BranchPrior:
             p *= rate
         return p
 
-    def observe(self, tree, accepted, first: int, kinds: dict[int, str] | None = None) -> None:
+    def observe(self, tree, accepted, first: int,
+                kinds: dict[int, tuple[str, int]] | None = None) -> None:
         """Count nodes `first`.. of a verified tree (the draft-free ones); `kinds`: node ->
-        kind of branch (default: the node's source)."""
+        (kind of branch, depth of the node it hangs below) (default: its source, the root)."""
         for source in self.reached:
             self.reached[source] = [x * self.decay for x in self.reached[source]]
             self.hit[source] = [x * self.decay for x in self.hit[source]]
@@ -82,7 +84,8 @@ class BranchPrior:
         for i in range(first, len(tree)):
             if tree.parents[i] not in taken:
                 continue
-            source, depth = (kinds or {}).get(i, tree.sources[i]), tree.depth[i]
+            source, anchor = (kinds or {}).get(i, (tree.sources[i], 0))
+            depth = tree.depth[i] - anchor
             reached = self.reached.setdefault(source, [])
             hit = self.hit.setdefault(source, [])
             while len(reached) <= depth:
@@ -110,7 +113,8 @@ class LookupDrafter:
         self.step_committed = 0
         self.prior = BranchPrior(config.prior)
         self.first_extra = 0  # index of the first draft-free node of the current tree
-        self.kinds: dict[int, str] = {}  # draft-free node -> BranchPrior kind
+        # draft-free node -> (BranchPrior kind, depth of the node its branch hangs below)
+        self.kinds: dict[int, tuple[str, int]] = {}
         self.full_tree: tuple[TokenTree, list[int]] | None = None  # before `pruned`, kept nodes
         self.hits = 0.0  # recent branchy steps whose target token started a branch (decaying)
 
@@ -130,15 +134,17 @@ class LookupDrafter:
         self.inner.prefill(prompt_ids)
         self.history = list(prompt_ids[:-1])
 
-    def branches(self, root: int) -> list[tuple[str, tuple[int, ...]]]:
+    def branches(self, tail: list[int], limit: int) -> list[tuple[str, tuple[int, ...]]]:
+        """Continuations of history + `tail` (the root, and a tree path below it): prompt lookup
+        first, then the n-gram pool; at most `limit` from each."""
         cfg, out = self.config, []
         if "prompt" in cfg.sources:
-            context = np.array(self.history + [root], dtype=np.int64)
+            context = np.array(self.history + tail, dtype=np.int64)
             conts = find_continuations(context, cfg.ngram_min, cfg.ngram_max,
-                                       cfg.max_continuation, cfg.max_branches)
+                                       cfg.max_continuation, limit)
             out += [("prompt", c) for c in conts]
         if self.pool is not None:
-            out += [("ngram", g) for g in self.pool.lookup(root, cfg.max_branches)]
+            out += [("ngram", g) for g in self.pool.lookup(tail[-1], limit)]
         return out
 
     def propose(self, root, committed):
@@ -152,23 +158,50 @@ class LookupDrafter:
         # so a source that fell below the cut can earn its way back
         cut = max(self.config.min_prob, self.node_worth())
         placed, self.kinds = [], {}
-        for k, (source, tokens) in enumerate(self.branches(root)):
-            kind = source if not any(s == source for s, _ in placed) else source + ALT
+        for k, (source, tokens) in enumerate(self.branches([root], self.config.max_branches)):
+            kind = source if source not in placed else source + ALT
             keep = 0
             while keep < len(tokens) and (
                     (k == 0 and keep == 0) or self.prior.prob(kind, keep + 1) >= cut):
                 keep += 1
-            nodes = tree.add_branch(0, tokens[:keep], self.config.prior, source, cap)
-            for n in nodes:
-                if n >= before:
-                    self.kinds.setdefault(n, kind)
-            placed.append((source, tuple(tokens[: len(nodes)])))
+            self._place(tree, 0, tokens[:keep], source, kind, cap, before)
+            placed.append(source)
+        self._below_draft(tree, before, cut, cap)
         extra = len(tree) - before
         if extra:
             proposal.proposal_probs = list(proposal.proposal_probs) + [None] * extra
             proposal.chain = False
             proposal.free_nodes += extra
         return proposal
+
+    def _place(self, tree, parent, tokens, source, kind, cap, before) -> list[int]:
+        nodes = tree.add_branch(parent, tokens, self.config.prior, source, cap)
+        for n in nodes:
+            if n >= before:
+                self.kinds.setdefault(n, (kind, tree.depth[parent]))
+        return nodes
+
+    def _below_draft(self, tree, before: int, cut: float, cap: int) -> None:
+        """Continue the draft's most likely leaves with what follows their paths in the text
+        or the pool: where the draft stops (its depth cap, its threshold) the text may go on,
+        and a copy that resumes after a word the draft got right is found from there."""
+        if before <= 1 or not self.config.below_draft:
+            return
+        drafted = range(1, before)
+        inner = {tree.parents[i] for i in drafted}
+        leaves = sorted((i for i in drafted if i not in inner), key=lambda i: -tree.path_prob[i])
+        for leaf in leaves[: self.config.below_draft]:
+            if len(tree) >= cap:
+                return
+            tail = [tree.tokens[i] for i in tree.path(leaf)]
+            for source, tokens in self.branches(tail, 1):
+                kind, keep = source + DEEP, 0
+                while keep < len(tokens) and (
+                        tree.path_prob[leaf] * self.prior.prob(kind, keep + 1) >= cut):
+                    keep += 1
+                if keep:
+                    self._place(tree, leaf, tokens[:keep], source, kind, cap, before)
+                    break  # one continuation per leaf
 
     def node_worth(self) -> float:
         """The acceptance a draft-free node needs to pay for its verify slot, from the draft's

@@ -8,10 +8,11 @@ import pytest
 from test_tree_decoding import two_sample_chi2_pvalue  # tests/engine is on sys.path
 
 from engine.config import GenerationConfig, LookaheadConfig, LookupConfig, SamplingConfig
+from engine.decoding.drafters import NoDrafter, Proposal
 from engine.decoding.generate import generate
 from engine.decoding.lookahead import LookaheadDrafter
 from engine.decoding.ngram_pool import NgramPool
-from engine.decoding.prompt_lookup import BranchPrior, find_continuations
+from engine.decoding.prompt_lookup import BranchPrior, LookupDrafter, find_continuations
 from engine.decoding.tree import TokenTree
 from engine.events import Failed, Finished, StepEvent
 from engine.formats.loader import load_model
@@ -219,3 +220,33 @@ def test_streamed_target_at_half_budget_equals_resident_ar(tmp_path):
             assert got.stats.target_bytes_read > 0
             assert all(e.target_resident_bytes <= budget for e in events
                        if isinstance(e, StepEvent))
+
+
+class TwoLeafDraft(NoDrafter):
+    """A draft tree root -> 5 -> 6 (likely) and root -> 8 (unlikely)."""
+
+    def propose(self, root, committed):
+        tree = TokenTree.with_root(root)
+        a = tree.add(5, 0, 0.9)
+        tree.add(6, a, 0.9)
+        tree.add(8, 0, 0.05)
+        return Proposal(tree, [None] * len(tree), forwards=[(1, 0.01)])
+
+
+@pytest.mark.parametrize("below_draft", [0, 1])
+def test_lookup_continues_below_the_drafts_likely_leaves(below_draft):
+    """The text after `4 5 6` (the root and the draft's likely path) is copied below the leaf
+    `6`: where the draft stops, the quoted text goes on; with below_draft=0 it does not."""
+    config = LookupConfig(sources=("prompt",), below_draft=below_draft, min_prob=0.01)
+    drafter = LookupDrafter(TwoLeafDraft(), config)
+    history = [5, 6, 7, 3, 2, 9, 9]  # the root 4 is new: no branch from the root
+    drafter.prefill(history + [4])
+    tree = drafter.propose(4, len(history)).tree
+    leaf = 2  # the node of token 6
+    below = [tree.tokens[i] for i in range(4, len(tree)) if leaf in tree.path(i)]
+    assert below == ([7, 3, 2, 9, 9, 4, 5, 6][: len(below)] if below_draft else [])
+    assert len(tree) == 4 + len(below)
+    assert len(below) >= 2 * below_draft  # 0.81 * prior 0.5 ** depth clears 0.01 twice
+    if below_draft:  # learned apart from root branches, by depth below the leaf
+        kinds = {drafter.kinds[i] for i in range(4, len(tree)) if leaf in tree.path(i)}
+        assert kinds == {("prompt+deep", 2)}
