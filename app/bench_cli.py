@@ -143,6 +143,8 @@ def run_draft_free_command(args) -> int:
         kw["prompts_per_task"] = args.prompts
     if args.budgets is not None:
         kw["fractions"] = checked(parse_budgets, args.budgets)
+    if args.modes is not None:
+        kw["modes"] = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if args.ar_ids is not None:
         kw["ar_ids"] = checked(load_ar_ids, args.ar_ids)
     spec = checked(lambda: DraftFreeSpec(**kw))

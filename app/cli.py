@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budgets", default=None,
                    help="--draft-free: budgets to run, comma-separated 'resident' or fractions "
                    "of the layer bytes (default resident,50%%)")
+    b.add_argument("--modes", default=None,
+                   help="--draft-free: modes to run, comma-separated (default all: ar, "
+                   "lookahead, prompt lookup, draft-free tree, draft tree, merged tree)")
     b.add_argument("--ar-ids", default=None,
                    help="--draft-free: a draft_free.json of the same pair whose ar ids the "
                    "modes are checked against; ar itself then runs only "

@@ -186,6 +186,7 @@ class LookupConfig:
     prior: float = 0.5
     min_prob: float = 0.02
     below_draft: int = 8  # the draft's most likely leaves continued by lookup (0: none)
+    resume_steps: int = 2  # steps a copy left by the target is offered again (0: never)
 
     def __post_init__(self):
         unknown = set(self.sources) - set(BRANCH_SOURCES)
@@ -197,8 +198,8 @@ class LookupConfig:
         for name in ("max_continuation", "max_branches", "max_nodes", "pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"lookup {name} must be at least 1")
-        if self.below_draft < 0:
-            raise ValueError("lookup below_draft must be at least 0")
+        if self.below_draft < 0 or self.resume_steps < 0:
+            raise ValueError("lookup below_draft and resume_steps must be at least 0")
         if self.pool_ngram < 2:
             raise ValueError("lookup pool_ngram must be at least 2")
         if not 0.0 < self.prior <= 1.0:

@@ -19,17 +19,20 @@ from .tree import TokenTree
 
 ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
 DEEP = "+deep"  # ... and of branches hung below the draft model's leaves
+RESUME = "+resume"  # ... and of copies resumed after the target left one (`resumed`)
+RESUME_OFFSETS = (1, 0, 2, 3)  # source tokens skipped: one replaced, one inserted, dropped
 
 
-def find_continuations(
+def find_matches(
     context: np.ndarray, ngram_min: int, ngram_max: int, max_len: int, max_branches: int
-) -> list[tuple[int, ...]]:
-    """Continuations after earlier occurrences of the context's last n tokens.
+) -> list[int]:
+    """Where continuations start after earlier occurrences of the context's last n tokens.
 
     Longer matches first (n = ngram_max .. ngram_min), then the most recent occurrence first;
     a continuation that is a prefix of one already found is skipped.
     """
     found: list[tuple[int, ...]] = []
+    starts: list[int] = []
     size = len(context)
     for n in range(ngram_max, ngram_min - 1, -1):
         if size <= n:
@@ -41,9 +44,18 @@ def find_continuations(
             if any(f[: len(cont)] == cont for f in found):
                 continue
             found.append(cont)
+            starts.append(int(start + n))
             if len(found) >= max_branches:
-                return found
-    return found
+                return starts
+    return starts
+
+
+def find_continuations(
+    context: np.ndarray, ngram_min: int, ngram_max: int, max_len: int, max_branches: int
+) -> list[tuple[int, ...]]:
+    """The continuations of `find_matches` (token ids)."""
+    return [tuple(int(t) for t in context[s : s + max_len])
+            for s in find_matches(context, ngram_min, ngram_max, max_len, max_branches)]
 
 
 class BranchPrior:
@@ -117,6 +129,10 @@ class LookupDrafter:
         self.kinds: dict[int, tuple[str, int]] = {}
         self.full_tree: tuple[TokenTree, list[int]] | None = None  # before `pruned`, kept nodes
         self.hits = 0.0  # recent branchy steps whose target token started a branch (decaying)
+        # this step's copies from the text: (history position of the first token, node they
+        # hang below, their nodes); and where the text was left, with the steps since
+        self.copies: list[tuple[int, int, list[int]]] = []
+        self.left: list[tuple[int, int]] = []
 
     @property
     def threshold(self) -> float:
@@ -134,17 +150,31 @@ class LookupDrafter:
         self.inner.prefill(prompt_ids)
         self.history = list(prompt_ids[:-1])
 
-    def branches(self, tail: list[int], limit: int) -> list[tuple[str, tuple[int, ...]]]:
+    def branches(self, tail: list[int], limit: int) -> list[tuple[str, tuple[int, ...], int]]:
         """Continuations of history + `tail` (the root, and a tree path below it): prompt lookup
-        first, then the n-gram pool; at most `limit` from each."""
+        first, then the n-gram pool; at most `limit` from each. Each with the history position
+        it was copied from (-1: from the pool)."""
         cfg, out = self.config, []
         if "prompt" in cfg.sources:
             context = np.array(self.history + tail, dtype=np.int64)
-            conts = find_continuations(context, cfg.ngram_min, cfg.ngram_max,
-                                       cfg.max_continuation, limit)
-            out += [("prompt", c) for c in conts]
+            for s in find_matches(context, cfg.ngram_min, cfg.ngram_max, cfg.max_continuation,
+                                  limit):
+                out.append(("prompt", tuple(int(t) for t in
+                                            context[s : s + cfg.max_continuation]), s))
         if self.pool is not None:
-            out += [("ngram", g) for g in self.pool.lookup(tail[-1], limit)]
+            out += [("ngram", g, -1) for g in self.pool.lookup(tail[-1], limit)]
+        return out
+
+    def resumed(self) -> list[tuple[tuple[int, ...], int]]:
+        """Copies resumed where the target left the text in recent steps: an edit replaces,
+        inserts or drops a token or two and then copies on, so the text after the spot it left
+        is a good guess even where the last tokens (new ones) match nothing."""
+        cfg, size, out = self.config, len(self.history), []
+        for pos, _ in self.left:
+            for skip in RESUME_OFFSETS:
+                if pos + skip < size:
+                    start = pos + skip
+                    out.append((tuple(self.history[start : start + cfg.max_continuation]), start))
         return out
 
     def propose(self, root, committed):
@@ -157,14 +187,17 @@ class LookupDrafter:
         # at the policy's rate (or clears min_prob); the first branch's first node always goes,
         # so a source that fell below the cut can earn its way back
         cut = max(self.config.min_prob, self.node_worth())
-        placed, self.kinds = [], {}
-        for k, (source, tokens) in enumerate(self.branches([root], self.config.max_branches)):
+        placed, self.kinds, self.copies = [], {}, []
+        found = self.branches([root], self.config.max_branches)
+        if "prompt" in self.config.sources:
+            found += [("prompt" + RESUME, c, start) for c, start in self.resumed()]
+        for k, (source, tokens, start) in enumerate(found):
             kind = source if source not in placed else source + ALT
             keep = 0
             while keep < len(tokens) and (
                     (k == 0 and keep == 0) or self.prior.prob(kind, keep + 1) >= cut):
                 keep += 1
-            self._place(tree, 0, tokens[:keep], source, kind, cap, before)
+            self._place(tree, 0, tokens[:keep], source, kind, cap, before, start)
             placed.append(source)
         self._below_draft(tree, before, cut, cap)
         extra = len(tree) - before
@@ -174,11 +207,14 @@ class LookupDrafter:
             proposal.free_nodes += extra
         return proposal
 
-    def _place(self, tree, parent, tokens, source, kind, cap, before) -> list[int]:
+    def _place(self, tree, parent, tokens, source, kind, cap, before, start=-1) -> list[int]:
+        source = source.split("+")[0]
         nodes = tree.add_branch(parent, tokens, self.config.prior, source, cap)
         for n in nodes:
             if n >= before:
                 self.kinds.setdefault(n, (kind, tree.depth[parent]))
+        if start >= 0 and nodes:
+            self.copies.append((start, parent, nodes))
         return nodes
 
     def _below_draft(self, tree, before: int, cut: float, cap: int) -> None:
@@ -194,13 +230,13 @@ class LookupDrafter:
             if len(tree) >= cap:
                 return
             tail = [tree.tokens[i] for i in tree.path(leaf)]
-            for source, tokens in self.branches(tail, 1):
+            for source, tokens, start in self.branches(tail, 1):
                 kind, keep = source + DEEP, 0
                 while keep < len(tokens) and (
                         tree.path_prob[leaf] * self.prior.prob(kind, keep + 1) >= cut):
                     keep += 1
                 if keep:
-                    self._place(tree, leaf, tokens[:keep], source, kind, cap, before)
+                    self._place(tree, leaf, tokens[:keep], source, kind, cap, before, start)
                     break  # one continuation per leaf
 
     def node_worth(self) -> float:
@@ -253,7 +289,28 @@ class LookupDrafter:
             hit = len(accepted) > 1 and accepted[1] >= self.first_extra
             self.hits = AHEAD_HITS_DECAY * self.hits + (1 - AHEAD_HITS_DECAY) * hit
         self.prior.observe(tree, accepted, self.first_extra, self.kinds)
+        self._note_left(tree, accepted)
         if self.pool is not None and result.target_argmax is not None:
             c = self.step_committed
             before = self.history[max(0, c - self.config.pool_ngram) : c]
             self.pool.harvest(result.proposal.tree, result.target_argmax, before)
+
+    def _note_left(self, tree, accepted) -> None:
+        """Where the copy that went furthest along the accepted path left the text (the bonus
+        token took that position's place); older spots move on by this step's tokens."""
+        steps = self.config.resume_steps
+        if not steps or "prompt" not in self.config.sources:
+            return
+        taken, best = set(accepted), None
+        for start, parent, nodes in self.copies:
+            if parent not in taken:
+                continue
+            k = 0
+            while k < len(nodes) and nodes[k] in taken:
+                k += 1
+            reach = tree.depth[parent] + k
+            if best is None or reach > best[0]:
+                best = (reach, start + k)
+        moved = [(pos + len(accepted), age + 1) for pos, age in self.left if age + 1 < steps]
+        self.left = ([(best[1], 0)] if best is not None else []) + moved
+        del self.left[steps:]

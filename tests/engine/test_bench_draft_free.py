@@ -44,13 +44,35 @@ def test_quick_draft_free_bench_runs_every_task_mode_and_budget(tmp_path):
         if row["mode"] == "ar":
             assert row["speed_vs_ar"] == pytest.approx(1.0)
     assert (tmp_path / "draft_free.md").read_text().startswith("| budget |")
+    assert {(a["task"], a["prompt"]) for a in result["ar_ids"]} == {(t, 0) for t in tasks}
+
+    # a later run on one budget and mode checks against those ids; its ar only probes
+    again = tmp_path / "again"
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--draft-free", "--quick", "--budgets", "50%",
+         "--modes", "prompt lookup", "--ar-ids", str(tmp_path / "draft_free.json"), "--out",
+         str(again)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    second = json.loads((again / "draft_free.json").read_text())
+    assert {(row["budget"], row["mode"]) for row in second["rows"]} == {
+        ("50%", "ar"), ("50%", "prompt lookup")}
+    assert second["lossless"]
+    assert all(run["tokens"] == min(8, 12) for run in second["runs"] if run["mode"] == "ar")
+    assert not (again / "draft_free-partial.json").exists()
 
 
-def test_bad_spec_is_one_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "app.cli", "bench", "--draft-free", "--prompts",
-                        "0", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+@pytest.mark.parametrize("flags, message", [
+    (["--prompts", "0"], "--prompts must be at least 1"),
+    (["--budgets", "150%"], "a budget must be 'resident' or a fraction in (0, 1]"),
+    (["--budgets", "half"], "--budgets: 'half' is neither"),
+    (["--modes", "magic"], "--modes: unknown mode(s) ['magic']"),
+    (["--ar-ids", "/nonexistent/draft_free.json"], "--ar-ids: cannot read"),
+])
+def test_bad_spec_is_one_clear_error(tmp_path, flags, message):
+    r = subprocess.run([sys.executable, "-m", "app.cli", "bench", "--draft-free", *flags,
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
-    assert r.returncode == 2 and "--prompts must be at least 1" in r.stderr
+    assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
 def run(mode, task, tokens, passes, seconds, budget="resident", lossless=True):

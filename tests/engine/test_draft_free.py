@@ -8,7 +8,7 @@ import pytest
 from test_tree_decoding import two_sample_chi2_pvalue  # tests/engine is on sys.path
 
 from engine.config import GenerationConfig, LookaheadConfig, LookupConfig, SamplingConfig
-from engine.decoding.drafters import NoDrafter, Proposal
+from engine.decoding.drafters import NoDrafter, Proposal, StepResult
 from engine.decoding.generate import generate
 from engine.decoding.lookahead import LookaheadDrafter
 from engine.decoding.ngram_pool import NgramPool
@@ -250,3 +250,26 @@ def test_lookup_continues_below_the_drafts_likely_leaves(below_draft):
     if below_draft:  # learned apart from root branches, by depth below the leaf
         kinds = {drafter.kinds[i] for i in range(4, len(tree)) if leaf in tree.path(i)}
         assert kinds == {("prompt+deep", 2)}
+
+
+@pytest.mark.parametrize("resume_steps", [0, 2])
+def test_a_copy_resumes_after_the_target_replaced_a_token(resume_steps):
+    """An edit: the copy `1 2 3 4 6 7 9` is left at `3`, the target says 42 (a new token, so
+    the last tokens match nothing in the text); the next tree offers the text after the spot
+    (42 replaced 3 / was inserted before it / replaced two or three tokens)."""
+    config = LookupConfig(sources=("prompt",), resume_steps=resume_steps, min_prob=0.001)
+    drafter = LookupDrafter(NoDrafter(), config)
+    history = [5, 1, 2, 3, 4, 6, 7, 9]
+    drafter.prefill(history + [5])
+    proposal = drafter.propose(5, len(history))
+    tree = proposal.tree
+    assert tree.tokens[1:4] == [1, 2, 3]
+    path = (0, 1, 2)  # 1 2 accepted, then the target's 42 instead of 3
+    drafter.commit(tree, list(path), 42, len(history))
+    drafter.feedback(StepResult(proposal, path, 42, 0.1))
+    tree = drafter.propose(42, len(history) + 3).tree
+    firsts = [tree.tokens[c] for c in tree.children(0)]
+    assert firsts == ([4, 3, 6, 7] if resume_steps else [])
+    if resume_steps:  # the first resumed copy goes on as the text does: 4 6 7 9
+        first = tree.children(0)[0]
+        assert [tree.tokens[i] for i in range(first, first + 4)] == [4, 6, 7, 9]
