@@ -184,7 +184,7 @@ class LookupConfig:
     pool_ngram: int = 4
     pool_size: int = 8
     prior: float = 0.5
-    min_prob: float = 0.02
+    min_prob: float = 0.01
     below_draft: int = 8  # the draft's most likely leaves continued by lookup (0: none)
     resume_steps: int = 2  # steps a copy left by the target is offered again (0: never)
 

@@ -36,7 +36,7 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
     sources = config.lookup.sources if config.mode == "tree" else ()
     if config.mode == "ar" or draft is None:
         if config.mode == "tree" and sources:  # no draft model: the draft-free branches alone
-            return LookupDrafter(NoDrafter(), config.lookup)
+            return LookupDrafter(NoDrafter(), config.lookup, config.tree.verify_cost_prior)
         if config.mode != "ar":
             raise CanopyError(
                 f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar "

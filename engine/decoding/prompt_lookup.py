@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..config import AHEAD_HITS_DECAY, AHEAD_MAX_BRANCH_HITS, LookupConfig
+from ..costmodel.slot_cost import SlotCost
 from .drafters import Proposal
 from .ngram_pool import NgramPool
 from .tree import TokenTree
@@ -114,8 +115,10 @@ class LookupDrafter:
     nodes cost verification only; `Proposal.free_nodes` tells the cost model how many.
     """
 
-    def __init__(self, inner, config: LookupConfig):
+    def __init__(self, inner, config: LookupConfig, verify_prior: float | None = None):
         self.inner, self.config = inner, config
+        # no draft model's policy to price a verify slot: price it from the passes themselves
+        self.slots = SlotCost(verify_prior) if getattr(inner, "policy", None) is None else None
         self.history: list[int] = []  # committed tokens (the target cache's contents)
         self.pool = NgramPool(config.pool_ngram, config.pool_size) if (
             "ngram" in config.sources) else None
@@ -240,10 +243,11 @@ class LookupDrafter:
                     break  # one continuation per leaf
 
     def node_worth(self) -> float:
-        """The acceptance a draft-free node needs to pay for its verify slot, from the draft's
-        policy (0 without one: min_prob alone decides)."""
-        policy = getattr(self.inner, "policy", None)
-        worth = None if policy is None else policy.node_worth
+        """The acceptance a draft-free node needs to pay for its verify slot: the draft's
+        policy's price, or without a draft model the passes' own (costmodel.slot_cost)."""
+        if self.slots is not None:
+            return self.slots.worth()
+        worth = self.inner.policy.node_worth
         return 0.0 if worth is None else worth
 
     def commit(self, tree, path, bonus, committed):
@@ -280,6 +284,10 @@ class LookupDrafter:
 
     def feedback(self, result):
         self.inner.feedback(result)
+        if self.slots is not None:
+            io = max(result.io_wait_seconds, result.io_busy_seconds or 0.0)
+            self.slots.observe(len(result.proposal.tree), result.verify_seconds or
+                               result.step_seconds, len(result.accepted), io)
         tree, accepted = result.proposal.tree, result.accepted
         if self.full_tree is not None:  # pruned: learn from the tree the drafter proposed
             tree, kept = self.full_tree

@@ -1,0 +1,51 @@
+"""What one more verified node costs a tree with no draft model behind it (draft-free `tree`
+mode): the price a draft-free branch node's acceptance must pay, like StepPolicy.node_worth does
+when a draft model's policy runs.
+
+v(N) ~ v0 + v1 N is fitted on recent passes (seconds against nodes verified, forgotten per
+step as the policy does); the running rate r is recent tokens per second. A node accepted with
+probability p is worth its slot while p >= r * v1 (it wins p tokens, costs v1 seconds that win
+r v1 tokens elsewhere). While the pass is IO-bound (waiting for streamed layers fills most of
+it) verifying one more node costs next to nothing and v's slope is noise: the worth is 0.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..config import VERIFY_COST_PRIOR
+from . import rules
+from .policy import _fit
+from .tree_record import DECAY
+
+MAX_WORTH = 0.5  # as StepPolicy's threshold cap: never prune harder than this
+
+
+class SlotCost:
+    """Recent passes (nodes, seconds, tokens, IO wait) -> the acceptance a node must reach."""
+
+    def __init__(self, verify_prior: float | None = None, window: int = 32):
+        self.prior = VERIFY_COST_PRIOR if verify_prior is None else verify_prior
+        self.passes: deque[tuple[int, float, int, float, int]] = deque(maxlen=window)
+        self.steps = 0
+
+    def observe(self, nodes: int, seconds: float, tokens: int, io_wait: float = 0.0) -> None:
+        """One verified step: `nodes` verified in `seconds` (IO waits included, `io_wait` of
+        them), `tokens` emitted."""
+        self.steps += 1
+        self.passes.append((nodes, seconds, tokens, min(io_wait, seconds), self.steps))
+
+    def _weight(self, step: int) -> float:
+        return DECAY ** (self.steps - step)
+
+    def worth(self) -> float:
+        """The acceptance probability a draft-free node needs for its verify slot."""
+        if len(self.passes) < 2:
+            return 0.0
+        w = [self._weight(p[4]) for p in self.passes]
+        seconds = sum(wt * p[1] for wt, p in zip(w, self.passes))
+        if rules.is_io_bound(sum(wt * p[3] for wt, p in zip(w, self.passes)), seconds):
+            return 0.0
+        _, slope = _fit([(p[0], p[1], wt) for wt, p in zip(w, self.passes)], self.prior)
+        rate = sum(wt * p[2] for wt, p in zip(w, self.passes)) / max(seconds, 1e-9)
+        return min(MAX_WORTH, rate * slope)

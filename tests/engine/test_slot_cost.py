@@ -1,0 +1,53 @@
+"""Draft-free `tree` mode without a draft model prices a verify slot from its own passes
+(engine.costmodel.slot_cost): big trees where a pass is IO-bound, lean ones where each verified
+node costs compute."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import LookupConfig
+from engine.costmodel.slot_cost import MAX_WORTH, SlotCost
+from engine.decoding.drafters import NoDrafter, StepResult
+from engine.decoding.prompt_lookup import LookupDrafter
+
+
+def compute_bound(cost: SlotCost, per_node: float, tokens: int = 2) -> None:
+    for nodes in (1, 9, 17, 33, 5, 25) * 3:  # 0.1 s + per_node s a node
+        cost.observe(nodes, 0.1 + per_node * nodes, tokens)
+
+
+def test_worth_is_the_running_rate_times_the_slope():
+    cost = SlotCost()
+    assert cost.worth() == 0.0  # nothing measured: min_prob alone decides
+    compute_bound(cost, 0.004)
+    seconds = sum(0.1 + 0.004 * n for n in (1, 9, 17, 33, 5, 25))
+    rate = 2 * 6 / seconds
+    assert cost.worth() == pytest.approx(rate * 0.004, rel=0.1)
+    dear = SlotCost()
+    compute_bound(dear, 0.05, tokens=20)  # 23 tokens/s, 0.05 s a slot: 1.2, capped
+    assert dear.worth() == MAX_WORTH
+
+
+def test_an_io_bound_pass_makes_slots_free():
+    cost = SlotCost()
+    for nodes in (1, 9, 17, 33) * 4:  # 0.9 of each pass waits for layers
+        cost.observe(nodes, 1.0 + 0.004 * nodes, 2, io_wait=0.9)
+    assert cost.worth() == 0.0
+
+
+def test_lookup_without_a_draft_prices_its_nodes_from_its_passes():
+    config = LookupConfig(sources=("prompt",), min_prob=0.001, resume_steps=0)
+    drafter = LookupDrafter(NoDrafter(), config)
+    history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]
+    drafter.prefill(history + [3])
+    free = drafter.propose(3, len(history))
+    assert len(free.tree) == 1 + 9  # 4 5 6 7 8 9 1 2 3: 0.5 ** 9 >= 0.001 (no price yet)
+    drafter.commit(free.tree, [0, 1], 5, len(history))
+    drafter.feedback(StepResult(free, (0, 1), 5, 0.3, 0.0, 0.3))
+    assert drafter.slots.passes[-1][:3] == (10, 0.3, 2)  # the pass it verified: 10 nodes
+    drafter.rollback(len(history))
+    compute_bound(drafter.slots, 0.02)  # compute-bound passes: 0.02 s a node
+    assert drafter.node_worth() == drafter.slots.worth() > 0.01
+    dear = drafter.propose(3, len(history))
+    assert 1 < len(dear.tree) < 10  # fewer nodes pay for their slot now
