@@ -154,7 +154,8 @@ def run_draft_free_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "draft_free-partial.json"
     with tempfile.TemporaryDirectory(prefix="canopy-draft-free-") as tmp:
-        pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
+        pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say,
+                            bad_draft=False)
         result = run_draft_free(pair, spec, report=say,
                                 partial=lambda r: partial.write_text(json.dumps(r, indent=1)))
     partial.unlink(missing_ok=True)

@@ -14,13 +14,14 @@ Report = Callable[[str], None]  # progress lines for a person (the CLI prints th
 class Pair:
     target: Path
     draft: Path
-    bad_draft: Path
+    bad_draft: Path | None  # None: not built (a benchmark that does not use it)
     description: str
 
 
 def prepare_pair(target: str | Path | None, draft: str | Path | None, quick: bool, tmp: Path,
-                 report: Report = lambda text: None) -> Pair:
-    """Tiny models (--quick), the given folders, or the demo pair; plus a bad draft."""
+                 report: Report = lambda text: None, bad_draft: bool = True) -> Pair:
+    """Tiny models (--quick), the given folders, or the demo pair; plus a bad draft (unless
+    `bad_draft` is False: requantizing a big target takes its whole size in memory)."""
     from ..testing import make_tiny_model
 
     if quick:
@@ -48,6 +49,8 @@ def prepare_pair(target: str | Path | None, draft: str | Path | None, quick: boo
         target, draft = build_demo_pair(
             progress=lambda e: report(f"{e.what}: {e.done}/{e.total}"))
         what = "demo pair: SmolLM2-135M-Instruct target, its 4-bit requantization as draft"
+    if not bad_draft:
+        return Pair(target, draft, None, what)
     report("building a bad draft (2-bit requantization of the target)")
     bad = make_bad_draft(target, tmp / "bad-draft")
     return Pair(target, draft, bad, what + "; bad draft: the target requantized to 2 bits")
