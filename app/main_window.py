@@ -115,6 +115,8 @@ class MainWindow(ModelsMixin, QMainWindow):
         self.menu_actions.stop.setEnabled(False)  # only while something runs
         self._connect()
         self.chat.set_tint(self.settings.tint_tokens)
+        self.menu_actions.tint_by_source.setChecked(self.settings.tint_by_source)
+        self.menu_actions.tint_by_source.toggled.connect(self._on_tint_by_source)
         self.refresh_conversations()
         self.chat.set_ready(False, "Load a model to start chatting.")
         QWidget.setTabOrder(self.chat.prompt, self.chat.send_button)
@@ -219,6 +221,10 @@ class MainWindow(ModelsMixin, QMainWindow):
 
     def _on_tint(self, on: bool) -> None:
         self.settings.tint_tokens = on
+        save_settings(self.qsettings, self.settings)
+
+    def _on_tint_by_source(self, on: bool) -> None:
+        self.settings.tint_by_source = on
         save_settings(self.qsettings, self.settings)
 
     # ---- generation ----

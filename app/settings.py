@@ -55,6 +55,7 @@ class AppSettings:
     seed: int = -1  # -1: random
     max_tokens: int = _GEN.max_tokens
     tint_tokens: bool = True
+    tint_by_source: bool = False  # View > Tint Tokens by Source
     system_prompt: str = ""
     record_chats: bool = True  # keep the target's top-k of each answer (local, bounded)
     adapt_when_idle: bool = True  # distil recordings into the draft when the app is idle

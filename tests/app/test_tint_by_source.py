@@ -61,3 +61,18 @@ def test_view_menu_action_reaches_the_chat(make_window):
     assert w.chat._by_source and "n-gram pool" in w.chat.legend.text()
     action.trigger()
     assert not w.chat._by_source
+
+
+def test_tint_by_source_is_kept_between_sessions(make_window):
+    """The View menu toggle is a setting: a new window (the next session, same settings file)
+    starts with it as it was left, menu and chat alike."""
+    first = make_window()
+    assert not first.menu_actions.tint_by_source.isChecked()
+    first.menu_actions.tint_by_source.trigger()
+    assert first.settings.tint_by_source
+    second = make_window()
+    assert second.settings.tint_by_source
+    assert second.menu_actions.tint_by_source.isChecked() and second.chat._by_source
+    second.menu_actions.tint_by_source.trigger()
+    third = make_window()
+    assert not third.menu_actions.tint_by_source.isChecked() and not third.chat._by_source
