@@ -290,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "and merged tree on code edit, summarization, question answering and chat "
                    "prompts, resident and streamed at 50%%: tokens per pass, tok/s vs ar")
     b.add_argument("--budgets", default=None,
-                   help="--draft-free: budgets to run, comma-separated 'resident' or fractions "
-                   "of the layer bytes (default resident,50%%)")
+                   help="--draft-free: budgets to run, comma-separated 'resident', fractions "
+                   "of the layer bytes (the rest of the target stays resident too) or MB such "
+                   "as 3390MB (default resident,50%%)")
     b.add_argument("--modes", default=None,
                    help="--draft-free: modes to run, comma-separated (default all: ar, "
                    "lookahead, prompt lookup, draft-free tree, draft tree, merged tree)")

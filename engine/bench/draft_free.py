@@ -34,6 +34,7 @@ from ..config import (
 from ..events import Finished
 from .pair import Pair, Report
 
+MB = 2**20
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "draft_free_prompts.json"
 MODES = ("ar", "lookahead", "prompt lookup", "draft-free tree", "draft tree", "merged tree")
 NO_DRAFT = ("prompt lookup", "lookahead", "draft-free tree")  # the goal without a draft model
@@ -44,7 +45,8 @@ NEEDS_DRAFT = {"draft tree", "merged tree"}
 class DraftFreeSpec:
     max_tokens: int = DRAFT_FREE_MAX_TOKENS
     prompts_per_task: int | None = None  # None: all of them
-    fractions: tuple[float | None, ...] = DRAFT_FREE_FRACTIONS  # of layer bytes; None: resident
+    # float: a fraction of the layer bytes (+ the rest of the target); int: bytes; None: resident
+    fractions: tuple[float | int | None, ...] = DRAFT_FREE_FRACTIONS
     tasks: tuple[str, ...] | None = None  # None: every task in the prompt file
     modes: tuple[str, ...] = MODES  # ar always runs (every mode is checked against its ids)
     # (task, prompt index) -> ar's greedy ids from an earlier run of the same pair; None: run ar
@@ -52,8 +54,10 @@ class DraftFreeSpec:
 
     def __post_init__(self):
         for f in self.fractions:
-            if f is not None and not 0.0 < f <= 1.0:
+            if isinstance(f, float) and not 0.0 < f <= 1.0:
                 raise ValueError(f"a budget must be 'resident' or a fraction in (0, 1], not {f}")
+            if isinstance(f, int) and f < 1:
+                raise ValueError(f"a budget in MB must be more than 0, not {f / MB:g}")
         if self.max_tokens < 1:
             raise ValueError(f"--max-tokens must be at least 1, not {self.max_tokens}")
         unknown = [m for m in self.modes if m not in MODES]
@@ -72,18 +76,21 @@ def load_prompts(spec: DraftFreeSpec, path: Path = PROMPTS_FILE) -> dict[str, li
     return {t: tasks[t][: spec.prompts_per_task] for t in chosen}
 
 
-def parse_budgets(text: str) -> tuple[float | None, ...]:
-    """'resident,50%' (or '0.5') -> (None, 0.5)."""
-    out = []
+def parse_budgets(text: str) -> tuple[float | int | None, ...]:
+    """'resident,50%' (or '0.5') -> (None, 0.5); '3390MB' -> 3390 MiB in bytes."""
+    out: list[float | int | None] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part == "resident":
             out.append(None)
             continue
         try:
-            out.append(float(part[:-1]) / 100 if part.endswith("%") else float(part))
+            if part.upper().endswith("MB"):
+                out.append(int(float(part[:-2]) * MB))
+            else:
+                out.append(float(part[:-1]) / 100 if part.endswith("%") else float(part))
         except ValueError:
             raise ValueError(f"--budgets: {part!r} is neither 'resident' nor a fraction such as "
-                             "50% or 0.5") from None
+                             "50% or 0.5 nor MB such as 3390MB") from None
     if not out:
         raise ValueError("--budgets needs at least one budget, e.g. resident,50%")
     return tuple(out)
@@ -113,10 +120,16 @@ def mode_config(mode: str, max_tokens: int) -> GenerationConfig:
     return GenerationConfig(max_tokens=max_tokens, **kw)
 
 
-def budget_for(target: Path, fraction: float | None) -> int | None:
-    """Non-layer bytes + `fraction` of the layer bytes (None: resident)."""
+def budget_label(fraction: float | int | None) -> str:
     if fraction is None:
-        return None
+        return "resident"
+    return f"{fraction / MB:.0f} MB" if isinstance(fraction, int) else f"{fraction:.0%}"
+
+
+def budget_for(target: Path, fraction: float | int | None) -> int | None:
+    """Non-layer bytes + `fraction` of the layer bytes (None: resident; an int: those bytes)."""
+    if fraction is None or isinstance(fraction, int):
+        return fraction
     from ..streaming import weights
 
     index = weights.index_model(target)
@@ -165,7 +178,7 @@ def run_draft_free(pair: Pair, spec: DraftFreeSpec, report: Report = lambda text
     order = [(task, k) for k in range(max(map(len, prompts.values()), default=0))
              for task in prompts if k < len(prompts[task])]
     for fraction in spec.fractions:
-        label = "resident" if fraction is None else f"{fraction:.0%}"
+        label = budget_label(fraction)
         budget = budget_for(Path(pair.target), fraction)
         with_draft = Session.load(pair.target, pair.draft, budget_bytes=budget)
         alone = Session(with_draft.target)  # the same target weights: one copy in memory

@@ -18,9 +18,11 @@ from engine.bench.draft_free import (
     MODES,
     DraftFreeSpec,
     aggregate,
+    budget_label,
     draft_free_markdown,
     goals,
     load_prompts,
+    parse_budgets,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +67,7 @@ def test_quick_draft_free_bench_runs_every_task_mode_and_budget(tmp_path):
     (["--prompts", "0"], "--prompts must be at least 1"),
     (["--budgets", "150%"], "a budget must be 'resident' or a fraction in (0, 1]"),
     (["--budgets", "half"], "--budgets: 'half' is neither"),
+    (["--budgets", "0MB"], "a budget in MB must be more than 0"),
     (["--modes", "magic"], "--modes: unknown mode(s) ['magic']"),
     (["--ar-ids", "/nonexistent/draft_free.json"], "--ar-ids: cannot read"),
 ])
@@ -80,6 +83,11 @@ def run(mode, task, tokens, passes, seconds, budget="resident", lossless=True):
             "passes": passes, "decode_seconds": seconds, "lossless": lossless,
             "proposed_by_source": {"prompt": 4} if mode != "ar" else {},
             "accepted_by_source": {"prompt": 2} if mode != "ar" else {}}
+
+
+def test_budgets_parse_to_fractions_or_bytes():
+    assert parse_budgets("resident, 50%,0.25,3390MB") == (None, 0.5, 0.25, 3390 * 2**20)
+    assert [budget_label(b) for b in (None, 0.5, 3390 * 2**20)] == ["resident", "50%", "3390 MB"]
 
 
 def test_rows_sum_over_prompts_and_goals_follow_the_issue():
