@@ -294,6 +294,14 @@ class StreamConfig:
         check_limits(self)
 
 
+# What the auto policy measured about a pair (a 1-token draft forward, a 1-token target pass),
+# kept across processes (engine.costmodel.timing_store): the file beside the models folder, its
+# format version, and the entries kept (the least recently updated go first).
+TIMINGS_FILE = "timings.json"
+TIMINGS_VERSION = 1
+TIMINGS_MAX_ENTRIES = 64
+
+
 BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many sampled, bad-draft)
 BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
 DRAFT_FREE_MAX_TOKENS = 96  # new tokens per prompt of `canopy bench --draft-free`

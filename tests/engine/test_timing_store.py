@@ -1,0 +1,160 @@
+"""The draft's measured timing survives the process (engine.costmodel.timing_store): a new
+session (as a fresh process would) reads the stored measures and sends a draft that can never
+win to ar before its first step, without timing it again; a corrupt or unreadable file is
+ignored with a warning; the entry belongs to the exact pair, device, residency and BLAS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from engine.config import TIMINGS_VERSION, GenerationConfig, TreeConfig
+from engine.costmodel import timing_store
+from engine.costmodel.policy import StepPolicy
+from engine.costmodel.timing_store import PairTiming, TimingStore
+from engine.events import Failed, Finished, StepEvent
+from engine.formats.loader import LoadedModel, load_model
+from engine.session import Session
+
+DRAFT_SLEEP = 0.05  # seconds per draft forward: far slower than a tiny target's pass
+PROMPT = [5, 17, 42, 99, 3, 250, 7, 7, 64]
+
+
+class SlowCounting:
+    """A draft model that sleeps in each forward and counts them."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, *args, **kw):
+        self.calls += 1
+        time.sleep(DRAFT_SLEEP)
+        return self.model(*args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+class NoEos:
+    eos_token_ids: list[int] = []
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def fresh_session(tiny_pair, store) -> tuple[Session, SlowCounting]:
+    """What a new process has: models loaded anew (no timing kept on them), the same file."""
+    target = load_model(tiny_pair["target"])
+    target = LoadedModel(**{**vars(target), "tokenizer": NoEos(target.tokenizer)})
+    draft = load_model(tiny_pair["unrelated"])
+    slow = SlowCounting(draft.model)
+    return Session(target, LoadedModel(**{**vars(draft), "model": slow, "measured": {}}),
+                   timings=store), slow
+
+
+def run(session, mode="tree", max_tokens=24):
+    events = list(session.generate(PROMPT, GenerationConfig(mode=mode, max_tokens=max_tokens)))
+    assert not any(isinstance(e, Failed) for e in events), events[-1]
+    return events
+
+
+def test_a_new_session_starts_at_ar_from_the_stored_timing(tiny_pair, tmp_path):
+    store = TimingStore(tmp_path / "timings.json")
+    first, slow = fresh_session(tiny_pair, store)
+    events = run(first)
+    assert slow.calls == 1  # the timed 1-token forward, then ar: it can never win
+    assert not events[-1].stats.extra["draft_timing_stored"]
+    stored = json.loads((tmp_path / "timings.json").read_text())
+    assert stored["version"] == TIMINGS_VERSION and len(stored["entries"]) == 1
+    (entry,) = stored["entries"].values()
+    assert entry["timing"]["draft_forward_seconds"] >= DRAFT_SLEEP
+    assert entry["parts"]["blas_threads"] == timing_store.blas_threads()
+
+    second, slow = fresh_session(tiny_pair, store)  # a fresh process: nothing kept in memory
+    events = run(second)
+    assert slow.calls == 0  # no timing forward: the stored one decided before the first step
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert all(len(e.tree_tokens) == 1 or "draft" not in e.tree_sources for e in steps)
+    assert events[-1].stats.extra["draft_timing_stored"]
+    ar = run(Session(second.target, None, timings=store), mode="ar")
+    assert events[-1].token_ids == ar[-1].token_ids
+
+
+def test_the_policy_decides_from_a_stored_timing_before_any_step():
+    tree = TreeConfig()
+    slow = StepPolicy(tree, time_draft=True, stored=PairTiming(0.2, 0.1, 0.0, 0.001))
+    assert slow.mode == "ar" and slow.timing_bound and not slow.wants_draft_timing()
+    assert not slow.plan().speculate
+    fast = StepPolicy(tree, time_draft=True, stored=PairTiming(0.002, 0.1, 0.0, 0.001))
+    assert fast.mode == "tree" and not fast.wants_draft_timing() and fast.plan().speculate
+    kept = slow.measured_timing()
+    assert kept.draft_forward_seconds == pytest.approx(0.2)
+    assert kept.target_pass_seconds == pytest.approx(0.1)
+    # without a prior the policy times the draft first (after a few of ar's passes)
+    assert StepPolicy(tree, time_draft=True).measured_timing() is None
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"version": 999, "entries": {}}),
+                                     json.dumps([1, 2]), b"\xff\xfe\x00"])
+def test_a_corrupt_file_is_ignored_with_a_warning_and_rewritten(tiny_pair, tmp_path, caplog,
+                                                                content):
+    path = tmp_path / "timings.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    session, slow = fresh_session(tiny_pair, TimingStore(path))
+    with caplog.at_level(logging.WARNING, logger=timing_store.__name__):
+        events = run(session)
+    assert isinstance(events[-1], Finished) and slow.calls == 1
+    assert "ignores its timing file" in caplog.text
+    assert json.loads(path.read_text())["version"] == TIMINGS_VERSION  # replaced
+
+
+def test_an_unreadable_or_unwritable_file_never_fails_a_generation(tiny_pair, tmp_path, caplog):
+    path = tmp_path / "timings.json"
+    path.mkdir()  # a folder where the file should be: reading and writing both fail
+    session, slow = fresh_session(tiny_pair, TimingStore(path))
+    with caplog.at_level(logging.WARNING, logger=timing_store.__name__):
+        events = run(session)
+    assert isinstance(events[-1], Finished) and slow.calls == 1
+    assert "ignores its timing file" in caplog.text and "cannot write" in caplog.text
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    off, slow = fresh_session(tiny_pair, TimingStore(None))  # no store: timed in process only
+    run(off)
+    assert slow.calls == 1 and off.timings.entry(off.target, off.draft) is None
+
+
+def test_the_entry_belongs_to_the_pair_residency_and_blas_threads(tiny_pair, tmp_path,
+                                                                  monkeypatch):
+    store = TimingStore(tmp_path / "timings.json")
+    target, draft = load_model(tiny_pair["target"]), load_model(tiny_pair["noisy"])
+    entry = store.entry(target, draft)
+    assert entry.prior is None
+    entry.keep(PairTiming(0.01, 0.02, 0.0, 0.001))
+    assert store.entry(target, draft).prior == PairTiming(0.01, 0.02, 0.0, 0.001)
+    # another draft, other BLAS threads, a streamed target: other entries
+    assert store.entry(target, load_model(tiny_pair["same"])).prior is None
+    monkeypatch.setattr(timing_store, "blas_threads", lambda: 99)
+    assert store.entry(target, draft).prior is None
+    monkeypatch.undo()
+
+    class Store:
+        budget = 123_456
+
+    streamed = LoadedModel(**{**vars(target), "model": type(
+        "Streamed", (), {"store": Store(), "parameters": target.model.parameters})()})
+    assert store.entry(streamed, draft).prior is None
+    # rebuilt weights (new mtime): another model
+    weights = next(draft.path.glob("*.safetensors"))
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert store.entry(target, draft).prior is None
+    finally:
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.entry(target, draft).prior is not None
