@@ -60,3 +60,16 @@ def demo_pair(tmp_path_factory):
     home = demo.models_home() if os.environ.get("CANOPY_HOME") else (
         tmp_path_factory.mktemp("canopy") / "models")
     return demo.build_demo_pair(home)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def timings_in_tmp(tmp_path_factory):
+    """Sessions in tests keep the policy's timings (engine.costmodel.timing_store) in a
+    temporary file, never in the user's: a test run neither reads nor leaves one there."""
+    from engine.costmodel import timing_store
+
+    patch = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("timings") / "timings.json"
+    patch.setattr(timing_store, "default_timings_path", lambda: path)
+    yield path
+    patch.undo()

@@ -83,20 +83,6 @@ class Plan:
     children: int | None = None  # top-k candidates per expanded node (None: the configured)
 
 
-def _fit(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float, float]:
-    """Weighted least squares y = a + b x over (x, y, weight), b >= 0, with the slope shrunk
-    toward a prior (`prior_slope` times the mean per unit of x; `prior_weight` in units of
-    weight * x^2), so a few noisy points with little spread cannot make it up. Plain Python."""
-    sw = sum(p[2] for p in points)
-    xm = sum(p[0] * p[2] for p in points) / sw
-    ym = sum(p[1] * p[2] for p in points) / sw
-    sxx = sum(p[2] * (p[0] - xm) ** 2 for p in points)
-    sxy = sum(p[2] * (p[0] - xm) * (p[1] - ym) for p in points)
-    b0 = prior_slope * ym / (1 + prior_slope * xm)
-    b = max(0.0, (sxy + prior_weight * b0) / (sxx + prior_weight))
-    return max(ym - b * xm, 0.0), b
-
-
 class StepPolicy:
     """Chooses node budget, tree shape, threshold, ar fallback and IO-wait drafting (module doc).
 
@@ -154,6 +140,7 @@ class StepPolicy:
         io = min(stored.target_io_seconds, stored.target_pass_seconds)
         self.forwards.append((1, stored.draft_forward_seconds, 0))
         self.passes.append((1, stored.target_pass_seconds, 0, io))
+        self.singles.append(stored.target_pass_seconds)  # a one-token pass
         self.overheads.append(stored.overhead_seconds)
         self._refit()
         if self.auto and not self.can_win():
@@ -185,7 +172,7 @@ class StepPolicy:
 
     def _refit(self) -> None:
         if self.forwards:
-            a, b = _fit([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
+            a, b = rules.fit_line([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
             self.d = cm.Curve.linear(a, b)
         if self.passes:
             self.v, self.v_slope = self._fit_passes()
@@ -198,9 +185,9 @@ class StepPolicy:
         points = [(n, s, self._weight(k)) for n, s, k, _ in self.passes]
         multi = [p for p in points if p[0] > 1]
         if not self.singles or not multi:
-            a, b = _fit(points, self.verify_prior)
+            a, b = rules.fit_line(points, self.verify_prior)
             return cm.Curve.linear(a, b), b
-        a, b = _fit(multi, self.verify_prior)
+        a, b = rules.fit_line(multi, self.verify_prior)
         v1 = sorted(self.singles)[len(self.singles) // 2]  # kept while trees fill `passes`
         return cm.Curve((1.0, 2.0, 3.0), (v1, a + 2 * b, a + 3 * b)), b
 

@@ -77,9 +77,12 @@ def model_identity(loaded) -> dict:
 
 
 def weight_dtypes(model) -> list[str]:
+    """The dtypes of the weights outside the transformer layers (always resident, also in a
+    streamed target's shell, whose unread layers are placeholders)."""
     from mlx.utils import tree_flatten
 
-    return sorted({str(v.dtype) for _, v in tree_flatten(model.parameters())})
+    params = tree_flatten(getattr(model, "shell", model).parameters())
+    return sorted({str(v.dtype) for name, v in params if "layers." not in name})
 
 
 def pair_parts(target, draft) -> dict:

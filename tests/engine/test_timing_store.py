@@ -19,6 +19,7 @@ from engine.costmodel.timing_store import PairTiming, TimingStore
 from engine.events import Failed, Finished, StepEvent
 from engine.formats.loader import LoadedModel, load_model
 from engine.session import Session
+from engine.streaming.weights import index_model
 
 DRAFT_SLEEP = 0.05  # seconds per draft forward: far slower than a tiny target's pass
 PROMPT = [5, 17, 42, 99, 3, 250, 7, 7, 64]
@@ -134,27 +135,29 @@ def test_the_entry_belongs_to_the_pair_residency_and_blas_threads(tiny_pair, tmp
     store = TimingStore(tmp_path / "timings.json")
     target, draft = load_model(tiny_pair["target"]), load_model(tiny_pair["noisy"])
     entry = store.entry(target, draft)
-    assert entry.prior is None
+    assert entry.stored is None
     entry.keep(PairTiming(0.01, 0.02, 0.0, 0.001))
-    assert store.entry(target, draft).prior == PairTiming(0.01, 0.02, 0.0, 0.001)
+    assert store.entry(target, draft).stored == PairTiming(0.01, 0.02, 0.0, 0.001)
     # another draft, other BLAS threads, a streamed target: other entries
-    assert store.entry(target, load_model(tiny_pair["same"])).prior is None
+    assert store.entry(target, load_model(tiny_pair["same"])).stored is None
     monkeypatch.setattr(timing_store, "blas_threads", lambda: 99)
-    assert store.entry(target, draft).prior is None
+    assert store.entry(target, draft).stored is None
     monkeypatch.undo()
 
-    class Store:
-        budget = 123_456
-
-    streamed = LoadedModel(**{**vars(target), "model": type(
-        "Streamed", (), {"store": Store(), "parameters": target.model.parameters})()})
-    assert store.entry(streamed, draft).prior is None
+    index = index_model(tiny_pair["target"])
+    layers = [index.layer_bytes(i) for i in range(len(index.layers))]
+    budget = sum(t.length for t in index.other) + max(layers)  # one streamed layer at a time
+    streamed = Session.load(tiny_pair["target"], budget_bytes=budget)
+    try:
+        assert store.entry(streamed.target, draft).stored is None
+    finally:
+        streamed.close()
     # rebuilt weights (new mtime): another model
     weights = next(draft.path.glob("*.safetensors"))
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     try:
-        assert store.entry(target, draft).prior is None
+        assert store.entry(target, draft).stored is None
     finally:
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert store.entry(target, draft).prior is not None
+    assert store.entry(target, draft).stored is not None
