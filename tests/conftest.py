@@ -64,12 +64,11 @@ def demo_pair(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def timings_in_tmp(tmp_path_factory):
-    """Sessions in tests keep the policy's timings (engine.costmodel.timing_store) in a
-    temporary file, never in the user's: a test run neither reads nor leaves one there."""
-    from engine.costmodel import timing_store
-
+    """Sessions in tests (and `canopy` processes they start) keep the policy's timings
+    (engine.costmodel.timing_store) in a temporary file: a test run neither reads nor leaves
+    one in the user's folder."""
     patch = pytest.MonkeyPatch()
     path = tmp_path_factory.mktemp("timings") / "timings.json"
-    patch.setattr(timing_store, "default_timings_path", lambda: path)
+    patch.setenv("CANOPY_TIMINGS_FILE", str(path))
     yield path
     patch.undo()

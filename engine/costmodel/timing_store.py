@@ -106,9 +106,12 @@ def parts_key(parts: dict) -> str:
 
 
 def default_timings_path() -> Path:
-    """`TIMINGS_FILE` beside the models folder ($CANOPY_HOME/timings.json when it is set)."""
+    """$CANOPY_TIMINGS_FILE if set (tests: a temporary file), else `TIMINGS_FILE` beside the
+    models folder ($CANOPY_HOME/timings.json when CANOPY_HOME is set)."""
     from ..formats.demo import models_home
 
+    if env := os.environ.get("CANOPY_TIMINGS_FILE"):
+        return Path(env).expanduser()
     return models_home().parent / TIMINGS_FILE
 
 

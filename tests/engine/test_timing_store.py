@@ -161,3 +161,11 @@ def test_the_entry_belongs_to_the_pair_residency_and_blas_threads(tiny_pair, tmp
     finally:
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert store.entry(target, draft).stored is not None
+
+
+def test_the_default_file_lies_beside_the_models_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("CANOPY_TIMINGS_FILE", raising=False)
+    monkeypatch.setenv("CANOPY_HOME", str(tmp_path))
+    assert TimingStore.default().path == tmp_path / "timings.json"
+    monkeypatch.setenv("CANOPY_TIMINGS_FILE", str(tmp_path / "elsewhere.json"))
+    assert TimingStore.default().path == tmp_path / "elsewhere.json"
