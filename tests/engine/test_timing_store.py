@@ -169,3 +169,20 @@ def test_the_default_file_lies_beside_the_models_folder(monkeypatch, tmp_path):
     assert TimingStore.default().path == tmp_path / "timings.json"
     monkeypatch.setenv("CANOPY_TIMINGS_FILE", str(tmp_path / "elsewhere.json"))
     assert TimingStore.default().path == tmp_path / "elsewhere.json"
+
+
+def test_speed_bench_fresh_processes_find_the_timing_the_first_stored(tmp_path):
+    """`canopy bench --speed`'s fresh-process rows on tiny models: real processes, the second
+    of each pair starts from the timing the first stored; the streamed gap is reported."""
+    from engine.bench.pair import prepare_pair
+    from engine.bench.speed import SpeedSpec, run_speed, speed_markdown
+
+    pair = prepare_pair(None, None, True, tmp_path)
+    spec = SpeedSpec(prompt_tokens=(16, 40), max_tokens=12, fresh_pairs=1)
+    result = run_speed(pair, spec, folder=tmp_path)
+    fresh = result["fresh"]
+    assert [r["draft_timing_stored"] for r in fresh["no_stored_timing"]] == [False]
+    assert [r["draft_timing_stored"] for r in fresh["stored_timing"]] == [True]
+    assert fresh["stored_timing"][0]["decode_ratio"] > 0
+    text = speed_markdown(result)
+    assert "Fresh processes" in text and "gap" in text
