@@ -186,3 +186,17 @@ def test_speed_bench_fresh_processes_find_the_timing_the_first_stored(tmp_path):
     assert fresh["stored_timing"][0]["decode_ratio"] > 0
     text = speed_markdown(result)
     assert "Fresh processes" in text and "gap" in text
+
+
+def test_a_stored_fast_timing_starts_trees_at_once_and_keeps_greedy_ids(tiny_pair, tmp_path):
+    """A draft stored as cheap goes to trees from the second step (no ar passes, no timing
+    forward first); the emitted ids still equal the target's alone."""
+    store = TimingStore(tmp_path / "timings.json")
+    session, slow = fresh_session(tiny_pair, store)
+    session.timings.entry(session.target, session.draft).keep(PairTiming(1e-6, 0.05))
+    events = run(session, max_tokens=16)
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert "draft" in steps[1].tree_sources  # the first step is the target's alone
+    assert slow.calls > 0 and events[-1].stats.extra["draft_timing_stored"]
+    ar = run(Session(session.target, None, timings=store), mode="ar", max_tokens=16)
+    assert events[-1].token_ids == ar[-1].token_ids
