@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..config import SPEED_FRESH_PAIRS, SPEED_PROMPT_TOKENS, GenerationConfig, LookupConfig
 from ..events import Finished, StepEvent
-from .environment import peer_environment
+from .environment import env_load, environment, peer_environment
 from .pair import Pair, Report
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "bench_prompts.json"
@@ -118,7 +118,8 @@ def run_fresh(pair: Pair, text: str, max_tokens: int, timings: Path, out: Path) 
     job.write_text(json.dumps({"target": str(pair.target), "draft": str(pair.bad_draft),
                                "text": text, "max_tokens": max_tokens,
                                "timings": str(timings), "out": str(out)}))
-    subprocess.run([sys.executable, "-c", FRESH, str(job)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", FRESH, str(job)], check=True, capture_output=True,
+                   env=peer_environment())  # Canopy as shipped: its own BLAS threads
     return json.loads(out.read_text())
 
 
@@ -172,6 +173,7 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
     auto = GenerationConfig(mode="tree", max_tokens=spec.max_tokens)
     draft_only = GenerationConfig(mode="tree", max_tokens=spec.max_tokens,
                                   lookup=LookupConfig(sources=()))
+    env = environment()  # date, BLAS threads, load at the start
     texts = prompt_texts(load_tokenizer(Path(pair.target)), spec.prompt_tokens)
     mlx_rows = {}
     for n, text in texts.items():
@@ -227,6 +229,7 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
     bound = 1.0 / max(read_s, 1.0 / resident_ar) if resident_ar else 0.0
     return {
         "spec": vars(spec) | {"pair": pair.description},
+        "environment": env | {"load_average_end": env_load()},
         "rows": rows,
         "fresh": fresh,
         "streamed": {
@@ -245,7 +248,14 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
 
 def speed_markdown(result: dict) -> str:
     """The result as a Markdown table plus the streamed figures."""
+    env = result.get("environment") or {}
+    load = [f"{x:.1f}" for x in (env.get("load_average") or [])[:1] + (
+        env.get("load_average_end") or [])[:1]]
     lines = [
+        f"{result['spec']['pair']}. Run {env.get('date', '?')}, load (1 min) "
+        f"{' -> '.join(load) or '?'}, {env.get('blas', '?')}; "
+        f"{result['spec']['max_tokens']} new tokens.",
+        "",
         "| prompt tokens | mlx-lm tok/s | Canopy ar tok/s | ratio | mlx-lm TTFT s | Canopy TTFT s "
         "| ratio | auto, bad draft tok/s | ratio to mlx-lm | whole answer, ratio "
         "| draft tree alone: ratio | whole answer, ratio |",

@@ -13,7 +13,6 @@ when it ends. An unreadable or corrupt file is ignored with a logged warning, ne
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -24,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..blas_threads import blas_threads
 from ..config import TIMINGS_FILE, TIMINGS_MAX_ENTRIES, TIMINGS_VERSION
 
 log = logging.getLogger(__name__)
@@ -50,17 +50,6 @@ class PairTiming:
         if values["draft_forward_seconds"] <= 0 or values["target_pass_seconds"] <= 0:
             return None
         return cls(**values)
-
-
-def blas_threads() -> int | None:
-    """OpenBLAS's thread count in this process (set at run time or by OPENBLAS_NUM_THREADS);
-    None where MLX does not use OpenBLAS (macOS, the CPU wheel's reference BLAS)."""
-    try:
-        get = ctypes.CDLL(None).openblas_get_num_threads
-    except (OSError, AttributeError):
-        return None
-    get.restype = ctypes.c_int
-    return int(get())
 
 
 def model_identity(loaded) -> dict:
