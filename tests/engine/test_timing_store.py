@@ -200,3 +200,15 @@ def test_a_stored_fast_timing_starts_trees_at_once_and_keeps_greedy_ids(tiny_pai
     assert slow.calls > 0 and events[-1].stats.extra["draft_timing_stored"]
     ar = run(Session(session.target, None, timings=store), mode="ar", max_tokens=16)
     assert events[-1].token_ids == ar[-1].token_ids
+
+
+def test_the_store_keeps_the_fastest_measures_seen_for_a_key(tmp_path):
+    """A draft timed slow under load must not stay at ar in every later process: each
+    measure keeps its fastest value (the pass's IO share with its pass), the overhead the
+    newest."""
+    store = TimingStore(tmp_path / "timings.json")
+    store.save("k", {}, PairTiming(0.05, 0.10, 0.02, 0.001))
+    store.save("k", {}, PairTiming(0.20, 0.08, 0.04, 0.003))  # a loaded draft, a faster pass
+    assert store.load("k") == PairTiming(0.05, 0.08, 0.04, 0.003)
+    store.save("k", {}, PairTiming(0.03, 0.30, 0.0, 0.002))
+    assert store.load("k") == PairTiming(0.03, 0.08, 0.04, 0.002)
