@@ -116,7 +116,10 @@ class PairEntry:
     stored: PairTiming | None
 
     def keep(self, timing: PairTiming) -> None:
-        self.store.save(self.key, self.parts, timing)
+        try:
+            self.store.save(self.key, self.parts, timing)
+        except Exception as e:  # the answer is complete: a timing kept or not never fails it
+            log.warning("Canopy could not keep the pair's timing (%s: %s).", type(e).__name__, e)
 
 
 class TimingStore:
@@ -136,7 +139,7 @@ class TimingStore:
             return None
         try:
             parts = pair_parts(target, draft)
-        except OSError as e:
+        except Exception as e:  # a folder gone since loading, a model without files: no store
             log.warning("Canopy cannot identify the pair for its timing file (%s); the draft "
                         "is timed in this process only.", e)
             return None

@@ -212,3 +212,15 @@ def test_the_store_keeps_the_fastest_measures_seen_for_a_key(tmp_path):
     assert store.load("k") == PairTiming(0.05, 0.08, 0.04, 0.003)
     store.save("k", {}, PairTiming(0.03, 0.30, 0.0, 0.002))
     assert store.load("k") == PairTiming(0.03, 0.08, 0.04, 0.002)
+
+
+def test_a_pair_without_model_files_generates_without_a_stored_timing(tiny_pair, tmp_path,
+                                                                      caplog):
+    """Models whose folder cannot be read (moved since loading): no entry, a warning, and the
+    answer as usual."""
+    session, slow = fresh_session(tiny_pair, TimingStore(tmp_path / "timings.json"))
+    session.draft = LoadedModel(**{**vars(session.draft), "path": tmp_path / "gone"})
+    with caplog.at_level(logging.WARNING, logger=timing_store.__name__):
+        events = run(session)
+    assert isinstance(events[-1], Finished) and "draft_timing_stored" not in events[-1].stats.extra
+    assert "cannot identify the pair" in caplog.text and slow.calls == 1
