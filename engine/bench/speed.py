@@ -132,8 +132,9 @@ def fresh_main(job_path: str) -> None:
     session = Session.load(spec["target"], spec["draft"], timings=TimingStore(spec["timings"]))
     try:
         ids = session.target.tokenizer.encode(spec["text"])
-        row = run_canopy(session, ids, GenerationConfig(mode="tree",
-                                                        max_tokens=spec["max_tokens"]))
+        # the draft model's tree alone: the bad draft's exit, not what prompt lookup wins
+        row = run_canopy(session, ids, GenerationConfig(
+            mode="tree", max_tokens=spec["max_tokens"], lookup=LookupConfig(sources=())))
     finally:
         session.close()
     Path(spec["out"]).write_text(json.dumps(row))
@@ -297,6 +298,7 @@ def fresh_markdown(fresh: dict | None) -> list[str]:
         total = " / ".join(f"{r['total_ratio'] or 0:.2f}" for r in rows)
         return f"decode {decode}×, whole answer {total}× mlx-lm"
 
-    return ["", f"Fresh processes, tree (auto) with the bad draft, {fresh['prompt_tokens']} "
+    return ["", f"Fresh processes, tree (auto) with the bad draft's tree alone, "
+            f"{fresh['prompt_tokens']} "
             f"prompt tokens, per pair: no stored timing {figures('no_stored_timing')}; the "
             f"timing stored by the first {figures('stored_timing')}."]
