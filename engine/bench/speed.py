@@ -25,6 +25,7 @@ with the bad draft times it), as before stored timings existed.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -32,6 +33,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import mlx.core as mx
 
 from ..config import SPEED_FRESH_PAIRS, SPEED_PROMPT_TOKENS, GenerationConfig, LookupConfig
 from ..events import Finished, StepEvent
@@ -208,6 +211,9 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
             })
     finally:
         resident.close()
+    del resident  # its weights go before the fresh processes and the streamed session load theirs
+    gc.collect()
+    mx.clear_cache()
     fresh = None
     if folder is not None and spec.fresh_pairs > 0:
         n = spec.prompt_tokens[len(spec.prompt_tokens) // 2]
