@@ -159,7 +159,7 @@ class Session:
             config = replace(config, tree=replace(config.tree, verify_cost_prior=prior))
         turn = TurnCache(self.prompt_cache, conversation) if conversation is not None else None
         # the tree policy's measures of this pair, stored by earlier processes (and kept)
-        timings = self.timings.entry(self.target, self.draft) if (
+        timings = self.timings.entry(self.target, self.draft, config.draft_vocab) if (
             self.draft is not None and config.mode == "tree") else None
         try:
             yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn,

@@ -132,13 +132,14 @@ class TimingStore:
     def default(cls) -> TimingStore:
         return cls(default_timings_path())
 
-    def entry(self, target, draft) -> PairEntry | None:
+    def entry(self, target, draft, draft_vocab: str | int = "auto") -> PairEntry | None:
         """The pair's entry, with its stored timing if any (None: the store is off or the
-        models' files cannot be read)."""
+        models' files cannot be read). `draft_vocab`: the draft's head rows setting (a
+        vocabulary subset makes its forward cheaper)."""
         if self.path is None:
             return None
         try:
-            parts = pair_parts(target, draft)
+            parts = pair_parts(target, draft) | {"draft_vocab": str(draft_vocab)}
         except Exception as e:  # a folder gone since loading, a model without files: no store
             log.warning("Canopy cannot identify the pair for its timing file (%s); the draft "
                         "is timed in this process only.", e)

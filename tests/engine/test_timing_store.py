@@ -143,6 +143,7 @@ def test_the_entry_belongs_to_the_pair_residency_and_blas_threads(tiny_pair, tmp
     monkeypatch.setattr(timing_store, "blas_threads", lambda: 99)
     assert store.entry(target, draft).stored is None
     monkeypatch.undo()
+    assert store.entry(target, draft, draft_vocab=64).stored is None  # a cheaper draft head
 
     index = index_model(tiny_pair["target"])
     layers = [index.layer_bytes(i) for i in range(len(index.layers))]
