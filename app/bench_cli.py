@@ -112,8 +112,9 @@ def run_speed_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="canopy-speed-") as tmp:
         pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
-        spec = SpeedSpec(max_tokens=args.max_tokens or BENCH_MAX_TOKENS)
-        result = run_speed(pair, spec, report=say)
+        spec = SpeedSpec(max_tokens=args.max_tokens or BENCH_MAX_TOKENS,
+                         fresh_pairs=max(0, args.fresh_pairs))
+        result = run_speed(pair, spec, report=say, folder=Path(tmp))
     (out / "speed.json").write_text(json.dumps(result, indent=1))
     markdown = speed_markdown(result)
     (out / "speed.md").write_text(markdown)

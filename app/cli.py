@@ -38,6 +38,7 @@ from engine.config import (
     IOBENCH_LAYERS,
     IOBENCH_MB,
     IOBENCH_REPEAT,
+    SPEED_FRESH_PAIRS,
     SoakConfig,
 )
 
@@ -285,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--speed", action="store_true",
                    help="Canopy against mlx-lm's own generate, target alone: decode tok/s and "
                    "TTFT at several prompt lengths, tree (auto) with a bad draft, streamed 50%%")
+    b.add_argument("--fresh-pairs", type=int, default=SPEED_FRESH_PAIRS,
+                   help="--speed: pairs of fresh processes running tree (auto) with the bad "
+                   "draft, without then with the timing the first stored (0: none)")
     b.add_argument("--draft-free", action="store_true",
                    help="drafts without a draft model: ar, lookahead, prompt lookup, draft tree "
                    "and merged tree on code edit, summarization, question answering and chat "

@@ -294,12 +294,25 @@ class StreamConfig:
         check_limits(self)
 
 
+# What the auto policy measured about a pair (a 1-token draft forward, a 1-token target pass),
+# kept across processes (engine.costmodel.timing_store): the file beside the models folder, its
+# format version, and the entries kept (the least recently updated go first).
+TIMINGS_FILE = "timings.json"
+TIMINGS_VERSION = 1
+TIMINGS_MAX_ENTRIES = 64
+
+
 BENCH_PROMPTS = 20  # greedy prompts of a full `canopy bench` (half as many sampled, bad-draft)
 BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
 DRAFT_FREE_MAX_TOKENS = 96  # new tokens per prompt of `canopy bench --draft-free`
 DRAFT_FREE_FRACTIONS = (None, 0.5)  # its budgets: resident, then half the layer bytes streamed
 DRAFT_FREE_AR_PROBE_TOKENS = 8  # its ar row's tokens when ar's ids come from an earlier run
 SPEED_PROMPT_TOKENS = (32, 256, 1000)  # `canopy bench --speed`: prompt lengths vs mlx-lm
+SPEED_FRESH_PAIRS = 2  # its fresh-process pairs (no stored timing, then the stored one)
+# A benchmark's bad draft (the target requantized to 2 bits) is written back as floats up to this
+# size (as fast as the target per token); above it, kept quantized (a second float copy of a
+# multi-GB target would not fit in memory beside it)
+BAD_DRAFT_FLOAT_MAX_BYTES = 2 << 30
 IOBENCH_MB, IOBENCH_LAYERS, IOBENCH_REPEAT = 256, 16, 3  # `canopy bench --io`: file, layers, passes
 # `canopy bench --pair coder` (Qwen2.5-Coder 1.5B target, 6.7 GB fp32): new tokens per prompt,
 # the fixed large tree budget, the wall-time budget the run plans its prompt counts for, and

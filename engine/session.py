@@ -16,6 +16,7 @@ from .config import (
     StreamConfig,
     platform_verify_cost_prior,
 )
+from .costmodel.timing_store import TimingStore
 from .errors import ContextLengthError, ModelError
 from .events import Event, LoadProgress
 from .formats.compat import check_pair
@@ -26,11 +27,15 @@ Progress = Callable[[LoadProgress], None]
 
 class Session:
     def __init__(self, target: LoadedModel, draft: LoadedModel | None = None,
-                 prompt_cache: PromptCacheConfig | None = None):
+                 prompt_cache: PromptCacheConfig | None = None,
+                 timings: TimingStore | None = None):
+        """timings: where the auto policy's measures of the pair are kept across processes
+        (None: the default file beside the models folder; `TimingStore(None)`: nowhere)."""
         from .decoding.prompt_cache import PromptCache
 
         self.target = target
         self.draft = draft
+        self.timings = timings if timings is not None else TimingStore.default()
         # conversations' KV caches between turns; the fingerprint keeps disk entries per pair
         self.prompt_cache = PromptCache(prompt_cache, fingerprint=_fingerprint(target, draft))
 
@@ -44,6 +49,7 @@ class Session:
         stream: StreamConfig | None = None,
         progress: Progress | None = None,
         prompt_cache: PromptCacheConfig | None = None,
+        timings: TimingStore | None = None,
         **stream_options,
     ) -> Session:
         """Load the pair; raises CanopyError subclasses with person-readable messages.
@@ -52,6 +58,7 @@ class Session:
         stream: how a streamed target reads its layers (default `StreamConfig()`).
         stream_options: further keywords for `load_streamed_model` (reader).
         prompt_cache: how many conversations keep their KV caches between turns.
+        timings: where the pair's measured timings are kept (see __init__).
         """
         report = progress or (lambda e: None)
         stream = stream or StreamConfig()
@@ -77,7 +84,7 @@ class Session:
         except BaseException:  # incl. a cancelled load: the IO thread must not outlive us
             _close_target(target)
             raise
-        return cls(target, draft, prompt_cache)
+        return cls(target, draft, prompt_cache, timings)
 
     def close(self) -> None:
         """Stop a streamed target's IO thread and drop its layers (a resident pair needs
@@ -151,9 +158,12 @@ class Session:
             prior = platform_verify_cost_prior(streamed)
             config = replace(config, tree=replace(config.tree, verify_cost_prior=prior))
         turn = TurnCache(self.prompt_cache, conversation) if conversation is not None else None
+        # the tree policy's measures of this pair, stored by earlier processes (and kept)
+        timings = self.timings.entry(self.target, self.draft, config.draft_vocab) if (
+            self.draft is not None and config.mode == "tree") else None
         try:
             yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn,
-                                observer)
+                                observer, timings)
         finally:
             if should_stop is not None and should_stop():
                 self.stop_read_ahead()  # cancelled: no reads for a pass that will not come

@@ -60,3 +60,15 @@ def demo_pair(tmp_path_factory):
     home = demo.models_home() if os.environ.get("CANOPY_HOME") else (
         tmp_path_factory.mktemp("canopy") / "models")
     return demo.build_demo_pair(home)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def timings_in_tmp(tmp_path_factory):
+    """Sessions in tests (and `canopy` processes they start) keep the policy's timings
+    (engine.costmodel.timing_store) in a temporary file: a test run neither reads nor leaves
+    one in the user's folder."""
+    patch = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("timings") / "timings.json"
+    patch.setenv("CANOPY_TIMINGS_FILE", str(path))
+    yield path
+    patch.undo()

@@ -51,16 +51,27 @@ def prepare_pair(target: str | Path | None, draft: str | Path | None, quick: boo
         what = "demo pair: SmolLM2-135M-Instruct target, its 4-bit requantization as draft"
     if not bad_draft:
         return Pair(target, draft, None, what)
-    report("building a bad draft (2-bit requantization of the target)")
-    bad = make_bad_draft(target, tmp / "bad-draft")
-    return Pair(target, draft, bad, what + "; bad draft: the target requantized to 2 bits")
+    store = bad_draft_store(target)
+    report(f"building a bad draft (2-bit requantization of the target, stored {store})")
+    bad = make_bad_draft(target, tmp / "bad-draft", store)
+    return Pair(target, draft, bad,
+                what + f"; bad draft: the target requantized to 2 bits, stored {store}")
 
 
-def make_bad_draft(target: Path, out: Path) -> Path:
+def bad_draft_store(target: Path) -> str:
+    """"dequantized" (floats: as fast per token as the target) up to BAD_DRAFT_FLOAT_MAX_BYTES
+    of target weights, else "quantized" (a second float copy would not fit beside it)."""
+    from ..config import BAD_DRAFT_FLOAT_MAX_BYTES
+
+    size = sum(f.stat().st_size for f in Path(target).glob("*.safetensors"))
+    return "dequantized" if size <= BAD_DRAFT_FLOAT_MAX_BYTES else "quantized"
+
+
+def make_bad_draft(target: Path, out: Path, store: str = "dequantized") -> Path:
     try:
         from ..formats.demo import make_draft
 
-        return make_draft(target, out, bits=2, group_size=32)
+        return make_draft(target, out, bits=2, group_size=32, store=store)
     except ImportError:  # no demo module: an unrelated random model with the same shapes
         import shutil
 

@@ -11,14 +11,21 @@ One run, same prompts (cut from the benchmark prompt set at a few token lengths)
   with the default draft-free branches (prompt lookup, n-gram pool: they may win on their own
   where the answer repeats the prompt) and with the draft model's tree alone (the cost of
   the bad draft's exit);
+- tree (auto) with the bad draft in fresh processes, as a user's next `canopy` run meets it:
+  the first finds no stored timing (it times the draft), the next starts from the timing the
+  first stored (engine.costmodel.timing_store; pairs of processes, middle prompt length);
 - streamed at a fraction of the target's bytes: `ar` and tree (auto) with the bad draft, against
   the bound of a layer-by-layer loop whose reads fully overlap compute at the bandwidth the IO
   thread measured in that run: 1 / max(bytes read per token / bandwidth, resident ar seconds
-  per token).
+  per token), and the gap to it.
+mlx-lm's rows run first, while no Canopy model is loaded (a large target would be in memory
+twice). Canopy's in-process sessions keep the draft's timing in memory only (the first answer
+with the bad draft times it), as before stored timings existed.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -27,9 +34,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import SPEED_PROMPT_TOKENS, GenerationConfig, LookupConfig
+import mlx.core as mx
+
+from ..config import SPEED_FRESH_PAIRS, SPEED_PROMPT_TOKENS, GenerationConfig, LookupConfig
 from ..events import Finished, StepEvent
-from .environment import peer_environment
+from .environment import env_load, environment, peer_environment
 from .pair import Pair, Report
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "bench_prompts.json"
@@ -41,6 +50,7 @@ class SpeedSpec:
     prompt_tokens: tuple[int, ...] = SPEED_PROMPT_TOKENS
     max_tokens: int = 48
     stream_fraction: float = 0.5
+    fresh_pairs: int = SPEED_FRESH_PAIRS
 
 
 LEAD_IN = "\n\nA long, detailed answer to the first question:\n\n1."  # so no run ends at once
@@ -97,30 +107,90 @@ def run_canopy(session, ids: list[int], config: GenerationConfig) -> dict:
         "target_bytes_read_per_token": stats.target_bytes_read_per_token,
         "io_seconds": stats.extra.get("io_seconds", 0.0),
         "draft_tokens_proposed": stats.draft_tokens_proposed,
+        "draft_timing_stored": stats.extra.get("draft_timing_stored"),
     }
+
+
+FRESH = "import sys; from engine.bench.speed import fresh_main; fresh_main(sys.argv[1])"
+
+
+def run_fresh(pair: Pair, text: str, max_tokens: int, timings: Path, out: Path) -> dict:
+    """Tree (auto) with the bad draft, one answer in a fresh process whose timing file is
+    `timings` (shared by the runs of a pair)."""
+    job = out.with_suffix(".job.json")
+    job.write_text(json.dumps({"target": str(pair.target), "draft": str(pair.bad_draft),
+                               "text": text, "max_tokens": max_tokens,
+                               "timings": str(timings), "out": str(out)}))
+    subprocess.run([sys.executable, "-c", FRESH, str(job)], check=True, capture_output=True,
+                   env=peer_environment())  # Canopy as shipped: its own BLAS threads
+    return json.loads(out.read_text())
+
+
+def fresh_main(job_path: str) -> None:
+    """The fresh process's entry (run_fresh)."""
+    from ..costmodel.timing_store import TimingStore
+    from ..session import Session
+
+    spec = json.loads(Path(job_path).read_text())
+    session = Session.load(spec["target"], spec["draft"], timings=TimingStore(spec["timings"]))
+    try:
+        ids = session.target.tokenizer.encode(spec["text"])
+        # the draft model's tree alone: the bad draft's exit, not what prompt lookup wins
+        row = run_canopy(session, ids, GenerationConfig(
+            mode="tree", max_tokens=spec["max_tokens"], lookup=LookupConfig(sources=())))
+    finally:
+        session.close()
+    Path(spec["out"]).write_text(json.dumps(row))
+
+
+def fresh_rows(pair: Pair, n: int, text: str, mlx: dict, spec: SpeedSpec, folder: Path,
+               report: Report) -> dict:
+    """`spec.fresh_pairs` pairs of fresh processes on the `n`-token prompt: no stored timing,
+    then the one the first stored; decode and whole-answer ratios to mlx-lm's row."""
+    runs: dict[str, list] = {"no_stored_timing": [], "stored_timing": []}
+    for i in range(spec.fresh_pairs):
+        report(f"fresh processes, pair {i + 1}/{spec.fresh_pairs}: tree (auto), bad draft, "
+               "without then with a stored timing")
+        timings = folder / f"fresh-timings-{i}.json"
+        for kind in runs:
+            row = run_fresh(pair, text, spec.max_tokens, timings, folder / f"fresh-{i}-{kind}.json")
+            row["decode_ratio"] = ratio(row["decode_tokens_per_second"],
+                                        mlx["decode_tokens_per_second"])
+            row["total_ratio"] = ratio(mlx["total_seconds"], row["total_seconds"])
+            runs[kind].append(row)
+    return {"prompt_tokens": n} | runs
 
 
 def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None) -> dict:
-    """The rows above, as one JSON-ready dict (`rows`, `streamed`, `spec`)."""
+def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
+              folder: Path | None = None) -> dict:
+    """The rows above, as one JSON-ready dict (`rows`, `fresh`, `streamed`, `spec`).
+    `folder`: for the fresh processes' files (None: no fresh-process rows)."""
+    from ..costmodel.timing_store import TimingStore
+    from ..formats.loader import load_tokenizer
     from ..session import Session
 
     ar = GenerationConfig(mode="ar", max_tokens=spec.max_tokens)
     auto = GenerationConfig(mode="tree", max_tokens=spec.max_tokens)
     draft_only = GenerationConfig(mode="tree", max_tokens=spec.max_tokens,
                                   lookup=LookupConfig(sources=()))
-    resident = Session.load(pair.target, pair.bad_draft)
-    texts = prompt_texts(resident.target.tokenizer, spec.prompt_tokens)
+    env = environment()  # date, BLAS threads, load at the start
+    texts = prompt_texts(load_tokenizer(Path(pair.target)), spec.prompt_tokens)
+    mlx_rows = {}
+    for n, text in texts.items():
+        report(f"{n} prompt tokens: mlx-lm target alone (its own process)")
+        mlx_rows[n] = run_mlx_lm(pair.target, text, spec.max_tokens)
+    resident = Session.load(pair.target, pair.bad_draft, timings=TimingStore(None))
     rows = []
     try:
         run_canopy(resident, resident.target.tokenizer.encode(texts[spec.prompt_tokens[0]]), ar)
         for n, text in texts.items():
             ids = resident.target.tokenizer.encode(text)
-            report(f"{n} prompt tokens: mlx-lm, Canopy ar, tree (auto) with the bad draft (2 ways)")
-            mlx = run_mlx_lm(pair.target, text, spec.max_tokens)
+            report(f"{n} prompt tokens: Canopy ar, tree (auto) with the bad draft (2 ways)")
+            mlx = mlx_rows[n]
             mine = run_canopy(resident, ids, ar)
             tree = run_canopy(resident, ids, auto)
             alone = run_canopy(resident, ids, draft_only)
@@ -141,10 +211,18 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None) -
             })
     finally:
         resident.close()
+    del resident  # its weights go before the fresh processes and the streamed session load theirs
+    gc.collect()
+    mx.clear_cache()
+    fresh = None
+    if folder is not None and spec.fresh_pairs > 0:
+        n = spec.prompt_tokens[len(spec.prompt_tokens) // 2]
+        fresh = fresh_rows(pair, n, texts[n], mlx_rows[n], spec, folder, report)
     weights = sum(f.stat().st_size for f in Path(pair.target).glob("*.safetensors"))
     budget = int(weights * spec.stream_fraction)
     report(f"streamed at {spec.stream_fraction:.0%}: Canopy ar, tree (auto) with the bad draft")
-    streamed = Session.load(pair.target, pair.bad_draft, budget_bytes=budget)
+    streamed = Session.load(pair.target, pair.bad_draft, budget_bytes=budget,
+                            timings=TimingStore(None))
     try:
         ids = streamed.target.tokenizer.encode(texts[spec.prompt_tokens[0]])
         s_ar = run_canopy(streamed, ids, ar)
@@ -158,12 +236,17 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None) -
     bound = 1.0 / max(read_s, 1.0 / resident_ar) if resident_ar else 0.0
     return {
         "spec": vars(spec) | {"pair": pair.description},
+        "environment": env | {"load_average_end": env_load()},
         "rows": rows,
+        "fresh": fresh,
         "streamed": {
             "budget_bytes": budget, "ar": s_ar, "auto_bad": s_auto,
             "read_bandwidth_bytes_per_second": bandwidth,
             "layer_loop_bound_tokens_per_second": bound,
             "ar_to_bound": ratio(s_ar["decode_tokens_per_second"], bound),
+            # the cost model's layer loop: bytes read per token at the measured bandwidth
+            "bound_read_seconds_per_token": read_s,
+            "bound_compute_seconds_per_token": 1.0 / resident_ar if resident_ar else 0.0,
             "auto_bad_to_ar": ratio(s_auto["decode_tokens_per_second"],
                                     s_ar["decode_tokens_per_second"]),
         },
@@ -172,7 +255,14 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None) -
 
 def speed_markdown(result: dict) -> str:
     """The result as a Markdown table plus the streamed figures."""
+    env = result.get("environment") or {}
+    load = [f"{x:.1f}" for x in (env.get("load_average") or [])[:1] + (
+        env.get("load_average_end") or [])[:1]]
     lines = [
+        f"{result['spec']['pair']}. Run {env.get('date', '?')}, load (1 min) "
+        f"{' -> '.join(load) or '?'}, {env.get('blas', '?')}; "
+        f"{result['spec']['max_tokens']} new tokens.",
+        "",
         "| prompt tokens | mlx-lm tok/s | Canopy ar tok/s | ratio | mlx-lm TTFT s | Canopy TTFT s "
         "| ratio | auto, bad draft tok/s | ratio to mlx-lm | whole answer, ratio "
         "| draft tree alone: ratio | whole answer, ratio |",
@@ -188,15 +278,33 @@ def speed_markdown(result: dict) -> str:
             f"| {r['auto_bad_total_ratio'] or 0:.2f} "
             f"| {r['auto_bad_draft_tree_only_decode_ratio'] or 0:.2f} "
             f"| {r['auto_bad_draft_tree_only_total_ratio'] or 0:.2f} |")
+    lines += fresh_markdown(result.get("fresh"))
     s = result["streamed"]
+    to_bound = s["ar_to_bound"] or 0
     lines += [
         "",
         f"Streamed ({s['budget_bytes'] / 2**20:.0f} MiB budget): ar "
         f"{s['ar']['decode_tokens_per_second']:.2f} tok/s, layer-loop bound "
         f"{s['layer_loop_bound_tokens_per_second']:.2f} tok/s at "
         f"{s['read_bandwidth_bytes_per_second'] / 1e9:.2f} GB/s "
-        f"(ratio {s['ar_to_bound'] or 0:.2f}); tree (auto) with the bad draft "
-        f"{s['auto_bad']['decode_tokens_per_second']:.2f} tok/s "
+        f"(ratio {to_bound:.2f}, gap {(1 - to_bound) * 100:+.0f} %); tree (auto) with the bad "
+        f"draft {s['auto_bad']['decode_tokens_per_second']:.2f} tok/s "
         f"(ratio to streamed ar {s['auto_bad_to_ar'] or 0:.2f}).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def fresh_markdown(fresh: dict | None) -> list[str]:
+    if not fresh:
+        return []
+
+    def figures(kind: str) -> str:
+        rows = fresh[kind]
+        decode = " / ".join(f"{r['decode_ratio'] or 0:.2f}" for r in rows)
+        total = " / ".join(f"{r['total_ratio'] or 0:.2f}" for r in rows)
+        return f"decode {decode}×, whole answer {total}× mlx-lm"
+
+    return ["", f"Fresh processes, tree (auto) with the bad draft's tree alone, "
+            f"{fresh['prompt_tokens']} "
+            f"prompt tokens, per pair: no stored timing {figures('no_stored_timing')}; the "
+            f"timing stored by the first {figures('stored_timing')}."]

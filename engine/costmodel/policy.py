@@ -31,7 +31,9 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
   trees, or at once when even a draft whose every token were accepted could not win: a draft as
   slow as the target's pass, costmodel.speculation_can_win), the drafter falls back to `ar`:
   root-only trees, no draft work. Before its first tree, one timed 1-token draft forward
-  decides whether even perfect acceptance could win (else no catch-up, no tree). It probes
+  decides whether even perfect acceptance could win (else no catch-up, no tree); with the
+  pair's measures stored by an earlier process (engine.costmodel.timing_store: d(1), v(1), o)
+  it decides before the first step and times nothing (`stored`). It probes
   with a small tree every `interval` steps (doubling while probes lose, up to PROBE_MAX) and
   returns when a probe predicts a win; when bound by timing it does not probe, but rechecks
   the bound as ar's pass time is measured.
@@ -58,6 +60,7 @@ import numpy as np
 from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
+from .timing_store import PairTiming
 from .tree_record import DECAY, RecentTrees, TreeRecord
 
 PROBE_FIRST, PROBE_MAX = 16, 256  # steps in ar before a probe; doubles while probes lose
@@ -80,20 +83,6 @@ class Plan:
     children: int | None = None  # top-k candidates per expanded node (None: the configured)
 
 
-def _fit(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float, float]:
-    """Weighted least squares y = a + b x over (x, y, weight), b >= 0, with the slope shrunk
-    toward a prior (`prior_slope` times the mean per unit of x; `prior_weight` in units of
-    weight * x^2), so a few noisy points with little spread cannot make it up. Plain Python."""
-    sw = sum(p[2] for p in points)
-    xm = sum(p[0] * p[2] for p in points) / sw
-    ym = sum(p[1] * p[2] for p in points) / sw
-    sxx = sum(p[2] * (p[0] - xm) ** 2 for p in points)
-    sxy = sum(p[2] * (p[0] - xm) * (p[1] - ym) for p in points)
-    b0 = prior_slope * ym / (1 + prior_slope * xm)
-    b = max(0.0, (sxy + prior_weight * b0) / (sxx + prior_weight))
-    return max(ym - b * xm, 0.0), b
-
-
 class StepPolicy:
     """Chooses node budget, tree shape, threshold, ar fallback and IO-wait drafting (module doc).
 
@@ -103,10 +92,12 @@ class StepPolicy:
         auto: choose the node budget and fall back to ar (else always `tree.max_nodes`).
         time_draft: the drafter times one 1-token draft forward before the first tree
             (wants_draft_timing); the first steps are root-only until then.
+        stored: the pair's measures from an earlier process: d and v start from them, the draft
+            is not timed before its first tree, and a draft that can never win starts at ar.
     """
 
     def __init__(self, tree, adapt_threshold: bool = True, auto: bool = True,
-                 time_draft: bool = False):
+                 time_draft: bool = False, stored: PairTiming | None = None):
         self.tree, self.adapt, self.auto = tree, adapt_threshold, auto
         self.time_draft = time_draft and auto
         self.ar_passes = 0  # root-only passes observed
@@ -139,6 +130,34 @@ class StepPolicy:
         self.retime = False  # at ar, bound by timing: time the draft again before a probe
         self.switches: list[tuple[int, str]] = []  # (step, mode entered)
         self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
+        self.stored = stored
+        if stored is not None:
+            self._start_from(stored)
+
+    def _start_from(self, stored: PairTiming) -> None:
+        """Seed d and v with the stored measures (one point each, forgotten like any other);
+        a draft that even perfect acceptance cannot make pay goes to ar before any step."""
+        io = min(stored.target_io_seconds, stored.target_pass_seconds)
+        self.forwards.append((1, stored.draft_forward_seconds, 0))
+        self.passes.append((1, stored.target_pass_seconds, 0, io))
+        self.singles.append(stored.target_pass_seconds)  # a one-token pass
+        self.overheads.append(stored.overhead_seconds)
+        self._refit()
+        if self.auto and not self.can_win():
+            self._enter("ar")
+
+    def measured_timing(self) -> PairTiming | None:
+        """What the policy knows now, for the next process (None until a draft forward and a
+        target pass were timed): d(1), v(1) with its IO share, o."""
+        if self.d is None or self.v is None:
+            return None
+        wait = sum(self._weight(k) * io for _, _, k, io in self.passes)
+        total = sum(self._weight(k) * s for _, s, k, _ in self.passes)
+        v1 = self.v(1)
+        if self.d(1) <= 0 or v1 <= 0:
+            return None
+        return PairTiming(self.d(1), v1, v1 * min(1.0, wait / total) if total > 0 else 0.0,
+                          self.o)
 
     # ---- estimates -------------------------------------------------------------------------
     @property
@@ -153,7 +172,7 @@ class StepPolicy:
 
     def _refit(self) -> None:
         if self.forwards:
-            a, b = _fit([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
+            a, b = rules.fit_line([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
             self.d = cm.Curve.linear(a, b)
         if self.passes:
             self.v, self.v_slope = self._fit_passes()
@@ -166,9 +185,9 @@ class StepPolicy:
         points = [(n, s, self._weight(k)) for n, s, k, _ in self.passes]
         multi = [p for p in points if p[0] > 1]
         if not self.singles or not multi:
-            a, b = _fit(points, self.verify_prior)
+            a, b = rules.fit_line(points, self.verify_prior)
             return cm.Curve.linear(a, b), b
-        a, b = _fit(multi, self.verify_prior)
+        a, b = rules.fit_line(multi, self.verify_prior)
         v1 = sorted(self.singles)[len(self.singles) // 2]  # kept while trees fill `passes`
         return cm.Curve((1.0, 2.0, 3.0), (v1, a + 2 * b, a + 3 * b)), b
 

@@ -8,6 +8,8 @@ model's simulation (engine.costmodel.formulas), so a prediction describes the po
   cap (`tree_shape`), so trees of hundreds of nodes cost a handful of forwards.
 - A pass's cost for the policy's fit of v(N) leaves out draft work run at its waits beyond
   what the IO thread needed anyway (`pass_cost_seconds`): it belongs to the next tree.
+- The policy's fits of d(m) and v(N): weighted least squares with the slope shrunk toward a
+  prior (`fit_line`), so a few noisy points cannot make it up.
 - Node budgets considered: up to `TreeConfig.auto_max_nodes` when the target pass is IO-bound
   (waiting for layers dominates it: verifying more nodes is nearly free), else up to
   `TreeConfig.max_nodes` (`node_limit`, `is_io_bound`).
@@ -118,3 +120,17 @@ def wait_forward_sizes(leaf_done: bool, width: int, rounds: int) -> list[int]:
     leaf of the most probable path (unless the draft expanded it already), the guessed bonus
     (the next tree's root), then `rounds` batches of `width` nodes."""
     return ([] if leaf_done else [1]) + [1] + [width] * rounds
+
+
+def fit_line(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[float, float]:
+    """Weighted least squares y = a + b x over (x, y, weight), b >= 0, with the slope shrunk
+    toward a prior (`prior_slope` times the mean per unit of x; `prior_weight` in units of
+    weight * x^2), so a few noisy points with little spread cannot make it up. Plain Python."""
+    sw = sum(p[2] for p in points)
+    xm = sum(p[0] * p[2] for p in points) / sw
+    ym = sum(p[1] * p[2] for p in points) / sw
+    sxx = sum(p[2] * (p[0] - xm) ** 2 for p in points)
+    sxy = sum(p[2] * (p[0] - xm) * (p[1] - ym) for p in points)
+    b0 = prior_slope * ym / (1 + prior_slope * xm)
+    b = max(0.0, (sxy + prior_weight * b0) / (sxx + prior_weight))
+    return max(ym - b * xm, 0.0), b

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import GenerationConfig
 from ..costmodel.policy import StepPolicy
+from ..costmodel.timing_store import PairEntry, PairTiming
 from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
@@ -30,7 +31,10 @@ from .verify import accept_greedy, accept_sampled
 
 
 def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
-                 target_vocab: int | None = None, special: list[int] = ()):
+                 target_vocab: int | None = None, special: list[int] = (),
+                 stored: PairTiming | None = None):
+    """The drafter of `config.mode`; `stored`: the pair's stored timing (the tree policy starts
+    from it, engine.costmodel.timing_store)."""
     if config.mode == "lookahead":
         return LookaheadDrafter(config.lookahead)
     sources = config.lookup.sources if config.mode == "tree" else ()
@@ -49,10 +53,29 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
     policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto,
-                        time_draft=True)
+                        time_draft=True, stored=stored)
     # root_first: the first token is the target's alone, the draft's prefill waits behind it
     drafter = TreeDrafter(model, config.tree, policy, root_first=True)
     return LookupDrafter(drafter, config.lookup) if sources else drafter
+
+
+def policy_of(drafter) -> StepPolicy | None:
+    """The tree drafter's policy (inside draft-free branches too), else None."""
+    policy = getattr(drafter, "policy", None)
+    return policy if policy is not None else getattr(getattr(drafter, "inner", None), "policy",
+                                                     None)
+
+
+def keep_timing(drafter, timings: PairEntry | None) -> dict:
+    """Store what the policy measured (for the next process); the stats' note of where the
+    draft's timing came from."""
+    policy = policy_of(drafter)
+    if timings is None or policy is None:
+        return {}
+    measured = policy.measured_timing()
+    if measured is not None:
+        timings.keep(measured)
+    return {"draft_timing_stored": timings.stored is not None}
 
 
 def next_root_only(drafter) -> bool:
@@ -110,6 +133,7 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     turn: TurnCache | None = None,
     observer: Callable | None = None,
+    timings: PairEntry | None = None,
 ) -> Iterator[Event]:
     """Yield PrefillDone, one StepEvent per target pass, then Finished (or Failed).
 
@@ -120,17 +144,20 @@ def generate(
     `turn`: the conversation's prompt cache; only the prompt past its common prefix is
     prefilled, and the caches go back to it when the answer is complete.
     observer(tree, path, bonus, logits), if given, sees each verified step (engine.adapt.record).
+    `timings`: the pair's entry in the timing store; the tree policy starts from its stored
+    measures and what it measured is kept there at the end.
     """
     try:
         yield from _generate(target, draft, prompt_ids, config, should_stop or (lambda: False),
-                             turn or TurnCache(), observer)
+                             turn or TurnCache(), observer, timings)
     except CanopyError as e:
         yield Failed(str(e))
     except Exception as e:  # a readable message for the GUI/CLI; tests see the text
         yield Failed(failure_message(e))
 
 
-def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=None):
+def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=None,
+              timings=None):
     if not prompt_ids:
         raise CanopyError("The prompt is empty: type something first.")
     sampling = config.sampling
@@ -138,7 +165,8 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
     tokenizer = target.tokenizer
     eos = set(getattr(tokenizer, "eos_token_ids", None) or [])
     drafter = make_drafter(draft, config, rng, target.model.args.vocab_size,
-                           special_ids(tokenizer))
+                           special_ids(tokenizer),
+                           timings.stored if timings is not None else None)
     model = target.model
     cache = turn.target_cache(target.num_layers, prompt_ids)
     turn.attach_draft(drafter, prompt_ids)
@@ -297,5 +325,6 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
         c.trim(c.offset - committed)
     detok.finalize()  # Finished.text is the whole answer, including a held-back final segment
     kept = turn.finish(cache, held, drafter)
+    kept |= keep_timing(drafter, timings)
     stats = record.finish(len(generated), io_snapshot(model), pipeline_counts(drafter) | kept)
     yield Finished(reason, detok.text, tuple(generated), stats)
