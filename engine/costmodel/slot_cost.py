@@ -15,7 +15,7 @@ from collections import deque
 
 from ..config import VERIFY_COST_PRIOR
 from . import rules
-from .policy import _fit
+from .rules import fit_line
 from .tree_record import DECAY
 
 MAX_WORTH = 0.5  # as StepPolicy's threshold cap: never prune harder than this
@@ -46,6 +46,6 @@ class SlotCost:
         seconds = sum(wt * p[1] for wt, p in zip(w, self.passes))
         if rules.is_io_bound(sum(wt * p[3] for wt, p in zip(w, self.passes)), seconds):
             return 0.0
-        _, slope = _fit([(p[0], p[1], wt) for wt, p in zip(w, self.passes)], self.prior)
+        _, slope = fit_line([(p[0], p[1], wt) for wt, p in zip(w, self.passes)], self.prior)
         rate = sum(wt * p[2] for wt, p in zip(w, self.passes)) / max(seconds, 1e-9)
         return min(MAX_WORTH, rate * slope)

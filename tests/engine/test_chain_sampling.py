@@ -14,13 +14,15 @@ PROMPT = [1, 2]  # the noisy draft's q differs from p here (sum min(p, q) ~ 0.7)
 RUNS = 400
 
 
-def first_tokens(pair, mode: str, seed0: int) -> list[int]:
+def first_tokens(pair, mode: str, seed0: int, prompt=PROMPT, **options) -> list[int]:
+    """The first sampled token of RUNS seeded runs (t=0.7, top-p 0.8); `options`: further
+    GenerationConfig fields."""
     out = []
     for s in range(RUNS):
-        config = GenerationConfig(mode=mode, max_tokens=1, chain_length=2,
+        config = GenerationConfig(mode=mode, max_tokens=1, chain_length=2, **options,
                                   sampling=SamplingConfig(0.7, 0.8, seed=seed0 + s))
         draft = None if mode == "ar" else pair["noisy"]
-        last = list(generate(pair["target"], draft, PROMPT, config))[-1]
+        last = list(generate(pair["target"], draft, prompt, config))[-1]
         out.append(last.token_ids[0] if last.token_ids else -1)
     return out
 

@@ -9,7 +9,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from engine.config import DRAFT_VOCAB_AUTO_ROWS, GenerationConfig, SamplingConfig, TreeConfig
+from engine.config import DRAFT_VOCAB_AUTO_ROWS, GenerationConfig, TreeConfig
 from engine.decoding import drafters
 from engine.decoding.draft_vocab import DraftVocab, head_module, low_rows, special_ids
 from engine.decoding.generate import generate
@@ -17,6 +17,7 @@ from engine.errors import ConfigError
 from engine.events import Finished, StepEvent
 from engine.formats.loader import load_model
 from engine.testing import SPECIAL_TOKENS, make_tiny_model
+from tests.engine.test_chain_sampling import first_tokens as sampled_first_tokens
 from tests.engine.test_tree_decoding import two_sample_chi2_pvalue
 
 ROWS = 40  # of the tiny models' 271 ids: most of the target's tokens fall outside
@@ -132,18 +133,10 @@ def test_greedy_tree_with_a_subset_and_a_streamed_target_equals_ar(tiny_pair, lo
 
 
 SAMPLED_PROMPT = [1, 2]
-RUNS = 400
 
 
 def first_tokens(pair, mode: str, seed0: int) -> list[int]:
-    out = []
-    for s in range(RUNS):
-        config = GenerationConfig(mode=mode, max_tokens=1, chain_length=2, draft_vocab=ROWS,
-                                  sampling=SamplingConfig(0.7, 0.8, seed=seed0 + s))
-        draft = None if mode == "ar" else pair["noisy"]
-        last = list(generate(pair["target"], draft, SAMPLED_PROMPT, config))[-1]
-        out.append(last.token_ids[0] if last.token_ids else -1)
-    return out
+    return sampled_first_tokens(pair, mode, seed0, SAMPLED_PROMPT, draft_vocab=ROWS)
 
 
 @pytest.fixture(scope="module")

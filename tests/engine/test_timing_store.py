@@ -20,34 +20,18 @@ from engine.events import Failed, Finished, StepEvent
 from engine.formats.loader import LoadedModel, load_model
 from engine.session import Session
 from engine.streaming.weights import index_model
+from tests.engine.test_ar_hot_path import Counting, NoEos
 
 DRAFT_SLEEP = 0.05  # seconds per draft forward: far slower than a tiny target's pass
 PROMPT = [5, 17, 42, 99, 3, 250, 7, 7, 64]
 
 
-class SlowCounting:
+class SlowCounting(Counting):
     """A draft model that sleeps in each forward and counts them."""
 
-    def __init__(self, model):
-        self.model, self.calls = model, 0
-
     def __call__(self, *args, **kw):
-        self.calls += 1
         time.sleep(DRAFT_SLEEP)
-        return self.model(*args, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-
-class NoEos:
-    eos_token_ids: list[int] = []
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __getattr__(self, name):
-        return getattr(self.tokenizer, name)
+        return super().__call__(*args, **kw)
 
 
 def fresh_session(tiny_pair, store) -> tuple[Session, SlowCounting]:
