@@ -295,8 +295,10 @@ def test_branches_off_a_pass_launched_ahead_keep_greedy_ids(loaded_pair, with_dr
     target = LoadedModel(**{**vars(plain), "tokenizer": NoEos(plain.tokenizer)})
     draft = loaded_pair["unrelated"] if with_draft else None
     prompt = PROMPT * 3  # repeats: prompt lookup has candidates
+    # matches of two tokens or more: branches on some steps, root-only steps between them
+    lookup = LookupConfig(sources=("prompt",), ngram_min=2, resume_steps=0, below_draft=0)
     fin = finished(list(generate(target, draft, prompt,
-                                 GenerationConfig(mode="tree", max_tokens=60))))
+                                 GenerationConfig(mode="tree", max_tokens=60, lookup=lookup))))
     assert list(fin.token_ids) == reference(target.model, prompt, 60)
     assert any(full > 1 and kept == 1 for full, kept in outcomes)  # every branch rejected
     assert any(kept > 1 for _, kept in outcomes)  # a branch verified after the root's pass
