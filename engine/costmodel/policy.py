@@ -130,7 +130,6 @@ class StepPolicy:
         self.retime = False  # at ar, bound by timing: time the draft again before a probe
         self.switches: list[tuple[int, str]] = []  # (step, mode entered)
         self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
-        self.stored = stored
         if stored is not None:
             self._start_from(stored)
 
@@ -151,8 +150,7 @@ class StepPolicy:
         target pass were timed): d(1), v(1) with its IO share, o."""
         if self.d is None or self.v is None:
             return None
-        wait = sum(self._weight(k) * io for _, _, k, io in self.passes)
-        total = sum(self._weight(k) * s for _, s, k, _ in self.passes)
+        wait, total = self._io_and_total()
         v1 = self.v(1)
         if self.d(1) <= 0 or v1 <= 0:
             return None
@@ -208,9 +206,13 @@ class StepPolicy:
 
     def io_bound(self) -> bool:
         """Recent verify passes spent most of their time waiting for layers (streamed)."""
+        return rules.is_io_bound(*self._io_and_total())
+
+    def _io_and_total(self) -> tuple[float, float]:
+        """Recent passes' IO seconds and their seconds, each weighted as forgotten."""
         wait = sum(self._weight(k) * io for _, _, k, io in self.passes)
         total = sum(self._weight(k) * s for _, s, k, _ in self.passes)
-        return rules.is_io_bound(wait, total)
+        return wait, total
 
     def node_limit(self) -> int:
         return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)

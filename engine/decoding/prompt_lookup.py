@@ -55,8 +55,13 @@ def find_continuations(
     context: np.ndarray, ngram_min: int, ngram_max: int, max_len: int, max_branches: int
 ) -> list[tuple[int, ...]]:
     """The continuations of `find_matches` (token ids)."""
-    return [tuple(int(t) for t in context[s : s + max_len])
+    return [continuation(context, s, max_len)
             for s in find_matches(context, ngram_min, ngram_max, max_len, max_branches)]
+
+
+def continuation(context: np.ndarray, start: int, max_len: int) -> tuple[int, ...]:
+    """The (at most `max_len`) token ids of `context` from `start` on."""
+    return tuple(int(t) for t in context[start : start + max_len])
 
 
 class BranchPrior:
@@ -162,8 +167,7 @@ class LookupDrafter:
             context = np.array(self.history + tail, dtype=np.int64)
             for s in find_matches(context, cfg.ngram_min, cfg.ngram_max, cfg.max_continuation,
                                   limit):
-                out.append(("prompt", tuple(int(t) for t in
-                                            context[s : s + cfg.max_continuation]), s))
+                out.append(("prompt", continuation(context, s, cfg.max_continuation), s))
         if self.pool is not None:
             out += [("ngram", g, -1) for g in self.pool.lookup(tail[-1], limit)]
         return out
