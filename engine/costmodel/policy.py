@@ -43,7 +43,9 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
   The draft's part is planned exactly as it would be without them (budget, threshold, ar
   fallback: their slots and tokens are left out of E(N), T(N) and ar's rate), so a merged step
   never accepts fewer tokens than the draft's tree alone; their nodes must clear `node_worth`,
-  the acceptance that pays for a slot (v's slope) at the running mode's rate.
+  the acceptance that pays for a slot (v's slope) at the running mode's rate, and together the
+  seconds they add to the pass (`extra_slot_seconds`: on a root-only step the jump from a
+  one-token pass to a tree pass, rules.branches_pay).
 The first step drafts one forward's worth (root + top-k children; `max_nodes` when the passes
 timed so far were IO-bound) and the second is a plain ar step, to measure d, v(N) and v(1)
 before deciding; N grows at most to 4 N_seen + w per
@@ -130,6 +132,7 @@ class StepPolicy:
         self.retime = False  # at ar, bound by timing: time the draft again before a probe
         self.switches: list[tuple[int, str]] = []  # (step, mode entered)
         self.node_worth: float | None = None  # acceptance a draft-free node needs for its slot
+        self.running_rate: float | None = None  # tokens/s of the running mode (predicted)
         if stored is not None:
             self._start_from(stored)
 
@@ -177,17 +180,9 @@ class StepPolicy:
         self.o = sorted(self.overheads)[len(self.overheads) // 2] if self.overheads else 0.0
 
     def _fit_passes(self) -> tuple[cm.Curve, float]:
-        """v(N): a line through the tree passes, and root-only passes on their own. On a CPU a
-        one-token pass is a matrix-vector product and a tree pass a matrix-matrix one: one
-        line through both prices big trees at the jump from 1 to a few tokens per node."""
+        """v(N): rules.fit_passes (v(1) from root-only passes, a line through tree passes)."""
         points = [(n, s, self._weight(k)) for n, s, k, _ in self.passes]
-        multi = [p for p in points if p[0] > 1]
-        if not self.singles or not multi:
-            a, b = rules.fit_line(points, self.verify_prior)
-            return cm.Curve.linear(a, b), b
-        a, b = rules.fit_line(multi, self.verify_prior)
-        v1 = sorted(self.singles)[len(self.singles) // 2]  # kept while trees fill `passes`
-        return cm.Curve((1.0, 2.0, 3.0), (v1, a + 2 * b, a + 3 * b)), b
+        return rules.fit_passes(points, self.singles, self.verify_prior)
 
     def batch_fill(self) -> float:
         """Share of a round's width that joined recent trees: the threshold, not the budget,
@@ -213,6 +208,16 @@ class StepPolicy:
         wait = sum(self._weight(k) * io for _, _, k, io in self.passes)
         total = sum(self._weight(k) * s for _, s, k, _ in self.passes)
         return wait, total
+
+    def extra_slot_seconds(self, base: int, extra: int) -> float | None:
+        """Seconds `extra` draft-free nodes add to a pass of `base` nodes (None before a pass was
+        timed; 0 while passes are IO-bound: v's slope there is noise and reads hide compute;
+        rules.extra_nodes_seconds)."""
+        if self.v is None:
+            return None
+        if self.io_bound():
+            return 0.0
+        return rules.extra_nodes_seconds(self.v, base, extra, bool(self.singles))
 
     def node_limit(self) -> int:
         return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)
@@ -390,13 +395,18 @@ class StepPolicy:
             else:
                 self.timing_bound = False
         best, ar = self.best_nodes(), self.ar_rate()
-        if best is None or ar is None:
+        if ar is None:
             return
-        nodes, spec = best
+        # a draft-free node pays for its slot at the running mode's rate (ar's before any tree:
+        # a draft too slow to ever win grows none)
+        spec = ar if best is None else best[1]
+        rate = ar if (self.auto and self.mode == "ar") or best is None else max(spec, ar)
+        self.node_worth = min(self.hi, rate * self.v_slope)
+        self.running_rate = rate
+        if best is None:
+            return
+        nodes = best[0]
         self._update_threshold(max(spec, ar))
-        if self.v is not None:  # a draft-free node pays for its slot at the running mode's rate
-            rate = ar if self.auto and self.mode == "ar" else max(spec, ar)
-            self.node_worth = min(self.hi, rate * self.v_slope)
         if not self.auto:
             return
         if self.mode == "tree":

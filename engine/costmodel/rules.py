@@ -9,7 +9,10 @@ model's simulation (engine.costmodel.formulas), so a prediction describes the po
 - A pass's cost for the policy's fit of v(N) leaves out draft work run at its waits beyond
   what the IO thread needed anyway (`pass_cost_seconds`): it belongs to the next tree.
 - The policy's fits of d(m) and v(N): weighted least squares with the slope shrunk toward a
-  prior (`fit_line`), so a few noisy points cannot make it up.
+  prior (`fit_line`), so a few noisy points cannot make it up; v(1) apart from the line through
+  bigger passes (`fit_passes`).
+- Draft-free branches on a pass: the set pays for the seconds it adds to the pass
+  (`branches_pay`); on a CPU the first extra node turns a one-token pass into a tree pass.
 - Node budgets considered: up to `TreeConfig.auto_max_nodes` when the target pass is IO-bound
   (waiting for layers dominates it: verifying more nodes is nearly free), else up to
   `TreeConfig.max_nodes` (`node_limit`, `is_io_bound`).
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from .quantities import Curve
 
 IO_BOUND_WAIT_SHARE = 0.5  # a pass is IO-bound when waiting for layers is at least this share
 
@@ -134,3 +139,36 @@ def fit_line(points, prior_slope: float, prior_weight: float = 32.0) -> tuple[fl
     b0 = prior_slope * ym / (1 + prior_slope * xm)
     b = max(0.0, (sxy + prior_weight * b0) / (sxx + prior_weight))
     return max(ym - b * xm, 0.0), b
+
+
+def fit_passes(points, singles, prior_slope: float) -> tuple[Curve, float]:
+    """v(N) from (nodes, seconds, weight) passes and the seconds of recent one-node passes:
+    a line through the bigger passes, v(1) on its own (on a CPU a one-token pass is a
+    matrix-vector product and a tree pass a matrix-matrix one: one line through both prices
+    big trees at the jump from 1 to a few tokens, and hides that jump from a node added to a
+    one-node pass). Returns v and the line's slope (seconds per verified node)."""
+    multi = [p for p in points if p[0] > 1]
+    if not singles or not multi:
+        a, b = fit_line(points, prior_slope)
+        return Curve.linear(a, b), b
+    a, b = fit_line(multi, prior_slope)
+    v1 = sorted(singles)[len(singles) // 2]
+    return Curve((1.0, 2.0, 3.0), (v1, a + 2 * b, a + 3 * b)), b
+
+
+def extra_nodes_seconds(v: Curve, base: int, extra: int, single_timed: bool = True) -> float:
+    """Seconds `extra` more nodes add to a pass of `base` nodes. Infinite on a one-node pass
+    while no one-node pass was timed (`single_timed`): v's line cannot tell the jump, so the
+    step goes without them and times one."""
+    if extra <= 0:
+        return 0.0
+    if base == 1 and not single_timed:
+        return math.inf
+    return max(0.0, v(base + extra) - v(base))
+
+
+def branches_pay(expected_tokens: float, extra_seconds: float, rate: float) -> bool:
+    """Are draft-free nodes worth their verification? They win `expected_tokens` (the sum of
+    their acceptance probabilities: the expected count of them accepted) and cost
+    `extra_seconds`, which would win `rate * extra_seconds` tokens at the running rate."""
+    return expected_tokens >= rate * extra_seconds

@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..config import AHEAD_HITS_DECAY, AHEAD_MAX_BRANCH_HITS, LookupConfig
+from ..costmodel.rules import branches_pay
 from ..costmodel.slot_cost import SlotCost
 from .drafters import Proposal
 from .ngram_pool import NgramPool
@@ -22,6 +23,9 @@ ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
 DEEP = "+deep"  # ... and of branches hung below the draft model's leaves
 RESUME = "+resume"  # ... and of copies resumed after the target left one (`resumed`)
 RESUME_OFFSETS = (1, 0, 2, 3)  # source tokens skipped: one replaced, one inserted, dropped
+EXPLORE_EVERY = 16  # steps whose branches did not pay: every this many, the first one goes
+OUTCOME_DECAY = 0.9  # root-only steps' tokens and seconds, with and without branches
+OUTCOME_MIN = 2.0  # (decayed) steps of each kind before their rates are compared
 
 
 def find_matches(
@@ -64,6 +68,17 @@ def continuation(context: np.ndarray, start: int, max_len: int) -> tuple[int, ..
     return tuple(int(t) for t in context[start : start + max_len])
 
 
+def expected_tokens(branches: list[tuple[int, list[float]]]) -> float:
+    """Expected accepted nodes of draft-free branches, each (node it hangs below, acceptance
+    estimates of its nodes): the sum of the estimates, but siblings are exclusive (one token
+    follows a node), so branches below one node count at most one first token together (each
+    kind's learned rate alone may say more, e.g. at its prior before any step)."""
+    firsts: dict[int, float] = {}
+    for parent, probs in branches:
+        firsts[parent] = firsts.get(parent, 0.0) + probs[0]
+    return sum(sum(probs) / max(1.0, firsts[parent]) for parent, probs in branches)
+
+
 class BranchPrior:
     """P(a draft-free node at depth d is accepted), per kind of branch, learned online.
 
@@ -84,12 +99,21 @@ class BranchPrior:
 
     def prob(self, source: str, depth: int) -> float:
         reached, hit = self.reached.get(source, ()), self.hit.get(source, ())
-        p, rate = 1.0, self.prior
+        p, rate = 1.0, self.start_rate(source)
         for d in range(1, depth + 1):
             if d < len(reached):
                 rate = (hit[d] + 2 * rate) / (reached[d] + 2)
             p *= rate
         return p
+
+    def start_rate(self, kind: str) -> float:
+        """Where a kind's rate starts: its source's first-level rate once the source's first
+        branch was tried (a source wrong on its best match is no better on its others), else
+        `prior`."""
+        base = kind.split("+")[0]
+        if base == kind or len(self.reached.get(base, ())) < 2:
+            return self.prior
+        return (self.hit[base][1] + 2 * self.prior) / (self.reached[base][1] + 2)
 
     def observe(self, tree, accepted, first: int,
                 kinds: dict[int, tuple[str, int]] | None = None) -> None:
@@ -141,6 +165,12 @@ class LookupDrafter:
         # hang below, their nodes); and where the text was left, with the steps since
         self.copies: list[tuple[int, int, list[int]]] = []
         self.left: list[tuple[int, int]] = []
+        # this step's draft-free branches: (node they hang below, their new nodes' estimates)
+        self.expected: list[tuple[int, list[float]]] = []
+        self.unpaid = 0  # steps in a row whose branches did not pay for their seconds
+        # root-only steps of the inner drafter, with branches (True) and without: decayed
+        # [tokens, seconds, steps] — what the branches really won, launches ahead included
+        self.outcomes = {True: [0.0, 0.0, 0.0], False: [0.0, 0.0, 0.0]}
 
     @property
     def threshold(self) -> float:
@@ -194,19 +224,22 @@ class LookupDrafter:
         # at the policy's rate (or clears min_prob); the first branch's first node always goes,
         # so a source that fell below the cut can earn its way back
         cut = max(self.config.min_prob, self.node_worth())
-        placed, self.kinds, self.copies = [], {}, []
+        placed, self.kinds, self.copies, self.expected = [], {}, [], []
         found = self.branches([root], self.config.max_branches)
         if "prompt" in self.config.sources:
             found += [("prompt" + RESUME, c, start) for c, start in self.resumed()]
+        first = before
         for k, (source, tokens, start) in enumerate(found):
             kind = source if source not in placed else source + ALT
-            keep = 0
-            while keep < len(tokens) and (
-                    (k == 0 and keep == 0) or self.prior.prob(kind, keep + 1) >= cut):
-                keep += 1
-            self._place(tree, 0, tokens[:keep], source, kind, cap, before, start)
+            probs = []
+            while len(probs) < len(tokens) and (
+                    (k == 0 and not probs) or self.prior.prob(kind, len(probs) + 1) >= cut):
+                probs.append(self.prior.prob(kind, len(probs) + 1))
+            self._place(tree, 0, tokens[: len(probs)], source, kind, cap, before, start, probs)
             placed.append(source)
+            first = len(tree) if k == 0 else first
         self._below_draft(tree, before, cut, cap)
+        self._pay_for_the_pass(tree, before, first)
         extra = len(tree) - before
         if extra:
             proposal.proposal_probs = list(proposal.proposal_probs) + [None] * extra
@@ -214,9 +247,43 @@ class LookupDrafter:
             proposal.free_nodes += extra
         return proposal
 
-    def _place(self, tree, parent, tokens, source, kind, cap, before, start=-1) -> list[int]:
+    def _pay_for_the_pass(self, tree, before: int, first: int) -> None:
+        """Drop this step's draft-free nodes when together they do not pay for the seconds
+        they add to the pass (rules.branches_pay; on a CPU a root-only step's first extra node
+        turns a one-token pass into a tree pass), or on a root-only step when recent such steps
+        emitted fewer tokens per second with branches than without (`branches_lost`). Every
+        EXPLORE_EVERY dropped steps the first branch (ending at `first`) goes alone, so the
+        sources' acceptance stays measured."""
+        extra = len(tree) - before
+        price = self.slots if self.slots is not None else self.inner.policy
+        rate, seconds = price.running_rate, price.extra_slot_seconds(before, extra)
+        if not extra or rate is None or seconds is None or (
+                branches_pay(expected_tokens(self.expected), seconds, rate)
+                and (before > 1 or not self.branches_lost())):
+            self.unpaid = 0
+            return
+        self.unpaid += 1
+        size = first if self.unpaid % EXPLORE_EVERY == 0 else before
+        tree.truncate(size)
+        self.kinds = {n: v for n, v in self.kinds.items() if n < size}
+        self.copies = [(start, parent, [n for n in nodes if n < size])
+                       for start, parent, nodes in self.copies if parent < size]
+
+    def branches_lost(self) -> bool:
+        """Did recent root-only steps with branches emit fewer tokens per second than those
+        without? (The predicted price can miss what a branchy step really costs: a pass
+        launched ahead on the root, then the branches verified after it.)"""
+        (t1, s1, n1), (t0, s0, n0) = self.outcomes[True], self.outcomes[False]
+        return n1 >= OUTCOME_MIN and n0 >= OUTCOME_MIN and t1 * s0 < t0 * s1
+
+    def _place(self, tree, parent, tokens, source, kind, cap, before, start=-1,
+               probs=()) -> list[int]:
+        """Hang `tokens` below `parent`; `probs`: each one's acceptance estimate."""
         source = source.split("+")[0]
         nodes = tree.add_branch(parent, tokens, self.config.prior, source, cap)
+        fresh = [p for n, p in zip(nodes, probs) if n >= before and n not in self.kinds]
+        if fresh:
+            self.expected.append((parent, fresh))
         for n in nodes:
             if n >= before:
                 self.kinds.setdefault(n, (kind, tree.depth[parent]))
@@ -238,12 +305,13 @@ class LookupDrafter:
                 return
             tail = [tree.tokens[i] for i in tree.path(leaf)]
             for source, tokens, start in self.branches(tail, 1):
-                kind, keep = source + DEEP, 0
-                while keep < len(tokens) and (
-                        tree.path_prob[leaf] * self.prior.prob(kind, keep + 1) >= cut):
-                    keep += 1
-                if keep:
-                    self._place(tree, leaf, tokens[:keep], source, kind, cap, before, start)
+                kind, probs = source + DEEP, []
+                while len(probs) < len(tokens) and (
+                        tree.path_prob[leaf] * self.prior.prob(kind, len(probs) + 1) >= cut):
+                    probs.append(tree.path_prob[leaf] * self.prior.prob(kind, len(probs) + 1))
+                if probs:
+                    self._place(tree, leaf, tokens[: len(probs)], source, kind, cap, before,
+                                start, probs)
                     break  # one continuation per leaf
 
     def node_worth(self) -> float:
@@ -293,6 +361,13 @@ class LookupDrafter:
             self.slots.observe(len(result.proposal.tree), result.verify_seconds or
                                result.step_seconds, len(result.accepted), io)
         tree, accepted = result.proposal.tree, result.accepted
+        if self.first_extra == 1:  # the inner drafter's tree was the root alone
+            for outcome in self.outcomes.values():  # old evidence fades on either kind
+                outcome[:] = [OUTCOME_DECAY * x for x in outcome]
+            arm = self.outcomes[len(tree) > 1]
+            arm[0] += len(accepted)
+            arm[1] += result.step_seconds
+            arm[2] += 1
         if self.full_tree is not None:  # pruned: learn from the tree the drafter proposed
             tree, kept = self.full_tree
             accepted = [kept[i] for i in accepted]

@@ -48,6 +48,12 @@ class TokenTree:
         self.path_prob.append(self.path_prob[parent] * float(prob))
         return len(self.tokens) - 1
 
+    def truncate(self, size: int) -> None:
+        """Drop the nodes from index `size` on (children come after their parents)."""
+        for column in (self.tokens, self.parents, self.probs, self.depth, self.path_prob,
+                       self.sources):
+            del column[size:]
+
     def child(self, node: int, token: int) -> int | None:
         """The child of `node` carrying `token`, if any."""
         return next((i for i in self.children(node) if self.tokens[i] == token), None)

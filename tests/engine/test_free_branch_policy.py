@@ -102,9 +102,24 @@ def test_node_worth_is_the_slot_cost_at_the_uncredited_rate():
     assert policy.node_worth == pytest.approx(min(policy.hi, policy.ar_rate() * slope))
 
 
+class FakePolicy:
+    """A draft policy's prices: a node's worth, and a pass of one token against a bigger one
+    (`single` seconds for one node, `tree` + `per_node` per node beyond it)."""
+
+    def __init__(self, worth, rate=None, single=0.4, tree=0.55, per_node=0.02):
+        self.node_worth, self.running_rate = worth, rate
+        self.single, self.tree, self.per_node = single, tree, per_node
+
+    def extra_slot_seconds(self, base, extra):
+        if self.running_rate is None:
+            return None
+        v = lambda n: self.single if n == 1 else self.tree + self.per_node * n  # noqa: E731
+        return v(base + extra) - v(base)
+
+
 class FakeInner(NoDrafter):
-    def __init__(self, worth):
-        self.policy = type("P", (), {"node_worth": worth})()
+    def __init__(self, worth, rate=None):
+        self.policy = FakePolicy(worth, rate)
 
 
 @pytest.mark.parametrize("worth, kept", [(None, 6), (0.3, 1)])
@@ -118,3 +133,35 @@ def test_branch_nodes_must_pay_for_their_slot_at_the_policys_rate(worth, kept):
     # 0.3 keeps only the first (always proposed so the source can earn its way back)
     assert proposal.free_nodes == kept
     assert proposal.tree.tokens[1:] == [4, 5, 6, 7, 8, 9][:kept]
+
+
+@pytest.mark.priced_branches
+def test_a_root_only_steps_branches_pay_for_the_jump_to_a_tree_pass():
+    """On a CPU one extra node turns a one-token pass (0.4 s) into a tree pass (0.59 s): at 2.5
+    tokens/s the branches of a root-only step must be expected to win 0.48 tokens; a source that
+    stopped being right is dropped, then tried every EXPLORE_EVERY steps; one that is right
+    keeps its nodes."""
+    from engine.decoding.prompt_lookup import EXPLORE_EVERY
+
+    drafter = LookupDrafter(FakeInner(0.05, rate=2.5),
+                            LookupConfig(sources=("prompt",), prior=0.5, min_prob=0.01,
+                                         resume_steps=0))
+    history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]
+    drafter.prefill(history + [3])
+    assert drafter.propose(3, len(history)).free_nodes > 0  # prior 0.5: 0.5 + 0.25 + ... pays
+    sizes = []
+    for _ in range(2 * EXPLORE_EVERY + 2):  # the target never takes the copy
+        proposal = drafter.propose(3, len(history))
+        sizes.append(proposal.free_nodes)
+        drafter.feedback(StepResult(proposal, (0,), 99, 0.4, 0.0, 0.4))
+    explored = [i for i, n in enumerate(sizes) if n]
+    assert len(explored) >= 2 and explored[-2] + EXPLORE_EVERY == explored[-1]
+    assert sum(sizes[-EXPLORE_EVERY:]) <= 6  # one exploration's branch, at most
+    right = LookupDrafter(FakeInner(0.05, rate=2.5),
+                          LookupConfig(sources=("prompt",), prior=0.5, min_prob=0.01,
+                                       resume_steps=0))
+    right.prefill(history + [3])
+    for _ in range(EXPLORE_EVERY):  # the target takes the copy's first three tokens
+        proposal = right.propose(3, len(history))
+        assert proposal.free_nodes > 0
+        right.feedback(StepResult(proposal, (0, 1, 2, 3), 7, 0.6, 0.0, 0.6))

@@ -51,3 +51,22 @@ def test_lookup_without_a_draft_prices_its_nodes_from_its_passes():
     assert drafter.node_worth() == drafter.slots.worth() > 0.01
     dear = drafter.propose(3, len(history))
     assert 1 < len(dear.tree) < 10  # fewer nodes pay for their slot now
+
+
+def test_one_token_passes_are_priced_apart_from_tree_passes():
+    """A one-token pass (0.4 s) against tree passes 0.55 s + 0.02 s a node: the first nodes
+    added to a root-only pass cost the jump, those added to a tree pass the slope."""
+    from engine.costmodel.rules import branches_pay
+
+    cost = SlotCost()
+    for nodes in (1, 9, 1, 17, 1, 5) * 3:
+        cost.observe(nodes, 0.4 if nodes == 1 else 0.55 + 0.02 * nodes, 1)
+    assert cost.extra_slot_seconds(1, 3) == pytest.approx(0.55 + 0.08 - 0.4, abs=0.02)
+    assert cost.extra_slot_seconds(9, 3) == pytest.approx(0.06, abs=0.01)
+    rate = cost.running_rate
+    assert not branches_pay(0.2, cost.extra_slot_seconds(1, 3), rate)
+    assert branches_pay(0.2, cost.extra_slot_seconds(9, 3), rate)
+    io = SlotCost()
+    for nodes in (1, 9, 17) * 4:
+        io.observe(nodes, 1.0 + 0.004 * nodes, 2, io_wait=0.9)
+    assert io.extra_slot_seconds(1, 30) == 0.0
