@@ -84,5 +84,5 @@ def unpriced_branches(request, monkeypatch):
         return
     from engine.decoding import prompt_lookup
 
-    monkeypatch.setattr(prompt_lookup, "branches_pay", lambda *args: True)
-    monkeypatch.setattr(prompt_lookup.LookupDrafter, "branches_lost", lambda self: False)
+    monkeypatch.setattr(prompt_lookup.LookupDrafter, "_pay_for_the_pass",
+                        lambda self, tree, before, first: None)

@@ -251,19 +251,20 @@ class LookupDrafter:
         """Drop this step's draft-free nodes when together they do not pay for the seconds
         they add to the pass (rules.branches_pay; on a CPU a root-only step's first extra node
         turns a one-token pass into a tree pass), or on a root-only step when recent such steps
-        emitted fewer tokens per second with branches than without (`branches_lost`). Every
-        EXPLORE_EVERY dropped steps the first branch (ending at `first`) goes alone, so the
-        sources' acceptance stays measured."""
+        emitted fewer tokens per second with branches than without (`branches_lost`). Before a pass
+        was priced, and every EXPLORE_EVERY dropped steps, the first branch (ending at `first`)
+        goes alone, so the sources' acceptance stays measured."""
         extra = len(tree) - before
         price = self.slots if self.slots is not None else self.inner.policy
         rate, seconds = price.running_rate, price.extra_slot_seconds(before, extra)
-        if not extra or rate is None or seconds is None or (
-                branches_pay(expected_tokens(self.expected), seconds, rate)
-                and (before > 1 or not self.branches_lost())):
+        priced = rate is not None and seconds is not None
+        if not extra or priced and (branches_pay(expected_tokens(self.expected), seconds, rate)
+                                    and (before > 1 or not self.branches_lost())):
             self.unpaid = 0
             return
         self.unpaid += 1
-        size = first if self.unpaid % EXPLORE_EVERY == 0 else before
+        explore = not priced or self.unpaid % EXPLORE_EVERY == 0  # unpriced: the first step
+        size = first if explore else before
         tree.truncate(size)
         self.kinds = {n: v for n, v in self.kinds.items() if n < size}
         self.copies = [(start, parent, [n for n in nodes if n < size])
