@@ -8,11 +8,12 @@ import pytest
 from test_tree_decoding import two_sample_chi2_pvalue  # tests/engine is on sys.path
 
 from engine.config import GenerationConfig, LookaheadConfig, LookupConfig, SamplingConfig
+from engine.decoding.branch_prior import BranchPrior
 from engine.decoding.drafters import NoDrafter, Proposal, StepResult
 from engine.decoding.generate import generate
 from engine.decoding.lookahead import LookaheadDrafter
 from engine.decoding.ngram_pool import NgramPool
-from engine.decoding.prompt_lookup import BranchPrior, LookupDrafter, find_continuations
+from engine.decoding.prompt_lookup import LookupDrafter, find_continuations
 from engine.decoding.tree import TokenTree
 from engine.events import Failed, Finished, StepEvent
 from engine.formats.loader import load_model

@@ -1,0 +1,78 @@
+"""What a draft-free branch is expected to win: acceptance by depth per kind of branch, learned
+online (`BranchPrior`), and the expected accepted nodes of one step's branches
+(`expected_tokens`). engine.decoding.prompt_lookup places branches with them."""
+
+from __future__ import annotations
+
+ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
+DEEP = "+deep"  # ... and of branches hung below the draft model's leaves
+RESUME = "+resume"  # ... and of copies resumed after the target left one (`resumed`)
+
+
+def expected_tokens(branches: list[tuple[int, list[float]]]) -> float:
+    """Expected accepted nodes of draft-free branches, each (node it hangs below, acceptance
+    estimates of its nodes): the sum of the estimates, but siblings are exclusive (one token
+    follows a node), so branches below one node count at most one first token together (each
+    kind's learned rate alone may say more, e.g. at its prior before any step)."""
+    firsts: dict[int, float] = {}
+    for parent, probs in branches:
+        firsts[parent] = firsts.get(parent, 0.0) + probs[0]
+    return sum(sum(probs) / max(1.0, firsts[parent]) for parent, probs in branches)
+
+
+class BranchPrior:
+    """P(a draft-free node at depth d is accepted), per kind of branch, learned online.
+
+    Kinds are a source's first branch (its best match: `source`) and its other branches
+    (`source` + ALT): one step's alternatives are mostly wrong, and pooling them with the first
+    would hold the first branch to their rate.
+
+    Per depth, the acceptance rate of nodes whose parent was accepted (decaying counts,
+    smoothed toward the rate one level up, which starts at `prior`); P(d) is their product.
+    A depth never tried inherits the rate above it, so a source that keeps being right grows
+    its branches deeper.
+    """
+
+    def __init__(self, prior: float, decay: float = 0.97):
+        self.prior, self.decay = prior, decay
+        self.reached: dict[str, list[float]] = {}  # depth d: nodes whose parent was accepted
+        self.hit: dict[str, list[float]] = {}  # ... and that were accepted themselves
+
+    def prob(self, source: str, depth: int) -> float:
+        reached, hit = self.reached.get(source, ()), self.hit.get(source, ())
+        p, rate = 1.0, self.start_rate(source)
+        for d in range(1, depth + 1):
+            if d < len(reached):
+                rate = (hit[d] + 2 * rate) / (reached[d] + 2)
+            p *= rate
+        return p
+
+    def start_rate(self, kind: str) -> float:
+        """Where a kind's rate starts: its source's first-level rate once the source's first
+        branch was tried (a source wrong on its best match is no better on its others), else
+        `prior`."""
+        base = kind.split("+")[0]
+        if base == kind or len(self.reached.get(base, ())) < 2:
+            return self.prior
+        return (self.hit[base][1] + 2 * self.prior) / (self.reached[base][1] + 2)
+
+    def observe(self, tree, accepted, first: int,
+                kinds: dict[int, tuple[str, int]] | None = None) -> None:
+        """Count nodes `first`.. of a verified tree (the draft-free ones); `kinds`: node ->
+        (kind of branch, depth of the node it hangs below) (default: its source, the root)."""
+        for source in self.reached:
+            self.reached[source] = [x * self.decay for x in self.reached[source]]
+            self.hit[source] = [x * self.decay for x in self.hit[source]]
+        taken = set(accepted)
+        for i in range(first, len(tree)):
+            if tree.parents[i] not in taken:
+                continue
+            source, anchor = (kinds or {}).get(i, (tree.sources[i], 0))
+            depth = tree.depth[i] - anchor
+            reached = self.reached.setdefault(source, [])
+            hit = self.hit.setdefault(source, [])
+            while len(reached) <= depth:
+                reached.append(0.0)
+                hit.append(0.0)
+            reached[depth] += 1
+            hit[depth] += i in taken
