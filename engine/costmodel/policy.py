@@ -400,7 +400,7 @@ class StepPolicy:
         # a draft-free node pays for its slot at the running mode's rate (ar's before any tree:
         # a draft too slow to ever win grows none)
         spec = ar if best is None else best[1]
-        rate = ar if (self.auto and self.mode == "ar") or best is None else max(spec, ar)
+        rate = ar if self.auto and self.mode == "ar" else max(spec, ar)
         self.node_worth = min(self.hi, rate * self.v_slope)
         self.running_rate = rate
         if best is None:

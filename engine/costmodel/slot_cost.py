@@ -30,11 +30,13 @@ class SlotCost:
         self.passes: deque[tuple[int, float, int, float, int]] = deque(maxlen=window)
         self.singles: deque[float] = deque(maxlen=8)  # seconds of recent one-node passes
         self.steps = 0
+        self.fitted = None  # _fit() of the passes so far (cleared by observe)
 
     def observe(self, nodes: int, seconds: float, tokens: int, io_wait: float = 0.0) -> None:
         """One verified step: `nodes` verified in `seconds` (IO waits included, `io_wait` of
         them), `tokens` emitted."""
         self.steps += 1
+        self.fitted = None
         self.passes.append((nodes, seconds, tokens, min(io_wait, seconds), self.steps))
         if nodes == 1:
             self.singles.append(seconds)
@@ -43,7 +45,12 @@ class SlotCost:
         return DECAY ** (self.steps - step)
 
     def _fit(self):
-        """(weights, IO-bound?, v, v's slope, running rate) of the recent passes."""
+        """(IO-bound?, v, v's slope, running rate) of the recent passes, once per step."""
+        if self.fitted is None:
+            self.fitted = self._fit_passes()
+        return self.fitted
+
+    def _fit_passes(self):
         w = [self._weight(p[4]) for p in self.passes]
         seconds = sum(wt * p[1] for wt, p in zip(w, self.passes))
         io_bound = rules.is_io_bound(sum(wt * p[3] for wt, p in zip(w, self.passes)), seconds)

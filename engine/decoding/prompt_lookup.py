@@ -160,10 +160,7 @@ class LookupDrafter:
         first = before
         for k, (source, tokens, start) in enumerate(found):
             kind = source if source not in placed else source + ALT
-            probs = []
-            while len(probs) < len(tokens) and (
-                    (k == 0 and not probs) or self.prior.prob(kind, len(probs) + 1) >= cut):
-                probs.append(self.prior.prob(kind, len(probs) + 1))
+            probs = self._estimates(kind, len(tokens), cut, first_free=k == 0)
             self._place(tree, 0, tokens[: len(probs)], source, kind, cap, before, start, probs)
             placed.append(source)
             first = len(tree) if k == 0 else first
@@ -184,8 +181,7 @@ class LookupDrafter:
         was priced, and every EXPLORE_EVERY dropped steps, the first branch (ending at `first`)
         goes alone, so the sources' acceptance stays measured."""
         extra = len(tree) - before
-        price = self.slots if self.slots is not None else self.inner.policy
-        rate, seconds = price.running_rate, price.extra_slot_seconds(before, extra)
+        rate, seconds = self._price.running_rate, self._price.extra_slot_seconds(before, extra)
         priced = rate is not None and seconds is not None
         if not extra or priced and (branches_pay(expected_tokens(self.expected), seconds, rate)
                                     and (before > 1 or not self.branches_lost())):
@@ -205,6 +201,18 @@ class LookupDrafter:
         launched ahead on the root, then the branches verified after it.)"""
         (t1, s1, n1), (t0, s0, n0) = self.outcomes[True], self.outcomes[False]
         return n1 >= OUTCOME_MIN and n0 >= OUTCOME_MIN and t1 * s0 < t0 * s1
+
+    def _estimates(self, kind: str, length: int, cut: float, scale: float = 1.0,
+                   first_free: bool = False) -> list[float]:
+        """Acceptance estimates (`scale` times the kind's by depth) of a branch's leading nodes
+        that clear `cut`; with `first_free` its first node goes whatever its estimate."""
+        probs: list[float] = []
+        while len(probs) < length:
+            p = scale * self.prior.prob(kind, len(probs) + 1)
+            if p < cut and not (first_free and not probs):
+                break
+            probs.append(p)
+        return probs
 
     def _place(self, tree, parent, tokens, source, kind, cap, before, start=-1,
                probs=()) -> list[int]:
@@ -235,18 +243,21 @@ class LookupDrafter:
                 return
             tail = [tree.tokens[i] for i in tree.path(leaf)]
             for source, tokens, start in self.branches(tail, 1):
-                kind, probs = source + DEEP, []
-                while len(probs) < len(tokens) and (
-                        tree.path_prob[leaf] * self.prior.prob(kind, len(probs) + 1) >= cut):
-                    probs.append(tree.path_prob[leaf] * self.prior.prob(kind, len(probs) + 1))
+                kind = source + DEEP
+                probs = self._estimates(kind, len(tokens), cut, scale=tree.path_prob[leaf])
                 if probs:
                     self._place(tree, leaf, tokens[: len(probs)], source, kind, cap, before,
                                 start, probs)
                     break  # one continuation per leaf
 
+    @property
+    def _price(self):
+        """Who prices a verify slot: the draft's policy, or without a draft model the passes'
+        own (costmodel.slot_cost)."""
+        return self.slots if self.slots is not None else self.inner.policy
+
     def node_worth(self) -> float:
-        """The acceptance a draft-free node needs to pay for its verify slot: the draft's
-        policy's price, or without a draft model the passes' own (costmodel.slot_cost)."""
+        """The acceptance a draft-free node needs to pay for its verify slot (`_price`)."""
         if self.slots is not None:
             return self.slots.worth()
         worth = self.inner.policy.node_worth
