@@ -137,6 +137,20 @@ def test_greedy_draft_free_modes_equal_ar(loaded_pair, case):
             assert set(s.tree_sources[1:]) <= {"draft", "prompt", "ngram", "jacobi"}
 
 
+@pytest.mark.priced_branches
+@pytest.mark.parametrize("with_draft", [False, True])
+def test_priced_branches_keep_greedy_ids(loaded_pair, with_draft):
+    """As shipped, branches priced against the measured pass seconds (some steps drop them, or
+    keep only the first): whatever is kept or dropped, the ids are ar's."""
+    target = loaded_pair["target"]
+    draft = loaded_pair["noisy"] if with_draft else None
+    rng = np.random.default_rng(7 + with_draft)
+    for ids in prompts_with_repeats(rng, 4):
+        ar = run(target, None, ids, mode="ar", max_tokens=40)[-1]
+        tree = run(target, draft, ids, mode="tree", max_tokens=40)[-1]
+        assert tree.token_ids == ar.token_ids, ids
+
+
 @pytest.fixture(scope="module")
 def copier(tmp_path_factory):
     """A tiny model whose next token depends on the current one only, and a prompt that quotes
