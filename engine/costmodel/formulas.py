@@ -211,11 +211,23 @@ def speculation_can_win(
 ) -> bool:
     """Does any tree size beat ar by `margin` if every drafted token of one path is accepted?"""
     ar = 1.0 / (pass_seconds_of(1) + overhead)
+    return perfect_rate(draft_seconds, pass_seconds_of, overhead, max_nodes, width) > margin * ar
+
+
+def perfect_rate(
+    draft_seconds: Callable[[int], float],
+    pass_seconds_of: Callable[[int], float],
+    overhead: float,
+    max_nodes: int,
+    width: int,
+) -> float:
+    """The best tokens/s of any tree size if every drafted token of one path is accepted (0
+    when no tree of 2 or more nodes is allowed)."""
+    best = 0.0
     for n in range(2, max_nodes + 1):
         t = draft_seconds(n) + pass_seconds_of(n) + overhead
-        if perfect_tokens(n, width) / t > margin * ar:
-            return True
-    return False
+        best = max(best, perfect_tokens(n, width) / t)
+    return best
 
 
 # ---- the marginal rule of the adaptive threshold -------------------------------------------

@@ -2,11 +2,9 @@
 shape, threshold, fallback to `ar`, and whether to draft during the target's IO waits.
 
 Measured online from verification results (forgotten exponentially per target step):
-- timing: one draft forward over m tokens d(m) ~ a + b m; one target pass over N tokens
-  v(N) ~ v0 + v1 N over tree passes, v(1) from root-only passes on their own (on a CPU the
-  jump from one token to a few is most of a small tree's verify cost) (IO included when the
-  target is streamed; draft work at its waits beyond the reads left out,
-  rules.pass_cost_seconds); the rest of a step, o;
+- timing (engine.costmodel.step_timing): a draft forward over m tokens d(m), a target pass over
+  N tokens v(N) (v(1) from root-only passes on their own; IO included when streamed; draft work
+  at its waits beyond the reads left out, rules.pass_cost_seconds), the rest of a step o;
 - acceptance of recent trees (tree_record.RecentTrees): best-first trees grow in rounds (the
   start forward, then one forward per batch of w nodes), and the accepted path can only go one
   level deeper per round.
@@ -39,6 +37,10 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
   the bound as ar's pass time is measured.
 - draft work at an IO wait: one more forward of the next step's tree while it fits
   (rules.wait_work_fits with d of its size: the rule the cost model's pass simulation runs).
+- the draft's catch-up on pending tokens (the deferred prompt, tokens decoded at ar): a tree
+  waits (root-only steps) while even perfect acceptance could not repay it over the tokens
+  left; it runs in timed chunks, and in IO waits with no tree to extend
+  (engine.costmodel.catch_up).
 - draft-free branches (prompt lookup, n-gram pool): verify slots on top of the draft's tree.
   The draft's part is planned exactly as it would be without them (budget, threshold, ar
   fallback: their slots and tokens are left out of E(N), T(N) and ar's rate), so a merged step
@@ -62,6 +64,8 @@ import numpy as np
 from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
+from .catch_up import CatchUp
+from .step_timing import StepTiming
 from .timing_store import PairTiming
 from .tree_record import DECAY, RecentTrees, TreeRecord
 
@@ -96,30 +100,27 @@ class StepPolicy:
             (wants_draft_timing); the first steps are root-only until then.
         stored: the pair's measures from an earlier process: d and v start from them, the draft
             is not timed before its first tree, and a draft that can never win starts at ar.
+        max_tokens: the answer's token limit (prices the draft's catch-up, catch_up.py; None:
+            no limit known, a catch-up always pays).
     """
 
     def __init__(self, tree, adapt_threshold: bool = True, auto: bool = True,
-                 time_draft: bool = False, stored: PairTiming | None = None):
+                 time_draft: bool = False, stored: PairTiming | None = None,
+                 max_tokens: int | None = None):
         self.tree, self.adapt, self.auto = tree, adapt_threshold, auto
+        self.max_tokens, self.generated = max_tokens, 0
+        self.catch = CatchUp()  # the draft's catch-up on pending tokens (engine.costmodel.catch_up)
         self.time_draft = time_draft and auto
         self.ar_passes = 0  # root-only passes observed
         prior = getattr(tree, "verify_cost_prior", None)  # engine.config: platform default
-        self.verify_prior = VERIFY_COST_PRIOR if prior is None else prior
+        self.timing = StepTiming(VERIFY_COST_PRIOR if prior is None else prior)
         self.w = max(1, tree.expand_width)
         self.forwards_cap = max(1, tree.max_forwards)
         self.threshold = tree.threshold
         self.lo, self.hi = 1e-4, 0.5
         self.recent = RecentTrees()  # acceptance of recent trees (engine.costmodel.tree_record)
         self.steps = 0
-        self.forwards: deque = deque(maxlen=32)  # (tokens, seconds, step)
-        self.passes: deque = deque(maxlen=32)  # (nodes, seconds, step, io wait seconds)
-        self.overheads: deque = deque(maxlen=16)
-        self.d: cm.Curve | None = None  # d(m), refitted after each step
-        self.v: cm.Curve | None = None  # v(N)
-        self.v_slope = 0.0  # seconds per verified node beyond the first two (v's slope)
-        self.singles: deque = deque(maxlen=8)  # seconds of recent root-only passes
         self.batches: deque = deque(maxlen=16)  # (nodes joined after the root, room, step)
-        self.o = 0.0
         self.mode = "tree"
         self.nodes = 1 + self.w  # N of the next speculative step
         self.last_plan: Plan | None = None
@@ -139,11 +140,7 @@ class StepPolicy:
     def _start_from(self, stored: PairTiming) -> None:
         """Seed d and v with the stored measures (one point each, forgotten like any other);
         a draft that even perfect acceptance cannot make pay goes to ar before any step."""
-        io = min(stored.target_io_seconds, stored.target_pass_seconds)
-        self.forwards.append((1, stored.draft_forward_seconds, 0))
-        self.passes.append((1, stored.target_pass_seconds, 0, io))
-        self.singles.append(stored.target_pass_seconds)  # a one-token pass
-        self.overheads.append(stored.overhead_seconds)
+        self.timing.seed(stored)
         self._refit()
         if self.auto and not self.can_win():
             self._enter("ar")
@@ -151,16 +148,25 @@ class StepPolicy:
     def measured_timing(self) -> PairTiming | None:
         """What the policy knows now, for the next process (None until a draft forward and a
         target pass were timed): d(1), v(1) with its IO share, o."""
-        if self.d is None or self.v is None:
-            return None
-        wait, total = self._io_and_total()
-        v1 = self.v(1)
-        if self.d(1) <= 0 or v1 <= 0:
-            return None
-        return PairTiming(self.d(1), v1, v1 * min(1.0, wait / total) if total > 0 else 0.0,
-                          self.o)
+        return self.timing.measured(self._weight)
 
-    # ---- estimates -------------------------------------------------------------------------
+    # ---- estimates (timing: engine.costmodel.step_timing) -----------------------------------
+    @property
+    def d(self) -> cm.Curve | None:
+        return self.timing.d
+
+    @property
+    def v(self) -> cm.Curve | None:
+        return self.timing.v
+
+    @property
+    def v_slope(self) -> float:
+        return self.timing.v_slope
+
+    @property
+    def o(self) -> float:
+        return self.timing.o
+
     @property
     def trees(self) -> deque[TreeRecord]:
         return self.recent.trees
@@ -172,17 +178,7 @@ class StepPolicy:
         return DECAY ** (self.steps - step)
 
     def _refit(self) -> None:
-        if self.forwards:
-            a, b = rules.fit_line([(m, s, self._weight(k)) for m, s, k in self.forwards], 1 / 32)
-            self.d = cm.Curve.linear(a, b)
-        if self.passes:
-            self.v, self.v_slope = self._fit_passes()
-        self.o = sorted(self.overheads)[len(self.overheads) // 2] if self.overheads else 0.0
-
-    def _fit_passes(self) -> tuple[cm.Curve, float]:
-        """v(N): rules.fit_passes (v(1) from root-only passes, a line through tree passes)."""
-        points = [(n, s, self._weight(k)) for n, s, k, _ in self.passes]
-        return rules.fit_passes(points, self.singles, self.verify_prior)
+        self.timing.refit(self._weight)
 
     def batch_fill(self) -> float:
         """Share of a round's width that joined recent trees: the threshold, not the budget,
@@ -201,13 +197,7 @@ class StepPolicy:
 
     def io_bound(self) -> bool:
         """Recent verify passes spent most of their time waiting for layers (streamed)."""
-        return rules.is_io_bound(*self._io_and_total())
-
-    def _io_and_total(self) -> tuple[float, float]:
-        """Recent passes' IO seconds and their seconds, each weighted as forgotten."""
-        wait = sum(self._weight(k) * io for _, _, k, io in self.passes)
-        total = sum(self._weight(k) * s for _, s, k, _ in self.passes)
-        return wait, total
+        return rules.is_io_bound(*self.timing.io_and_total(self._weight))
 
     def extra_slot_seconds(self, base: int, extra: int) -> float | None:
         """Seconds `extra` draft-free nodes add to a pass of `base` nodes (None before a pass was
@@ -217,7 +207,7 @@ class StepPolicy:
             return None
         if self.io_bound():
             return 0.0
-        return rules.extra_nodes_seconds(self.v, base, extra, bool(self.singles))
+        return rules.extra_nodes_seconds(self.v, base, extra, bool(self.timing.singles))
 
     def node_limit(self) -> int:
         return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)
@@ -278,10 +268,60 @@ class StepPolicy:
         )
 
     # ---- the per-step decisions ------------------------------------------------------------
-    def plan(self) -> Plan:
-        self.last_plan = plan = self._plan()
+    def plan(self, pending: int = 0) -> Plan:
+        """This step's plan; `pending`: committed tokens the draft must catch up on first (a
+        speculative plan becomes root-only when that cannot pay, catch_up.py)."""
+        plan = self._plan()
+        if plan.speculate and self.auto and not self.catch_up_pays(pending):
+            plan = Plan(False, 1, self.threshold)
+        self.last_plan = plan
         self.timed_now = False
         return plan
+
+    def drop_plan(self) -> None:
+        """The drafter stopped catching up (it stopped paying): this step is root-only."""
+        self.last_plan = Plan(False, 1, self.threshold)
+
+    # ---- the draft's catch-up on pending tokens (engine.costmodel.catch_up) ------------------
+    def catch_up_gain(self) -> float:
+        """G: seconds speculation could save over the tokens left if every drafted token were
+        accepted (infinite while the answer's limit or the timings are unknown)."""
+        if self.max_tokens is None or self.d is None or self.v is None:
+            return float("inf")
+        d, v, shape = self.d, self.v, self.shape
+        best = cm.perfect_rate(lambda n: cm.tree_draft_seconds(d, n, shape(n).width, 1.0), v,
+                               self.o, self.tree.max_nodes, self.w)
+        saved = 1.0 / self.ar_rate() - (1.0 / best if best > 0 else float("inf"))
+        return max(0, self.max_tokens - self.generated) * max(0.0, saved)
+
+    def catch_up_pays(self, pending: int) -> bool:
+        d = self.d
+        return self.catch.pays(pending, self.catch_up_gain(), None if d is None else d(1),
+                               0.0 if d is None else d(pending))
+
+    def catch_up_chunk(self, pending: int) -> int | None:
+        """Tokens of the next catch-up forward before a tree (None: it stops paying, unless the
+        policy is fixed): the first at most a root-only step's seconds, then all that is left
+        (in GROWTH-fold chunks)."""
+        if self.auto and not self.catch_up_pays(pending):
+            return None
+        if self.d is None or self.v is None:
+            return pending
+        step = self.v(1) + self.o if self.catch.line(self.d(1)) is None else float("inf")
+        return self.catch.chunk(pending, step, self.d(1))
+
+    def catch_up_while_waiting(self, facts: rules.WaitFacts, pending: int) -> int:
+        """Tokens to catch up on during this IO wait (0: none): while it may pay, in a chunk that
+        fits the IO thread's busy time (the first one, unmeasured, runs anyway: it measures)."""
+        if self.d is None or pending <= 0:
+            return 0
+        if self.auto and ((self.mode == "ar" and self.timing_bound)
+                          or not self.catch_up_pays(pending)):
+            return 0
+        return self.catch.chunk(pending, rules.io_busy_seconds(facts), self.d(1))
+
+    def observe_catch_up(self, tokens: int, seconds: float) -> None:
+        self.catch.observe(tokens, seconds)
 
     def _plan(self) -> Plan:
         if not self.auto:
@@ -289,7 +329,7 @@ class StepPolicy:
         if self.mode == "tree":
             if self.trees and not self.ar_sampled:  # time one ar step: v(1), o without a draft
                 return Plan(False, 1, self.threshold)
-            if self.time_draft and not self.forwards:  # ar until the draft's forward is timed
+            if self.time_draft and not self.timing.forwards:  # ar until the draft is timed
                 return Plan(False, 1, self.threshold)
             return self._speculate(self.nodes)
         self.since += 1
@@ -298,19 +338,20 @@ class StepPolicy:
             return self._speculate(1 + 2 * self.w, probe=True)
         return Plan(False, 1, self.threshold, probe=self.timed_now)  # probe: draft timed
 
-    def wants_draft_timing(self) -> bool:
+    def wants_draft_timing(self, waiting: bool = False) -> bool:
         """Time one 1-token draft forward before the first tree? (time_draft, a few of ar's
-        passes timed, no draft forward timed yet.) A draft too slow to ever win is then never
-        caught up on the prompt nor grown into trees (observe_draft_timing)."""
+        passes timed, or `waiting` for a streamed layer, where it costs nothing; no draft
+        forward timed yet.) A draft too slow to ever win is then never caught up on the prompt
+        nor grown into trees (observe_draft_timing)."""
         if self.retime:
             return True
-        return (self.time_draft and self.mode == "tree" and not self.forwards
-                and self.ar_passes >= AR_PASSES_BEFORE_TIMING)
+        return (self.time_draft and self.mode == "tree" and not self.timing.forwards
+                and (waiting or self.ar_passes >= AR_PASSES_BEFORE_TIMING))
 
     def observe_draft_timing(self, seconds: float) -> None:
         """One timed 1-token draft forward: d's first point; falls back to ar (bound by timing)
         at once when even a draft whose every token were accepted could not beat ar."""
-        self.forwards.append((1, seconds, self.steps))
+        self.timing.forwards.append((1, seconds, self.steps))
         self.timed_now = True
         self._refit()
         if self.retime:  # at ar, bound by timing: lifted only if the fresh d says so
@@ -348,11 +389,12 @@ class StepPolicy:
     def observe_forwards(self, forwards) -> None:
         """Draft forwards timed outside a proposal (during IO waits): (tokens, seconds)."""
         for m, s in forwards:
-            self.forwards.append((m, s, self.steps))
+            self.timing.forwards.append((m, s, self.steps))
 
     def observe(self, result) -> None:
         """Learn from one verified step (engine.decoding.drafters.StepResult)."""
         self.steps += 1
+        self.generated += len(result.accepted)  # the accepted path and the bonus
         tree = result.proposal.tree
         n = len(tree)
         draft_s = getattr(result, "draft_seconds", 0.0)
@@ -363,12 +405,10 @@ class StepPolicy:
         # IO-bound: waiting for layers, or the IO thread reading, fills most of the pass (the
         # compute thread's time outside waits also holds GIL and allocator stalls)
         io = max(io_wait, getattr(result, "io_busy_seconds", None) or 0.0)
-        self.passes.append((n, pass_s, self.steps, min(io, pass_s)))
-        if n == 1:
-            self.singles.append(pass_s)
-        self.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
+        self.timing.add_pass(n, pass_s, self.steps, io)
+        self.timing.overheads.append(max(0.0, result.step_seconds - draft_s - verify_s))
         for m, s in getattr(result.proposal, "forwards", ()):
-            self.forwards.append((m, s, self.steps))
+            self.timing.forwards.append((m, s, self.steps))
         # draft-free nodes (appended after the draft's) cost verification only: they count in
         # the pass size above (v's fit), not as the draft's tree
         drafted = n - getattr(result.proposal, "free_nodes", 0)

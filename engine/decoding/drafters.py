@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..config import SamplingConfig, TreeConfig
+from ..costmodel.catch_up import TAIL as CATCH_UP_TAIL
 from ..models.cache import KVCache, make_cache
 from .draft_vocab import DraftVocab
 from .frontier import Frontier
@@ -195,13 +196,19 @@ class DraftModel:
     def offset(self) -> int:
         return self.cache[0].offset
 
-    def catch_up(self) -> None:
-        """Feed the pending committed tokens (they pile up while the drafter falls back to ar)."""
-        pending = self.feedable(self.pending)
-        for i in range(0, len(pending), self.prefill_chunk):  # the head is never evaluated
-            self.model(mx.array([pending[i : i + self.prefill_chunk]]), cache=self.cache)
+    def catch_up(self, tokens: int | None = None) -> float:
+        """Feed the first `tokens` (None: all) pending committed tokens (they pile up while the
+        drafter falls back to ar, and hold the deferred prompt); returns the seconds it took."""
+        t0 = time.perf_counter()
+        n = len(self.pending) if tokens is None else min(tokens, len(self.pending))
+        chunk, self.pending = self.pending[:n], self.pending[n:]
+        if self.subset is not None:
+            self.subset.include(chunk)
+        chunk = self.feedable(chunk)
+        for i in range(0, len(chunk), self.prefill_chunk):  # the head is never evaluated
+            self.model(mx.array([chunk[i : i + self.prefill_chunk]]), cache=self.cache)
             mx.eval([c.keys for c in self.cache])
-        self.pending = []
+        return time.perf_counter() - t0
 
     def start(self, root: int) -> mx.array:
         """Feed pending tokens + root as a chain; returns the root's draft distribution."""
@@ -297,6 +304,7 @@ class TreeDrafter(ModelDrafter):
         self.wait_forwards: list[tuple[int, float]] = []  # (tokens, seconds), for the policy
         self.wait_tokens = 0  # draft tokens processed while the target waited for IO
         self.wait_tokens_used = 0  # ... that the next step started from (reused tree nodes)
+        self.wait_catch_up_tokens = 0  # pending tokens the draft caught up on during IO waits
         self.started = not root_first  # root_first: the first step is root-only (propose)
 
     @property
@@ -314,9 +322,9 @@ class TreeDrafter(ModelDrafter):
         policy = self.policy
         if policy is not None and policy.wants_draft_timing():  # cheap exit for a slow draft
             policy.observe_draft_timing(self.draft.forward_seconds(root, fresh=policy.retime))
-        plan = policy.plan() if policy is not None else None
+        plan = policy.plan(len(self.draft.pending)) if policy is not None else None
         if plan is not None:
-            if not plan.speculate:
+            if not plan.speculate or not self.caught_up():
                 return self.propose_root(committed, root)
             threshold, max_nodes, rounds = plan.threshold, plan.max_nodes, plan.rounds
             width, k = plan.width or width, plan.children or k
@@ -355,6 +363,18 @@ class TreeDrafter(ModelDrafter):
         return Proposal(tree, [None] * len(tree), forwards=forwards,
                         probe=plan is not None and plan.probe)
 
+    def caught_up(self) -> bool:
+        """Catch the draft up on its pending tokens before a tree, in timed chunks while the
+        policy says it pays (engine.costmodel.catch_up); False: it stopped paying."""
+        policy, draft = self.policy, self.draft
+        while len(draft.pending) > CATCH_UP_TAIL:
+            tokens = policy.catch_up_chunk(len(draft.pending))
+            if tokens is None:
+                policy.drop_plan()
+                return False
+            policy.observe_catch_up(tokens, draft.catch_up(tokens))
+        return True
+
     def propose_root(self, committed: int, root: int) -> Proposal:
         """The policy fell back to ar: the root alone, no draft work (the draft catches up on
         the committed tokens in one batched forward when speculation resumes)."""
@@ -377,7 +397,7 @@ class TreeDrafter(ModelDrafter):
         nothing left to do."""
         ext = self.extension
         if ext is None or ext.done:
-            return False
+            return self.catch_up_while_waiting(facts)
         tokens = ext.next_tokens()
         policy = self.policy
         if policy is not None and not policy.draft_while_waiting(facts, self.wait_calls, tokens):
@@ -388,6 +408,23 @@ class TreeDrafter(ModelDrafter):
         self.wait_forwards.append((tokens, time.perf_counter() - t0))
         self.wait_calls += 1
         self.wait_tokens += tokens
+        return True
+
+    def catch_up_while_waiting(self, facts) -> bool:
+        """No tree to extend: time the draft, or catch it up on pending tokens, while the policy
+        says it fits the wait (engine.costmodel.catch_up)."""
+        policy, draft = self.policy, self.draft
+        if policy is None:
+            return False
+        if policy.wants_draft_timing(waiting=True):
+            token = draft.pending[0] if draft.pending else 0
+            policy.observe_draft_timing(draft.forward_seconds(token, fresh=policy.retime))
+            return True
+        tokens = policy.catch_up_while_waiting(facts, len(draft.pending))
+        if tokens <= 0:
+            return False
+        policy.observe_catch_up(tokens, draft.catch_up(tokens))
+        self.wait_catch_up_tokens += tokens
         return True
 
     def commit(self, tree, path, bonus, committed):

@@ -53,7 +53,7 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
         return ChainDrafter(model, config.chain_length, rng)
     tree = config.tree
     policy = StepPolicy(tree, adapt_threshold=tree.adaptive, auto=tree.adaptive and tree.auto,
-                        time_draft=True, stored=stored)
+                        time_draft=True, stored=stored, max_tokens=config.max_tokens)
     # root_first: the first token is the target's alone, the draft's prefill waits behind it
     drafter = TreeDrafter(model, config.tree, policy, root_first=True)
     return LookupDrafter(drafter, config.lookup) if sources else drafter
@@ -89,7 +89,8 @@ def pipeline_counts(drafter) -> dict:
     if not hasattr(drafter, "wait_tokens"):
         return {}
     return {"draft_tokens_during_io": drafter.wait_tokens,
-            "draft_tokens_during_io_used": drafter.wait_tokens_used}
+            "draft_tokens_during_io_used": drafter.wait_tokens_used,
+            "draft_catch_up_tokens_during_io": drafter.wait_catch_up_tokens}
 
 
 def io_snapshot(model):

@@ -113,6 +113,10 @@ class LookupDrafter:
     def wait_tokens_used(self) -> int:
         return getattr(self.inner, "wait_tokens_used", 0)
 
+    @property
+    def wait_catch_up_tokens(self) -> int:
+        return getattr(self.inner, "wait_catch_up_tokens", 0)
+
     def prefill(self, prompt_ids):
         self.inner.prefill(prompt_ids)
         self.history = list(prompt_ids[:-1])

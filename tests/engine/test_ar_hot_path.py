@@ -147,7 +147,8 @@ def test_policy_ar_fallback_makes_no_draft_calls(loaded_pair, sources, monkeypat
     draft, wrapper = counted(loaded_pair["unrelated"])
     plans = []
     plan = StepPolicy.plan
-    monkeypatch.setattr(StepPolicy, "plan", lambda self: plans.append(plan(self)) or plans[-1])
+    monkeypatch.setattr(StepPolicy, "plan",
+                        lambda self, pending=0: plans.append(plan(self, pending)) or plans[-1])
     calls = []
     events = []
     lookup = {} if sources is None else {"lookup": LookupConfig(sources=sources)}

@@ -126,9 +126,9 @@ def test_apple_prior_follows_the_fit_and_the_policy_reads_it():
     assert platform_verify_cost_prior(False, "Darwin", "arm64") == APPLE_RESIDENT_VERIFY_COST
     assert platform_verify_cost_prior(True, "Darwin", "arm64") == VERIFY_COST_PRIOR
     assert platform_verify_cost_prior(False, "Linux", "x86_64") == VERIFY_COST_PRIOR
-    assert StepPolicy(TreeConfig()).verify_prior == VERIFY_COST_PRIOR
+    assert StepPolicy(TreeConfig()).timing.verify_prior == VERIFY_COST_PRIOR
     policy = StepPolicy(TreeConfig(verify_cost_prior=APPLE_RESIDENT_VERIFY_COST))
-    policy.passes.append((1, 0.02, 0, 0.0))  # one measured one-token pass: the prior sets the slope
+    policy.timing.passes.append((1, 0.02, 0, 0.0))  # one one-token pass: the prior sets the slope
     policy._refit()
     assert policy.v(2) - policy.v(1) > 0.3 * 0.02
     with pytest.raises(ValueError, match="verify_cost_prior"):

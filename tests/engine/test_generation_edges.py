@@ -61,11 +61,11 @@ class ScriptedPolicy(StepPolicy):
 
     calls = 0
 
-    def plan(self) -> Plan:
+    def plan(self, pending: int = 0) -> Plan:
         self.calls += 1
         if 2 <= self.calls <= 13:
             return Plan(False, 1, self.threshold)
-        return super().plan()
+        return super().plan(pending)
 
 
 def test_prompt_longer_than_prefill_chunk_and_draft_catch_up(loaded_pair, monkeypatch):
@@ -76,9 +76,9 @@ def test_prompt_longer_than_prefill_chunk_and_draft_catch_up(loaded_pair, monkey
     chunks = []
     original = DraftModel.catch_up
 
-    def spy(self):
-        chunks.append(len(self.pending))
-        return original(self)
+    def spy(self, tokens=None):
+        chunks.append(len(self.pending) if tokens is None else min(tokens, len(self.pending)))
+        return original(self, tokens)
 
     monkeypatch.setattr(DraftModel, "catch_up", spy)
     monkeypatch.setattr(generate_module, "StepPolicy", ScriptedPolicy)
