@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..config import SamplingConfig
-from ..decoding.drafters import DraftModel
+from ..decoding.draft_model import DraftModel
 from ..models.cache import make_cache
 from . import formulas as cm
 from .measure import chain_tree, draft_forward, effective_bandwidth, median_seconds

@@ -16,8 +16,8 @@ import mlx.core as mx
 import numpy as np
 
 from ..config import GenerationConfig, SamplingConfig
+from ..decoding.draft_model import DraftModel
 from ..decoding.draft_vocab import make_subset
-from ..decoding.drafters import DraftModel
 from ..decoding.frontier import top_k
 from ..decoding.tree import TokenTree
 from ..models.cache import make_cache

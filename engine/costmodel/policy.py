@@ -65,7 +65,7 @@ from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
 from .catch_up import CatchUp
-from .step_timing import StepTiming
+from .step_timing import DRAFT_SLOPE_PRIOR, StepTiming
 from .timing_store import PairTiming
 from .tree_record import DECAY, RecentTrees, TreeRecord
 
@@ -207,7 +207,8 @@ class StepPolicy:
             return None
         if self.io_bound():
             return 0.0
-        return rules.extra_nodes_seconds(self.v, base, extra, bool(self.timing.singles))
+        trees = any(n > 1 for n, *_ in self.timing.passes)
+        return rules.extra_nodes_seconds(self.v, base, extra, bool(self.timing.singles), trees)
 
     def node_limit(self) -> int:
         return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)
@@ -254,8 +255,10 @@ class StepPolicy:
         rate, n = max(rates)
         return n, rate
 
-    def can_win(self) -> bool:
-        d, v, shape = self.d, self.v, self.shape
+    def can_win(self, d: cm.Curve | None = None) -> bool:
+        """Could any tree beat ar if every drafted token were accepted? (`d`: instead of the
+        fitted draft forward.)"""
+        d, v, shape = d or self.d, self.v, self.shape
         if d is None or v is None:
             return True
         return cm.speculation_can_win(
@@ -347,6 +350,12 @@ class StepPolicy:
             return True
         return (self.time_draft and self.mode == "tree" and not self.timing.forwards
                 and (waiting or self.ar_passes >= AR_PASSES_BEFORE_TIMING))
+
+    def could_win_with_draft(self, seconds: float) -> bool:
+        """can_win with a draft whose 1-token forward takes `seconds` (a lower bound of d(1)
+        the drafter asks about before it times a whole forward)."""
+        return self.can_win(cm.Curve.linear(*rules.fit_line([(1, seconds, 1.0)],
+                                                            DRAFT_SLOPE_PRIOR)))
 
     def observe_draft_timing(self, seconds: float) -> None:
         """One timed 1-token draft forward: d's first point; falls back to ar (bound by timing)

@@ -152,18 +152,25 @@ def fit_passes(points, singles, prior_slope: float) -> tuple[Curve, float]:
         a, b = fit_line(points, prior_slope)
         return Curve.linear(a, b), b
     a, b = fit_line(multi, prior_slope)
-    v1 = sorted(singles)[len(singles) // 2]
+    # their mean, not their median: a pass launched a step ahead is waited for by the step
+    # before it (the decode loop reads its token then), so root-only steps alternate between
+    # ~two passes' seconds and next to nothing
+    v1 = sum(singles) / len(singles)
     return Curve((1.0, 2.0, 3.0), (v1, a + 2 * b, a + 3 * b)), b
 
 
-def extra_nodes_seconds(v: Curve, base: int, extra: int, single_timed: bool = True) -> float:
-    """Seconds `extra` more nodes add to a pass of `base` nodes. Infinite on a one-node pass
-    while no one-node pass was timed (`single_timed`): v's line cannot tell the jump, so the
-    step goes without them and times one."""
+def extra_nodes_seconds(v: Curve, base: int, extra: int, single_timed: bool = True,
+                        tree_timed: bool = True) -> float | None:
+    """Seconds `extra` more nodes add to a pass of `base` nodes. On a one-node pass v's line
+    cannot tell the jump to a tree pass until both were timed: infinite while no one-node pass
+    was (`single_timed`: the step goes without them and times one), None (unknown) while no
+    tree pass was (`tree_timed`: the caller may try a few nodes and time one)."""
     if extra <= 0:
         return 0.0
     if base == 1 and not single_timed:
         return math.inf
+    if base == 1 and not tree_timed:
+        return None
     return max(0.0, v(base + extra) - v(base))
 
 

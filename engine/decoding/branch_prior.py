@@ -50,11 +50,15 @@ class BranchPrior:
     def start_rate(self, kind: str) -> float:
         """Where a kind's rate starts: its source's first-level rate once the source's first
         branch was tried (a source wrong on its best match is no better on its others), else
-        `prior`."""
+        the first-level rate of the other kinds tried (text the target does not copy from the
+        prompt is no likelier to repeat its own n-grams), else `prior`."""
         base = kind.split("+")[0]
-        if base == kind or len(self.reached.get(base, ())) < 2:
-            return self.prior
-        return (self.hit[base][1] + 2 * self.prior) / (self.reached[base][1] + 2)
+        if base != kind and len(self.reached.get(base, ())) >= 2:
+            return (self.hit[base][1] + 2 * self.prior) / (self.reached[base][1] + 2)
+        tried = [k for k in self.reached if k != kind and len(self.reached[k]) >= 2]
+        reached = sum(self.reached[k][1] for k in tried)
+        hit = sum(self.hit[k][1] for k in tried)
+        return (hit + 2 * self.prior) / (reached + 2)
 
     def observe(self, tree, accepted, first: int,
                 kinds: dict[int, tuple[str, int]] | None = None) -> None:

@@ -20,8 +20,9 @@ from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
 from .ar_steps import ArAhead
+from .draft_model import DraftModel
 from .draft_vocab import make_subset, special_ids
-from .drafters import ChainDrafter, DraftModel, NoDrafter, StepResult, TreeDrafter
+from .drafters import ChainDrafter, NoDrafter, StepResult, TreeDrafter
 from .lookahead import LookaheadDrafter
 from .prompt_cache import TurnCache
 from .prompt_lookup import LookupDrafter

@@ -84,6 +84,7 @@ class LookupDrafter:
         self.work_while_waiting = getattr(inner, "work_while_waiting", None)
         self.draft = getattr(inner, "draft", None)  # the draft model, for the prompt cache
         self.step_committed = 0
+        self.steps = 0  # verified steps (feedback)
         self.prior = BranchPrior(config.prior)
         self.first_extra = 0  # index of the first draft-free node of the current tree
         # draft-free node -> (BranchPrior kind, depth of the node its branch hangs below)
@@ -181,9 +182,11 @@ class LookupDrafter:
         """Drop this step's draft-free nodes when together they do not pay for the seconds
         they add to the pass (rules.branches_pay; on a CPU a root-only step's first extra node
         turns a one-token pass into a tree pass), or on a root-only step when recent such steps
-        emitted fewer tokens per second with branches than without (`branches_lost`). Before a pass
-        was priced, and every EXPLORE_EVERY dropped steps, the first branch (ending at `first`)
-        goes alone, so the sources' acceptance stays measured."""
+        emitted fewer tokens per second with branches than without (`branches_lost`). Before
+        the extra seconds are priced (on a CPU: until a one-node and a tree pass were timed),
+        and every EXPLORE_EVERY dropped steps, the first branch (ending at `first`) goes alone,
+        so the price and the sources' acceptance get measured; on the first step none goes (its
+        token is the time to first token)."""
         extra = len(tree) - before
         rate, seconds = self._price.running_rate, self._price.extra_slot_seconds(before, extra)
         priced = rate is not None and seconds is not None
@@ -192,7 +195,7 @@ class LookupDrafter:
             self.unpaid = 0
             return
         self.unpaid += 1
-        explore = not priced or self.unpaid % EXPLORE_EVERY == 0  # unpriced: the first step
+        explore = self.steps > 0 and (not priced or self.unpaid % EXPLORE_EVERY == 0)
         size = first if explore else before
         tree.truncate(size)
         self.kinds = {n: v for n, v in self.kinds.items() if n < size}
@@ -301,15 +304,17 @@ class LookupDrafter:
 
     def feedback(self, result):
         self.inner.feedback(result)
+        self.steps += 1
         if self.slots is not None:
             io = max(result.io_wait_seconds, result.io_busy_seconds or 0.0)
             self.slots.observe(len(result.proposal.tree), result.verify_seconds or
                                result.step_seconds, len(result.accepted), io)
         tree, accepted = result.proposal.tree, result.accepted
         if self.first_extra == 1:  # the inner drafter's tree was the root alone
-            for outcome in self.outcomes.values():  # old evidence fades on either kind
-                outcome[:] = [OUTCOME_DECAY * x for x in outcome]
+            # each kind's evidence fades with its own new steps: what branches cost stays known
+            # while they are held back (until an exploring step adds to it)
             arm = self.outcomes[len(tree) > 1]
+            arm[:] = [OUTCOME_DECAY * x for x in arm]
             arm[0] += len(accepted)
             arm[1] += result.step_seconds
             arm[2] += 1

@@ -172,6 +172,27 @@ def test_policy_ar_fallback_makes_no_draft_calls(loaded_pair, sources, monkeypat
         assert calls[k] - calls[k - 1] <= (k in timed), f"draft called during ar step {k}"
 
 
+def test_a_draft_whose_layers_alone_lose_is_never_run_whole(loaded_pair, monkeypatch):
+    """The lower bound of d(1) from one timed layer already shows the draft cannot win: no whole
+    draft forward runs (no timing forward, no catch-up, no tree), and the ids are ar's."""
+    plain = loaded_pair["target"]
+    target = LoadedModel(**{**vars(plain), "tokenizer": NoEos(plain.tokenizer)})
+    draft, wrapper = counted(loaded_pair["unrelated"])
+    monkeypatch.setattr(DraftModel, "layers_seconds", lambda self, token, fresh=False: 10.0)
+    cfg = GenerationConfig(mode="tree", max_tokens=40, lookup=LookupConfig(sources=()))
+    fin = finished(list(generate(target, draft, PROMPT, cfg)))
+    assert list(fin.token_ids) == reference(target.model, PROMPT, 40)
+    assert wrapper.calls == 0
+    assert fin.stats.target_passes == 40
+
+
+def test_the_layers_bound_is_below_a_whole_forward(loaded_pair):
+    model = DraftModel(loaded_pair["same"].model, GREEDY, measured={})
+    bound = model.layers_seconds(5)
+    assert 0 < bound == model.layers_seconds(5)  # kept
+    assert bound < 2 * model.forward_seconds(5)  # one layer x layers, no embedding or head
+
+
 def test_next_is_ar_promises_only_what_the_next_plan_does():
     """Whenever the policy promises a root-only next step, the next plan is root-only, over a
     history with probes (bad draft) and one bound by timing (draft as slow as the pass)."""

@@ -13,7 +13,7 @@ from engine.config import GenerationConfig, LookupConfig, TreeConfig
 from engine.costmodel.catch_up import TAIL, CatchUp
 from engine.costmodel.policy import StepPolicy
 from engine.costmodel.timing_store import PairTiming
-from engine.decoding.drafters import DraftModel
+from engine.decoding.draft_model import DraftModel
 from engine.events import Failed, Finished
 from engine.session import Session
 from engine.streaming import weights as W

@@ -83,8 +83,23 @@ def test_branch_prior_learns_how_deep_a_source_is_right():
         tree.add_branch(0, [9, 8], 0.5, "ngram", 100)
         prior.observe(tree, [0, *right], first=1)
     assert prior.prob("prompt", 10) > 0.5  # depths never tried inherit the rate above
-    assert prior.prob("ngram", 1) < 0.05
-    assert prior.prob("jacobi", 2) == pytest.approx(0.25)  # unseen source: the prior
+    assert prior.prob("ngram", 1) < 0.1  # smoothed toward the right prompt branches
+    # an untried source starts from every tried kind's first-level rate (half right here)
+    assert prior.prob("jacobi", 1) == pytest.approx(prior.start_rate("jacobi"))
+    assert 0.45 < prior.start_rate("jacobi") < 0.55
+
+
+def test_an_untried_source_starts_from_the_rate_of_those_tried():
+    """Branches of one source wrong at once: another source (or kind) not tried yet starts near
+    their rate, not at the prior (each kind would cost its own wrong steps first)."""
+    prior = BranchPrior(0.5)
+    for _ in range(6):
+        tree = TokenTree.with_root(0)
+        tree.add_branch(0, [1, 2, 3], 0.5, "prompt", 100)
+        prior.observe(tree, [0], first=1)
+    assert prior.prob("prompt", 1) < 0.25
+    assert prior.start_rate("ngram") == pytest.approx(prior.prob("prompt", 1), rel=0.3)
+    assert prior.prob("ngram", 1) < 0.25 and prior.prob("ngram+alt", 1) < 0.25
 
 
 def test_lookahead_window_is_a_tree_of_diagonals():

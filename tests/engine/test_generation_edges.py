@@ -13,7 +13,7 @@ import pytest
 from engine.config import GenerationConfig, SamplingConfig, TreeConfig
 from engine.costmodel.policy import Plan, StepPolicy
 from engine.decoding import generate as generate_module
-from engine.decoding.drafters import DraftModel
+from engine.decoding.draft_model import DraftModel
 from engine.decoding.generate import generate
 from engine.events import Finished, StepEvent
 

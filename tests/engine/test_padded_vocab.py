@@ -96,7 +96,7 @@ def test_residual_reads_the_draft_over_the_targets_vocabulary():
 def test_a_longer_draft_never_proposes_ids_the_target_lacks(padded, temperature):
     import mlx.core as mx
 
-    from engine.decoding.drafters import DraftModel
+    from engine.decoding.draft_model import DraftModel
 
     draft, target = load_model(padded["longer"]), load_model(padded["target"])
     model = DraftModel(draft.model, SamplingConfig(temperature, 1.0),
