@@ -324,7 +324,22 @@ class StepPolicy:
         return self.catch.chunk(pending, rules.io_busy_seconds(facts), self.d(1))
 
     def observe_catch_up(self, tokens: int, seconds: float) -> None:
+        """A timed catch-up chunk: also a draft forward over `tokens` for d's fit (its head is
+        not run: a little optimistic), the spread of sizes a 1-token timing lacks."""
         self.catch.observe(tokens, seconds)
+        self.timing.forwards.append((tokens, seconds, self.steps))
+        self._refit()
+
+    def first_io_tree(self) -> int:
+        """The first tree while passes are IO-bound: the biggest budget whose drafting takes
+        at most one one-token pass (a slow draft's tree could otherwise cost many passes)."""
+        d, v = self.d, self.v
+        budgets = rules.node_budgets(self.tree.max_nodes, self.w, self.forwards_cap)
+        if not budgets or d is None or v is None:
+            return budgets[-1] if budgets else 1
+        fit = [n for n in budgets
+               if cm.tree_draft_seconds(d, n, self.shape(n).width, START_TOKENS) <= v(1)]
+        return max(fit, default=budgets[0])
 
     def _plan(self) -> Plan:
         if not self.auto:
@@ -433,7 +448,7 @@ class StepPolicy:
         if self.auto and not self.trees and self.io_bound():
             # an IO-bound pass costs about the same for a full tree: a first tree of one
             # forward would spend a whole pass on a token or two
-            self.nodes = max(self.nodes, self.tree.max_nodes)
+            self.nodes = max(self.nodes, self.first_io_tree())
         if (self.auto and self.mode == "ar" and drafted == 1 and self.timing_bound
                 and self.since % PROBE_FIRST == 0 and self.can_win()):
             # ar's pass time is measured (trees or not): the bound looks lifted; a drafter that
