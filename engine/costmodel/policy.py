@@ -64,8 +64,9 @@ import numpy as np
 from ..config import VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
+from .catch_up import TAIL as CATCH_UP_TAIL
 from .catch_up import CatchUp
-from .step_timing import DRAFT_SLOPE_PRIOR, StepTiming
+from .step_timing import StepTiming, draft_curve
 from .timing_store import PairTiming
 from .tree_record import DECAY, RecentTrees, TreeRecord
 
@@ -258,17 +259,16 @@ class StepPolicy:
     def can_win(self, d: cm.Curve | None = None) -> bool:
         """Could any tree beat ar if every drafted token were accepted? (`d`: instead of the
         fitted draft forward.)"""
-        d, v, shape = d or self.d, self.v, self.shape
-        if d is None or v is None:
+        d = d or self.d
+        if d is None or self.v is None:
             return True
-        return cm.speculation_can_win(
-            lambda n: cm.tree_draft_seconds(d, n, shape(n).width, 1.0),
-            v,
-            self.o,
-            self.tree.max_nodes,
-            self.w,
-            CAN_WIN_MARGIN,
-        )
+        return cm.speculation_can_win(self._tree_draft_seconds(d), self.v, self.o,
+                                      self.tree.max_nodes, self.w, CAN_WIN_MARGIN)
+
+    def _tree_draft_seconds(self, d: cm.Curve):
+        """Drafting seconds of a tree of n nodes with draft forward `d` (formulas (3))."""
+        shape = self.shape
+        return lambda n: cm.tree_draft_seconds(d, n, shape(n).width, 1.0)
 
     # ---- the per-step decisions ------------------------------------------------------------
     def plan(self, pending: int = 0) -> Plan:
@@ -291,13 +291,14 @@ class StepPolicy:
         accepted (infinite while the answer's limit or the timings are unknown)."""
         if self.max_tokens is None or self.d is None or self.v is None:
             return float("inf")
-        d, v, shape = self.d, self.v, self.shape
-        best = cm.perfect_rate(lambda n: cm.tree_draft_seconds(d, n, shape(n).width, 1.0), v,
-                               self.o, self.tree.max_nodes, self.w)
+        best = cm.perfect_rate(self._tree_draft_seconds(self.d), self.v, self.o,
+                               self.tree.max_nodes, self.w)
         saved = 1.0 / self.ar_rate() - (1.0 / best if best > 0 else float("inf"))
         return max(0, self.max_tokens - self.generated) * max(0.0, saved)
 
     def catch_up_pays(self, pending: int) -> bool:
+        if pending <= CATCH_UP_TAIL:  # nothing to price (CatchUp.pays): plan() asks every step
+            return True
         d = self.d
         return self.catch.pays(pending, self.catch_up_gain(), None if d is None else d(1),
                                0.0 if d is None else d(pending))
@@ -335,8 +336,10 @@ class StepPolicy:
         at most one one-token pass (a slow draft's tree could otherwise cost many passes)."""
         d, v = self.d, self.v
         budgets = rules.node_budgets(self.tree.max_nodes, self.w, self.forwards_cap)
-        if not budgets or d is None or v is None:
-            return budgets[-1] if budgets else 1
+        if not budgets:  # max_nodes 1
+            return 1
+        if d is None or v is None:
+            return budgets[-1]
         fit = [n for n in budgets
                if cm.tree_draft_seconds(d, n, self.shape(n).width, START_TOKENS) <= v(1)]
         return max(fit, default=budgets[0])
@@ -369,8 +372,7 @@ class StepPolicy:
     def could_win_with_draft(self, seconds: float) -> bool:
         """can_win with a draft whose 1-token forward takes `seconds` (a lower bound of d(1)
         the drafter asks about before it times a whole forward)."""
-        return self.can_win(cm.Curve.linear(*rules.fit_line([(1, seconds, 1.0)],
-                                                            DRAFT_SLOPE_PRIOR)))
+        return self.can_win(draft_curve([(1, seconds, 1.0)]))
 
     def observe_draft_timing(self, seconds: float) -> None:
         """One timed 1-token draft forward: d's first point; falls back to ar (bound by timing)

@@ -23,6 +23,11 @@ from .timing_store import PairTiming
 DRAFT_SLOPE_PRIOR = 1 / 32  # d's slope prior, per token, relative to its mean
 
 
+def draft_curve(points) -> cm.Curve:
+    """d(m) through (tokens, seconds, weight) forwards, its slope shrunk toward the prior."""
+    return cm.Curve.linear(*rules.fit_line(points, DRAFT_SLOPE_PRIOR))
+
+
 class StepTiming:
     def __init__(self, verify_prior: float):
         self.verify_prior = verify_prior  # v's slope prior (engine.config: platform default)
@@ -49,9 +54,7 @@ class StepTiming:
 
     def refit(self, weight: Callable[[int], float]) -> None:
         if self.forwards:
-            points = [(m, s, weight(k)) for m, s, k in self.forwards]
-            a, b = rules.fit_line(points, DRAFT_SLOPE_PRIOR)
-            self.d = cm.Curve.linear(a, b)
+            self.d = draft_curve([(m, s, weight(k)) for m, s, k in self.forwards])
         if self.passes:
             points = [(n, s, weight(k)) for n, s, k, _ in self.passes]
             self.v, self.v_slope = rules.fit_passes(points, self.singles, self.verify_prior)
