@@ -186,11 +186,44 @@ def test_a_draft_whose_layers_alone_lose_is_never_run_whole(loaded_pair, monkeyp
     assert fin.stats.target_passes == 40
 
 
-def test_the_layers_bound_is_below_a_whole_forward(loaded_pair):
-    model = DraftModel(loaded_pair["same"].model, GREEDY, measured={})
+class _ClockedModel:
+    """A stand-in draft whose every layer call costs `LAYER` seconds of a fake clock, and whose
+    embedding costs `EMBED`: what layers_seconds may count (layers) and may not (the rest)."""
+
+    LAYER, EMBED = 0.01, 0.5
+
+    def __init__(self, layers: int):
+        self.now = 0.0
+        self.calls = 0
+        self.args = type("Args", (), {"vocab_size": 300})()
+        self.layers = [self.layer] * layers
+
+    def clock(self) -> float:
+        return self.now
+
+    def embed(self, x):
+        self.now += self.EMBED
+        return mx.zeros((1, x.shape[1], 4))
+
+    def layer(self, h, mask, cache):
+        self.calls += 1
+        self.now += self.LAYER
+        return h
+
+
+def test_the_layers_bound_is_one_layers_marginal_seconds_times_the_layers(monkeypatch):
+    """The bound is one layer's seconds (two layers minus one: fixed per-eval costs cancel)
+    times the layer count, without the embedding; timed once, then kept."""
+    from engine.decoding import draft_model
+
+    fake = _ClockedModel(layers=24)
+    monkeypatch.setattr(draft_model, "time", type("T", (), {"perf_counter": fake.clock}))
+    model = DraftModel(fake, GREEDY, measured={})
     bound = model.layers_seconds(5)
-    assert 0 < bound == model.layers_seconds(5)  # kept
-    assert bound < 2 * model.forward_seconds(5)  # one layer x layers, no embedding or head
+    assert bound == pytest.approx(24 * _ClockedModel.LAYER)
+    calls = fake.calls
+    assert model.layers_seconds(5) == bound and fake.calls == calls  # kept, not re-timed
+    assert model.layers_seconds(5, fresh=True) == pytest.approx(bound) and fake.calls > calls
 
 
 def test_next_is_ar_promises_only_what_the_next_plan_does():

@@ -4,6 +4,7 @@ IO faults become StreamingError naming the file, the IO thread never outlives cl
 from __future__ import annotations
 
 import gc
+import threading
 import time
 
 import mlx.core as mx
@@ -206,25 +207,46 @@ def test_slow_io_runs_draft_work_while_waiting(resident, streamed, model_dir):
 def test_wait_facts_are_what_the_cost_model_simulates(model_dir, streamed):
     """While compute waits for a layer being read, the store reports the read-ahead room the
     cost model's pass simulation computes for that moment (rules.room_bytes: the awaited
-    layer reserved, nothing else in flight), its elapsed read time and a bandwidth."""
+    layer reserved, nothing else in flight), its elapsed read time and a bandwidth.
 
-    def slow_reader(*a, **kw):
-        time.sleep(0.05)
-        return W.read_tensors(*a, **kw)
+    Once armed, a read is held until compute waits for its layer while it is being read, so
+    every streamed layer is awaited that way whatever the machine's load (no race between a
+    sleep and compute)."""
+    gate = threading.Condition()
+    state = {"store": None, "waiting": None}  # armed once the store is known
+
+    def gated_reader(runs, *a, **kw):
+        with gate:
+            store = state["store"]
+            if store is not None:
+                layer = next(i for i, r in store.runs.items() if r is runs)
+                stop = kw["should_stop"]
+                while not (state["waiting"] == layer or stop()):
+                    gate.wait(0.01)
+                state["waiting"] = None
+        return W.read_tensors(runs, *a, **kw)
 
     budget = budget_for(model_dir, 0.25)
-    m = streamed(0.25, reader=slow_reader, prefetch=2)
+    m = streamed(0.25, reader=gated_reader, prefetch=2)
     store = m.model.store
+    with gate:
+        state["store"] = store
     seen = []
 
     def hook(facts):
         seen.append(facts)
+        if facts.read_elapsed is None:  # its read not started: ask again (a "worked" wait)
+            time.sleep(0.001)
+            return True
+        with gate:
+            state["waiting"] = facts.layer
+            gate.notify_all()
         return False
 
     for _ in range(2):
         m.model(mx.array([[1, 2, 3]]), while_waiting=hook)
     loading = [f for f in seen if f.read_elapsed is not None and f.bandwidth]
-    assert loading
+    assert {f.layer for f in loading} == set(store.streamed)
     for f in loading:
         reserved = store.base_bytes + f.layer_bytes
         assert f.room_bytes == room_bytes(budget, reserved, store.prefetch, f.layer_bytes)
