@@ -104,8 +104,13 @@ def run_speed_command(args) -> int:
     import tempfile
 
     from engine.bench.pair import prepare_pair
-    from engine.bench.speed import SpeedSpec, run_speed, speed_markdown
+    from engine.bench.speed import SpeedSpec, run_speed
+    from engine.bench.speed_report import speed_markdown
 
+    if args.repeats < 1:
+        print("canopy: --repeats must be at least 1 (rounds of the resident rows).",
+              file=sys.stderr)
+        return 2
     if args.target:
         resolve_pair(args)
     out = Path(args.out)
@@ -113,7 +118,7 @@ def run_speed_command(args) -> int:
     with tempfile.TemporaryDirectory(prefix="canopy-speed-") as tmp:
         pair = prepare_pair(args.target, args.draft, args.quick, Path(tmp), report=say)
         spec = SpeedSpec(max_tokens=args.max_tokens or BENCH_MAX_TOKENS,
-                         fresh_pairs=max(0, args.fresh_pairs))
+                         fresh_pairs=max(0, args.fresh_pairs), repeats=args.repeats)
         result = run_speed(pair, spec, report=say, folder=Path(tmp))
     (out / "speed.json").write_text(json.dumps(result, indent=1))
     markdown = speed_markdown(result)

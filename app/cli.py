@@ -39,6 +39,7 @@ from engine.config import (
     IOBENCH_MB,
     IOBENCH_REPEAT,
     SPEED_FRESH_PAIRS,
+    SPEED_REPEATS,
     SoakConfig,
 )
 
@@ -289,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fresh-pairs", type=int, default=SPEED_FRESH_PAIRS,
                    help="--speed: pairs of fresh processes running tree (auto) with the bad "
                    "draft, without then with the timing the first stored (0: none)")
+    b.add_argument("--repeats", type=int, default=SPEED_REPEATS,
+                   help="--speed: rounds of the resident rows (figures are medians, each "
+                   "ratio the median of the rounds' own, with its range)")
     b.add_argument("--draft-free", action="store_true",
                    help="drafts without a draft model: ar, lookahead, prompt lookup, draft tree "
                    "and merged tree on code edit, summarization, question answering and chat "

@@ -307,8 +307,17 @@ BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
 DRAFT_FREE_MAX_TOKENS = 96  # new tokens per prompt of `canopy bench --draft-free`
 DRAFT_FREE_FRACTIONS = (None, 0.5)  # its budgets: resident, then half the layer bytes streamed
 DRAFT_FREE_AR_PROBE_TOKENS = 8  # its ar row's tokens when ar's ids come from an earlier run
+# The draft's acceptance the auto policy assumes before any tree was verified, when it prices
+# catching the draft up on pending tokens (engine.costmodel.policy.catch_up_gain): per token
+# of a chain of at most CATCH_UP_PRIOR_DEPTH. Same-family pairs measured here accept 0.74-0.91
+# of next tokens (SmolLM2 requantized, Qwen2.5-Coder 0.5B/1.5B); 0.6 is the weak draft of the
+# Apple Silicon tables. A draft that repays its catch-up only near perfect acceptance waits.
+CATCH_UP_PRIOR_ACCEPTANCE = 0.6
+CATCH_UP_PRIOR_DEPTH = 8
+
 SPEED_PROMPT_TOKENS = (32, 256, 1000)  # `canopy bench --speed`: prompt lengths vs mlx-lm
 SPEED_FRESH_PAIRS = 2  # its fresh-process pairs (no stored timing, then the stored one)
+SPEED_REPEATS = 3  # its rounds of the resident rows (medians of per-round ratios, ranges)
 # A benchmark's bad draft (the target requantized to 2 bits) is written back as floats up to this
 # size (as fast as the target per token); above it, kept quantized (a second float copy of a
 # multi-GB target would not fit in memory beside it)

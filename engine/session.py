@@ -17,6 +17,7 @@ from .config import (
     platform_verify_cost_prior,
 )
 from .costmodel.timing_store import TimingStore
+from .decoding.branch_prior import LookupMemory
 from .errors import ContextLengthError, ModelError
 from .events import Event, LoadProgress
 from .formats.compat import check_pair
@@ -38,6 +39,9 @@ class Session:
         self.timings = timings if timings is not None else TimingStore.default()
         # conversations' KV caches between turns; the fingerprint keeps disk entries per pair
         self.prompt_cache = PromptCache(prompt_cache, fingerprint=_fingerprint(target, draft))
+        # what draft-free branches learned in earlier answers, per lookup configuration and
+        # with or without the draft model's tree (engine.decoding.branch_prior.LookupMemory)
+        self.lookup_memory: dict[tuple, LookupMemory] = {}
 
     @classmethod
     def load(
@@ -161,9 +165,12 @@ class Session:
         # the tree policy's measures of this pair, stored by earlier processes (and kept)
         timings = self.timings.entry(self.target, self.draft, config.draft_vocab) if (
             self.draft is not None and config.mode == "tree") else None
+        with_draft = self.draft is not None and config.mode == "tree"
+        memory = self.lookup_memory.setdefault((config.lookup, with_draft),
+                                               LookupMemory.fresh(config.lookup.prior))
         try:
             yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn,
-                                observer, timings)
+                                observer, timings, memory)
         finally:
             if should_stop is not None and should_stop():
                 self.stop_read_ahead()  # cancelled: no reads for a pass that will not come

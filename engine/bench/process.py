@@ -59,3 +59,18 @@ def sample_process() -> ProcessSample:
         mlx_active_bytes=int(mx.get_active_memory()),
         mlx_cache_bytes=int(mx.get_cache_memory()),
     )
+
+
+def available_bytes() -> int:
+    """Memory another process could take now: Linux's MemAvailable; elsewhere (macOS) the
+    physical memory less this process's RSS (`sysctl hw.memsize`), an upper estimate."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    out = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.strip()) - rss_bytes()

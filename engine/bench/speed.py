@@ -18,9 +18,13 @@ One run, same prompts (cut from the benchmark prompt set at a few token lengths)
   the bound of a layer-by-layer loop whose reads fully overlap compute at the bandwidth the IO
   thread measured in that run: 1 / max(bytes read per token / bandwidth, resident ar seconds
   per token), and the gap to it.
-mlx-lm's rows run first, while no Canopy model is loaded (a large target would be in memory
-twice). Canopy's in-process sessions keep the draft's timing in memory only (the first answer
-with the bad draft times it), as before stored timings existed.
+The resident rows run in rounds (`SpeedSpec.repeats`): per prompt length mlx-lm's process, then
+Canopy's three runs in a rotated order, in one session; figures are medians and each ratio the
+median of the rounds' own ratios, with its range. mlx-lm runs beside the loaded session when
+the machine holds the target twice (else all its runs go first, while no Canopy model is
+loaded). Canopy's in-process session keeps the draft's timing in memory only (the first answer
+with the bad draft times it), as before stored timings existed, and, as any session, what its
+draft-free branches learned in earlier answers (engine.decoding.branch_prior.LookupMemory).
 """
 
 from __future__ import annotations
@@ -36,7 +40,13 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from ..config import SPEED_FRESH_PAIRS, SPEED_PROMPT_TOKENS, GenerationConfig, LookupConfig
+from ..config import (
+    SPEED_FRESH_PAIRS,
+    SPEED_PROMPT_TOKENS,
+    SPEED_REPEATS,
+    GenerationConfig,
+    LookupConfig,
+)
 from ..events import Finished, StepEvent
 from .environment import env_load, environment, peer_environment
 from .pair import Pair, Report
@@ -51,6 +61,7 @@ class SpeedSpec:
     max_tokens: int = 48
     stream_fraction: float = 0.5
     fresh_pairs: int = SPEED_FRESH_PAIRS
+    repeats: int = SPEED_REPEATS  # rounds of the resident rows (medians, ranges)
 
 
 LEAD_IN = "\n\nA long, detailed answer to the first question:\n\n1."  # so no run ends at once
@@ -165,6 +176,95 @@ def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
+CONFIGS = ("canopy_ar", "canopy_auto_bad", "canopy_auto_bad_draft_tree_only")
+RATIOS = {  # row ratio: (Canopy config, figure, Canopy's over mlx-lm's (True) or the inverse)
+    "ar_decode_ratio": ("canopy_ar", "decode_tokens_per_second", True),
+    "ar_ttft_ratio": ("canopy_ar", "ttft_seconds", True),
+    "auto_bad_decode_ratio": ("canopy_auto_bad", "decode_tokens_per_second", True),
+    # whole answers (TTFT + decode): the draft's deferred prefill counts here
+    "auto_bad_total_ratio": ("canopy_auto_bad", "total_seconds", False),
+    "auto_bad_draft_tree_only_decode_ratio": ("canopy_auto_bad_draft_tree_only",
+                                              "decode_tokens_per_second", True),
+    "auto_bad_draft_tree_only_total_ratio": ("canopy_auto_bad_draft_tree_only",
+                                             "total_seconds", False),
+}
+
+
+def configs(max_tokens: int) -> dict[str, GenerationConfig]:
+    return {
+        "canopy_ar": GenerationConfig(mode="ar", max_tokens=max_tokens),
+        "canopy_auto_bad": GenerationConfig(mode="tree", max_tokens=max_tokens),
+        "canopy_auto_bad_draft_tree_only": GenerationConfig(
+            mode="tree", max_tokens=max_tokens, lookup=LookupConfig(sources=())),
+    }
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summary(n: int, samples: list[dict]) -> dict:
+    """A prompt length's row: every repetition's figures (`samples`), each figure's median per
+    run kind, and each ratio as the median of the repetitions' own ratios (a repetition's runs
+    are neighbours in time: load drifts cancel in its ratio) with its range."""
+    row = {"prompt_tokens": n, "samples": samples}
+    for kind in ("mlx_lm", *CONFIGS):
+        runs = [s[kind] for s in samples]
+        row[kind] = {k: median([r[k] for r in runs]) if isinstance(runs[0][k], float) else
+                     runs[0][k] for k in runs[0]}
+    for name, (kind, figure, canopy_over) in RATIOS.items():
+        values = [ratio(s[kind][figure], s["mlx_lm"][figure]) if canopy_over else
+                  ratio(s["mlx_lm"][figure], s[kind][figure]) for s in samples]
+        values = [v for v in values if v is not None]
+        row[name] = median(values) if values else None
+        row[name + "_range"] = [min(values), max(values)] if values else None
+    return row
+
+
+def resident_rows(pair: Pair, spec: SpeedSpec, texts: dict[int, str], report: Report):
+    """`spec.repeats` rounds over the prompt lengths: per length mlx-lm's process, then
+    Canopy's three runs (their order rotated each round) in one resident session. mlx-lm runs
+    beside the loaded session when the machine has room for a second copy of the target
+    (else all its runs go first, while no Canopy model is loaded). Returns the rows and whether
+    the runs were interleaved."""
+    from ..costmodel.timing_store import TimingStore
+    from ..session import Session
+    from .process import available_bytes
+
+    weights = sum(f.stat().st_size for f in Path(pair.target).glob("*.safetensors"))
+    mlx_runs: dict[int, list[dict]] = {n: [] for n in texts}
+    interleaved = available_bytes() > 2.5 * weights + 2 * 2**30
+    if not interleaved:
+        for r in range(spec.repeats):
+            for n, text in texts.items():
+                report(f"{n} prompt tokens: mlx-lm target alone, run {r + 1}/{spec.repeats}")
+                mlx_runs[n].append(run_mlx_lm(pair.target, text, spec.max_tokens))
+    runs = configs(spec.max_tokens)
+    resident = Session.load(pair.target, pair.bad_draft, timings=TimingStore(None))
+    samples: dict[int, list[dict]] = {n: [] for n in texts}
+    try:
+        first = resident.target.tokenizer.encode(texts[spec.prompt_tokens[0]])
+        run_canopy(resident, first, runs["canopy_ar"])  # warm-up
+        for r in range(spec.repeats):
+            order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
+            for n, text in texts.items():
+                report(f"{n} prompt tokens, round {r + 1}/{spec.repeats}: "
+                       + ("mlx-lm target alone (its own process), " if interleaved else "")
+                       + "Canopy ar, tree (auto) with the bad draft (2 ways)")
+                mlx = run_mlx_lm(pair.target, text, spec.max_tokens) if interleaved else (
+                    mlx_runs[n][r])
+                ids = resident.target.tokenizer.encode(text)
+                sample = {"mlx_lm": mlx, "order": list(order)}
+                for kind in order:
+                    sample[kind] = run_canopy(resident, ids, runs[kind])
+                samples[n].append(sample)
+    finally:
+        resident.close()
+    return [summary(n, s) for n, s in samples.items()], interleaved
+
+
 def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
               folder: Path | None = None) -> dict:
     """The rows above, as one JSON-ready dict (`rows`, `fresh`, `streamed`, `spec`).
@@ -173,47 +273,14 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
     from ..formats.loader import load_tokenizer
     from ..session import Session
 
-    ar = GenerationConfig(mode="ar", max_tokens=spec.max_tokens)
-    auto = GenerationConfig(mode="tree", max_tokens=spec.max_tokens)
-    draft_only = GenerationConfig(mode="tree", max_tokens=spec.max_tokens,
-                                  lookup=LookupConfig(sources=()))
     env = environment()  # date, BLAS threads, load at the start
     texts = prompt_texts(load_tokenizer(Path(pair.target)), spec.prompt_tokens)
-    mlx_rows = {}
-    for n, text in texts.items():
-        report(f"{n} prompt tokens: mlx-lm target alone (its own process)")
-        mlx_rows[n] = run_mlx_lm(pair.target, text, spec.max_tokens)
-    resident = Session.load(pair.target, pair.bad_draft, timings=TimingStore(None))
-    rows = []
-    try:
-        run_canopy(resident, resident.target.tokenizer.encode(texts[spec.prompt_tokens[0]]), ar)
-        for n, text in texts.items():
-            ids = resident.target.tokenizer.encode(text)
-            report(f"{n} prompt tokens: Canopy ar, tree (auto) with the bad draft (2 ways)")
-            mlx = mlx_rows[n]
-            mine = run_canopy(resident, ids, ar)
-            tree = run_canopy(resident, ids, auto)
-            alone = run_canopy(resident, ids, draft_only)
-            rows.append({
-                "prompt_tokens": n, "mlx_lm": mlx, "canopy_ar": mine, "canopy_auto_bad": tree,
-                "canopy_auto_bad_draft_tree_only": alone,
-                "ar_decode_ratio": ratio(mine["decode_tokens_per_second"],
-                                         mlx["decode_tokens_per_second"]),
-                "ar_ttft_ratio": ratio(mine["ttft_seconds"], mlx["ttft_seconds"]),
-                "auto_bad_decode_ratio": ratio(tree["decode_tokens_per_second"],
-                                               mlx["decode_tokens_per_second"]),
-                # whole answers (TTFT + decode): the draft's deferred prefill counts here
-                "auto_bad_total_ratio": ratio(mlx["total_seconds"], tree["total_seconds"]),
-                "auto_bad_draft_tree_only_decode_ratio": ratio(
-                    alone["decode_tokens_per_second"], mlx["decode_tokens_per_second"]),
-                "auto_bad_draft_tree_only_total_ratio": ratio(mlx["total_seconds"],
-                                                              alone["total_seconds"]),
-            })
-    finally:
-        resident.close()
-    del resident  # its weights go before the fresh processes and the streamed session load theirs
-    gc.collect()
+    rows, interleaved = resident_rows(pair, spec, texts, report)
+    gc.collect()  # the resident session's weights go before the next ones load
     mx.clear_cache()
+    runs = configs(spec.max_tokens)
+    ar, auto = runs["canopy_ar"], runs["canopy_auto_bad"]
+    mlx_rows = {row["prompt_tokens"]: row["mlx_lm"] for row in rows}
     fresh = None
     if folder is not None and spec.fresh_pairs > 0:
         n = spec.prompt_tokens[len(spec.prompt_tokens) // 2]
@@ -235,7 +302,7 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
     read_s = s_ar["target_bytes_read_per_token"] / bandwidth if bandwidth else 0.0
     bound = 1.0 / max(read_s, 1.0 / resident_ar) if resident_ar else 0.0
     return {
-        "spec": vars(spec) | {"pair": pair.description},
+        "spec": vars(spec) | {"pair": pair.description, "interleaved": interleaved},
         "environment": env | {"load_average_end": env_load()},
         "rows": rows,
         "fresh": fresh,
@@ -251,60 +318,3 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
                                     s_ar["decode_tokens_per_second"]),
         },
     }
-
-
-def speed_markdown(result: dict) -> str:
-    """The result as a Markdown table plus the streamed figures."""
-    env = result.get("environment") or {}
-    load = [f"{x:.1f}" for x in (env.get("load_average") or [])[:1] + (
-        env.get("load_average_end") or [])[:1]]
-    lines = [
-        f"{result['spec']['pair']}. Run {env.get('date', '?')}, load (1 min) "
-        f"{' -> '.join(load) or '?'}, {env.get('blas', '?')}; "
-        f"{result['spec']['max_tokens']} new tokens.",
-        "",
-        "| prompt tokens | mlx-lm tok/s | Canopy ar tok/s | ratio | mlx-lm TTFT s | Canopy TTFT s "
-        "| ratio | auto, bad draft tok/s | ratio to mlx-lm | whole answer, ratio "
-        "| draft tree alone: ratio | whole answer, ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        m, c, t = r["mlx_lm"], r["canopy_ar"], r["canopy_auto_bad"]
-        lines.append(
-            f"| {r['prompt_tokens']} | {m['decode_tokens_per_second']:.2f} "
-            f"| {c['decode_tokens_per_second']:.2f} | {r['ar_decode_ratio'] or 0:.2f} "
-            f"| {m['ttft_seconds']:.2f} | {c['ttft_seconds']:.2f} | {r['ar_ttft_ratio'] or 0:.2f} "
-            f"| {t['decode_tokens_per_second']:.2f} | {r['auto_bad_decode_ratio'] or 0:.2f} "
-            f"| {r['auto_bad_total_ratio'] or 0:.2f} "
-            f"| {r['auto_bad_draft_tree_only_decode_ratio'] or 0:.2f} "
-            f"| {r['auto_bad_draft_tree_only_total_ratio'] or 0:.2f} |")
-    lines += fresh_markdown(result.get("fresh"))
-    s = result["streamed"]
-    to_bound = s["ar_to_bound"] or 0
-    lines += [
-        "",
-        f"Streamed ({s['budget_bytes'] / 2**20:.0f} MiB budget): ar "
-        f"{s['ar']['decode_tokens_per_second']:.2f} tok/s, layer-loop bound "
-        f"{s['layer_loop_bound_tokens_per_second']:.2f} tok/s at "
-        f"{s['read_bandwidth_bytes_per_second'] / 1e9:.2f} GB/s "
-        f"(ratio {to_bound:.2f}, gap {(1 - to_bound) * 100:+.0f} %); tree (auto) with the bad "
-        f"draft {s['auto_bad']['decode_tokens_per_second']:.2f} tok/s "
-        f"(ratio to streamed ar {s['auto_bad_to_ar'] or 0:.2f}).",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def fresh_markdown(fresh: dict | None) -> list[str]:
-    if not fresh:
-        return []
-
-    def figures(kind: str) -> str:
-        rows = fresh[kind]
-        decode = " / ".join(f"{r['decode_ratio'] or 0:.2f}" for r in rows)
-        total = " / ".join(f"{r['total_ratio'] or 0:.2f}" for r in rows)
-        return f"decode {decode}×, whole answer {total}× mlx-lm"
-
-    return ["", f"Fresh processes, tree (auto) with the bad draft's tree alone, "
-            f"{fresh['prompt_tokens']} "
-            f"prompt tokens, per pair: no stored timing {figures('no_stored_timing')}; the "
-            f"timing stored by the first {figures('stored_timing')}."]

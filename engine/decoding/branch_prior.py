@@ -1,8 +1,11 @@
 """What a draft-free branch is expected to win: acceptance by depth per kind of branch, learned
-online (`BranchPrior`), and the expected accepted nodes of one step's branches
-(`expected_tokens`). engine.decoding.prompt_lookup places branches with them."""
+online (`BranchPrior`), the expected accepted nodes of one step's branches (`expected_tokens`),
+and what a session's earlier answers learned (`LookupMemory`). engine.decoding.prompt_lookup
+places branches with them."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
 DEEP = "+deep"  # ... and of branches hung below the draft model's leaves
@@ -18,6 +21,9 @@ def expected_tokens(branches: list[tuple[int, list[float]]]) -> float:
     for parent, probs in branches:
         firsts[parent] = firsts.get(parent, 0.0) + probs[0]
     return sum(sum(probs) / max(1.0, firsts[parent]) for parent, probs in branches)
+
+
+CARRIED = 0.5  # share of a kind's acceptance counts a session's next answer starts from
 
 
 class BranchPrior:
@@ -80,3 +86,41 @@ class BranchPrior:
                 hit.append(0.0)
             reached[depth] += 1
             hit[depth] += i in taken
+
+    def fade(self, share: float) -> None:
+        """Keep `share` of every count: a new answer's text may copy more or less than the
+        last one's, so what was learned there leans less on the prior's place."""
+        for source in self.reached:
+            self.reached[source] = [x * share for x in self.reached[source]]
+            self.hit[source] = [x * share for x in self.hit[source]]
+
+
+def no_outcomes() -> dict[bool, list[float]]:
+    return {True: [0.0, 0.0, 0.0], False: [0.0, 0.0, 0.0]}
+
+
+@dataclass
+class LookupMemory:
+    """What a session's draft-free branches learned in its earlier answers, where the next
+    answer starts: each kind's acceptance (`prior`, faded by CARRIED per answer), what the
+    inner drafter's root-only steps emitted per second with branches and without (`outcomes`:
+    decayed [tokens, seconds, steps]; the seconds do not depend on the text) and the steps
+    whose branches were dropped since one last went to explore (`unpaid`). Without it each
+    answer paid again, on its first steps, to learn that branches lose on its pair (the
+    Session keeps one per lookup configuration; engine.session)."""
+
+    prior: BranchPrior
+    outcomes: dict[bool, list[float]] = field(default_factory=no_outcomes)
+    unpaid: int = 0
+    answers: int = 0
+
+    @classmethod
+    def fresh(cls, prior: float) -> LookupMemory:
+        return cls(BranchPrior(prior))
+
+    def next_answer(self) -> LookupMemory:
+        """Called as an answer starts: earlier answers' acceptance fades (CARRIED)."""
+        if self.answers:
+            self.prior.fade(CARRIED)
+        self.answers += 1
+        return self

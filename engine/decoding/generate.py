@@ -20,6 +20,7 @@ from ..errors import CanopyError
 from ..events import Event, Failed, Finished, PrefillDone, StepEvent
 from ..runtime import failure_message
 from .ar_steps import ArAhead
+from .branch_prior import LookupMemory
 from .draft_model import DraftModel
 from .draft_vocab import make_subset, special_ids
 from .drafters import ChainDrafter, NoDrafter, StepResult, TreeDrafter
@@ -33,15 +34,17 @@ from .verify import accept_greedy, accept_sampled
 
 def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
                  target_vocab: int | None = None, special: list[int] = (),
-                 stored: PairTiming | None = None):
+                 stored: PairTiming | None = None, lookup_memory: LookupMemory | None = None):
     """The drafter of `config.mode`; `stored`: the pair's stored timing (the tree policy starts
-    from it, engine.costmodel.timing_store)."""
+    from it, engine.costmodel.timing_store); `lookup_memory`: what draft-free branches learned
+    in the session's earlier answers (they start from it and add to it)."""
     if config.mode == "lookahead":
         return LookaheadDrafter(config.lookahead)
     sources = config.lookup.sources if config.mode == "tree" else ()
     if config.mode == "ar" or draft is None:
         if config.mode == "tree" and sources:  # no draft model: the draft-free branches alone
-            return LookupDrafter(NoDrafter(), config.lookup, config.tree.verify_cost_prior)
+            return LookupDrafter(NoDrafter(), config.lookup, config.tree.verify_cost_prior,
+                                 lookup_memory)
         if config.mode != "ar":
             raise CanopyError(
                 f"Mode {config.mode!r} needs a draft model; choose one or use --mode ar "
@@ -57,7 +60,7 @@ def make_drafter(draft, config: GenerationConfig, rng: np.random.Generator,
                         time_draft=True, stored=stored, max_tokens=config.max_tokens)
     # root_first: the first token is the target's alone, the draft's prefill waits behind it
     drafter = TreeDrafter(model, config.tree, policy, root_first=True)
-    return LookupDrafter(drafter, config.lookup) if sources else drafter
+    return LookupDrafter(drafter, config.lookup, memory=lookup_memory) if sources else drafter
 
 
 def policy_of(drafter) -> StepPolicy | None:
@@ -136,6 +139,7 @@ def generate(
     turn: TurnCache | None = None,
     observer: Callable | None = None,
     timings: PairEntry | None = None,
+    lookup_memory: LookupMemory | None = None,
 ) -> Iterator[Event]:
     """Yield PrefillDone, one StepEvent per target pass, then Finished (or Failed).
 
@@ -147,11 +151,12 @@ def generate(
     prefilled, and the caches go back to it when the answer is complete.
     observer(tree, path, bonus, logits), if given, sees each verified step (engine.adapt.record).
     `timings`: the pair's entry in the timing store; the tree policy starts from its stored
-    measures and what it measured is kept there at the end.
+    measures and what it measured is kept there at the end. `lookup_memory`: what draft-free
+    branches learned in the session's earlier answers (engine.decoding.branch_prior).
     """
     try:
         yield from _generate(target, draft, prompt_ids, config, should_stop or (lambda: False),
-                             turn or TurnCache(), observer, timings)
+                             turn or TurnCache(), observer, timings, lookup_memory)
     except CanopyError as e:
         yield Failed(str(e))
     except Exception as e:  # a readable message for the GUI/CLI; tests see the text
@@ -159,7 +164,7 @@ def generate(
 
 
 def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=None,
-              timings=None):
+              timings=None, lookup_memory=None):
     if not prompt_ids:
         raise CanopyError("The prompt is empty: type something first.")
     sampling = config.sampling
@@ -168,7 +173,7 @@ def _generate(target, draft, prompt_ids, config, should_stop, turn, observer=Non
     eos = set(getattr(tokenizer, "eos_token_ids", None) or [])
     drafter = make_drafter(draft, config, rng, target.model.args.vocab_size,
                            special_ids(tokenizer),
-                           timings.stored if timings is not None else None)
+                           timings.stored if timings is not None else None, lookup_memory)
     model = target.model
     cache = turn.target_cache(target.num_layers, prompt_ids)
     turn.attach_draft(drafter, prompt_ids)

@@ -15,7 +15,7 @@ import numpy as np
 from ..config import AHEAD_HITS_DECAY, AHEAD_MAX_BRANCH_HITS, LookupConfig
 from ..costmodel.rules import branches_pay
 from ..costmodel.slot_cost import SlotCost
-from .branch_prior import ALT, DEEP, RESUME, BranchPrior, expected_tokens
+from .branch_prior import ALT, DEEP, RESUME, LookupMemory, expected_tokens
 from .drafters import Proposal
 from .ngram_pool import NgramPool
 from .tree import TokenTree
@@ -73,8 +73,11 @@ class LookupDrafter:
     nodes cost verification only; `Proposal.free_nodes` tells the cost model how many.
     """
 
-    def __init__(self, inner, config: LookupConfig, verify_prior: float | None = None):
+    def __init__(self, inner, config: LookupConfig, verify_prior: float | None = None,
+                 memory: LookupMemory | None = None):
         self.inner, self.config = inner, config
+        # what earlier answers learned (engine.decoding.branch_prior.LookupMemory)
+        self.memory = (memory or LookupMemory.fresh(config.prior)).next_answer()
         # no draft model's policy to price a verify slot: price it from the passes themselves
         self.slots = SlotCost(verify_prior) if getattr(inner, "policy", None) is None else None
         self.history: list[int] = []  # committed tokens (the target cache's contents)
@@ -85,7 +88,7 @@ class LookupDrafter:
         self.draft = getattr(inner, "draft", None)  # the draft model, for the prompt cache
         self.step_committed = 0
         self.steps = 0  # verified steps (feedback)
-        self.prior = BranchPrior(config.prior)
+        self.prior = self.memory.prior
         self.first_extra = 0  # index of the first draft-free node of the current tree
         # draft-free node -> (BranchPrior kind, depth of the node its branch hangs below)
         self.kinds: dict[int, tuple[str, int]] = {}
@@ -97,10 +100,9 @@ class LookupDrafter:
         self.left: list[tuple[int, int]] = []
         # this step's draft-free branches: (node they hang below, their new nodes' estimates)
         self.expected: list[tuple[int, list[float]]] = []
-        self.unpaid = 0  # steps in a row whose branches did not pay for their seconds
         # root-only steps of the inner drafter, with branches (True) and without: decayed
         # [tokens, seconds, steps] — what the branches really won, launches ahead included
-        self.outcomes = {True: [0.0, 0.0, 0.0], False: [0.0, 0.0, 0.0]}
+        self.outcomes = self.memory.outcomes
 
     @property
     def threshold(self) -> float:
@@ -183,19 +185,22 @@ class LookupDrafter:
         they add to the pass (rules.branches_pay; on a CPU a root-only step's first extra node
         turns a one-token pass into a tree pass), or on a root-only step when recent such steps
         emitted fewer tokens per second with branches than without (`branches_lost`). Before
-        the extra seconds are priced (on a CPU: until a one-node and a tree pass were timed),
-        and every EXPLORE_EVERY dropped steps, the first branch (ending at `first`) goes alone,
-        so the price and the sources' acceptance get measured; on the first step none goes (its
-        token is the time to first token)."""
+        the extra seconds are priced (on a CPU: until a one-node and a tree pass were timed)
+        unless such steps already lost (an earlier answer's), and every EXPLORE_EVERY dropped
+        steps, the first branch (ending at `first`) goes alone, so the price and the sources'
+        acceptance get measured; on the first step none goes (its token is the time to first
+        token)."""
         extra = len(tree) - before
         rate, seconds = self._price.running_rate, self._price.extra_slot_seconds(before, extra)
         priced = rate is not None and seconds is not None
-        if not extra or priced and (branches_pay(expected_tokens(self.expected), seconds, rate)
-                                    and (before > 1 or not self.branches_lost())):
-            self.unpaid = 0
+        lost = before == 1 and self.branches_lost()
+        if not extra or priced and branches_pay(expected_tokens(self.expected), seconds,
+                                                rate) and not lost:
+            self.memory.unpaid = 0
             return
-        self.unpaid += 1
-        explore = self.steps > 0 and (not priced or self.unpaid % EXPLORE_EVERY == 0)
+        self.memory.unpaid += 1
+        explore = self.steps > 0 and (not priced and not lost
+                                      or self.memory.unpaid % EXPLORE_EVERY == 0)
         size = first if explore else before
         tree.truncate(size)
         self.kinds = {n: v for n, v in self.kinds.items() if n < size}

@@ -64,6 +64,25 @@ def test_a_catch_up_that_cannot_pay_over_the_tokens_left_stops_after_one_chunk()
     assert policy.plan(TAIL).speculate  # a short catch-up rides on the first forward
 
 
+def test_before_any_tree_the_catch_up_is_priced_at_a_prior_acceptance_not_a_perfect_one():
+    """The streamed 2-bit draft on a 32-token prompt: 31 tokens at 1.37 s (42 s) would be
+    repaid over 22 tokens if every drafted token were accepted, not at the prior acceptance."""
+    from engine.config import CATCH_UP_PRIOR_ACCEPTANCE, CATCH_UP_PRIOR_DEPTH
+    from engine.costmodel import formulas as cm
+
+    policy = slow_policy(24)
+    policy.generated = 2
+    policy.observe_catch_up(1, 1.37)
+    perfect = cm.perfect_rate(policy._tree_draft_seconds(policy.d), policy.v, policy.o,
+                              policy.tree.max_nodes, policy.w)
+    prior = cm.chain_rate(policy.d, policy.v, policy.o, CATCH_UP_PRIOR_ACCEPTANCE,
+                          CATCH_UP_PRIOR_DEPTH)
+    left, ar_s = 22, 1 / policy.ar_rate()
+    assert left * (ar_s - 1 / prior) < 31 * 1.37 < left * (ar_s - 1 / perfect)
+    assert policy.catch_up_gain() == pytest.approx(left * (ar_s - 1 / prior))
+    assert policy.catch_up_chunk(31) is None and not policy.plan(31).speculate
+
+
 def test_the_same_catch_up_pays_for_a_long_answer_and_a_cheap_one_for_a_short_answer():
     long_answer = slow_policy(4096)
     long_answer.observe_catch_up(3, 3 * 1.37)

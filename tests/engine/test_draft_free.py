@@ -123,6 +123,27 @@ def test_mode_tree_without_a_draft_uses_draft_free_branches(loaded_pair):
     assert isinstance(failed, Failed) and "draft model" in failed.message
 
 
+def test_a_sessions_answers_share_what_their_branches_learned(loaded_pair):
+    """One LookupMemory per lookup configuration and draft use: the second answer's branches
+    start from (and add to) the first's; draft-free mode learns apart from the merged tree."""
+    from engine.costmodel.timing_store import TimingStore
+    from engine.session import Session
+
+    session = Session(loaded_pair["target"], loaded_pair["noisy"], timings=TimingStore(None))
+    prompt = [1, 2, 3, 4, 5, 6, 1, 2, 3]
+    config = GenerationConfig(mode="tree", max_tokens=12, lookup=PROMPT_ONLY)
+    seen = []
+    for _ in range(2):
+        assert isinstance(list(session.generate(prompt, config))[-1], Finished)
+        (memory,) = session.lookup_memory.values()
+        seen.append(memory)
+    assert seen[0] is seen[1] and memory.answers == 2  # each answer's drafter started from it
+    assert memory.prior.reached  # and learned into it
+    alone = Session(loaded_pair["target"], None, timings=TimingStore(None))
+    list(alone.generate(prompt, config))
+    assert [with_draft for _, with_draft in alone.lookup_memory] == [False]
+
+
 @pytest.mark.parametrize("case", ["lookahead", "lookahead-wide", "lookahead-n2", "prompt",
                                   "free", "merged", "merged-fixed"])
 def test_greedy_draft_free_modes_equal_ar(loaded_pair, case):

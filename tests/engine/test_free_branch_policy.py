@@ -165,3 +165,41 @@ def test_a_root_only_steps_branches_pay_for_the_jump_to_a_tree_pass():
         proposal = right.propose(3, len(history))
         assert proposal.free_nodes > 0
         right.feedback(StepResult(proposal, (0, 1, 2, 3), 7, 0.6, 0.0, 0.6))
+
+
+@pytest.mark.priced_branches
+def test_an_answer_starts_from_what_the_sessions_branches_lost():
+    """Before a pass is priced an answer's root-only steps explore a branch, unless earlier
+    answers' root-only steps emitted fewer tokens per second with branches than without
+    (LookupMemory): then only every EXPLORE_EVERY dropped steps; acceptance counts carry at
+    CARRIED."""
+    from engine.decoding.branch_prior import CARRIED, LookupMemory
+    from engine.decoding.prompt_lookup import EXPLORE_EVERY
+
+    history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]
+    config = LookupConfig(sources=("prompt",), prior=0.5, min_prob=0.01, resume_steps=0)
+
+    def sizes(memory, steps):
+        drafter = LookupDrafter(FakeInner(0.05), config, memory=memory)  # unpriced passes
+        drafter.prefill(history + [3])
+        out = []
+        for _ in range(steps):
+            proposal = drafter.propose(3, len(history))
+            out.append(proposal.free_nodes)
+            drafter.feedback(StepResult(proposal, (0,), 99, 0.4, 0.0, 0.4))
+        return out
+
+    first = sizes(None, 3)
+    assert first[0] == 0 and all(first[1:])  # nothing learned: explore from the second step
+    memory = LookupMemory.fresh(config.prior)
+    memory.outcomes[True][:] = [3.0, 1.8, 3.0]  # with branches: 3 tokens in 1.8 s
+    memory.outcomes[False][:] = [3.0, 1.2, 3.0]  # without: 3 in 1.2 s
+    memory.answers = 1
+    later = sizes(memory, EXPLORE_EVERY + 1)
+    assert later[: EXPLORE_EVERY - 1] == [0] * (EXPLORE_EVERY - 1)
+    assert sum(later) > 0 and memory.answers == 2  # explored once, then held back again
+    carried = LookupMemory.fresh(0.5)
+    carried.prior.reached["prompt"], carried.prior.hit["prompt"] = [0.0, 4.0], [0.0, 1.0]
+    assert carried.next_answer().prior.reached["prompt"] == [0.0, 4.0]  # the first answer
+    assert carried.next_answer().prior.reached["prompt"] == [0.0, 4.0 * CARRIED]
+    assert carried.prior.hit["prompt"] == [0.0, CARRIED]

@@ -160,17 +160,22 @@ def test_speed_bench_fresh_processes_find_the_timing_the_first_stored(tmp_path):
     """`canopy bench --speed`'s fresh-process rows on tiny models: real processes, the second
     of each pair starts from the timing the first stored; the streamed gap is reported."""
     from engine.bench.pair import prepare_pair
-    from engine.bench.speed import SpeedSpec, run_speed, speed_markdown
+    from engine.bench.speed import SpeedSpec, run_speed
+    from engine.bench.speed_report import speed_markdown
 
     pair = prepare_pair(None, None, True, tmp_path)
-    spec = SpeedSpec(prompt_tokens=(16, 40), max_tokens=12, fresh_pairs=1)
+    spec = SpeedSpec(prompt_tokens=(16, 40), max_tokens=12, fresh_pairs=1, repeats=2)
     result = run_speed(pair, spec, folder=tmp_path)
+    for row in result["rows"]:  # two rounds, each ratio the median of the rounds' own
+        assert len(row["samples"]) == 2
+        low, high = row["ar_decode_ratio_range"]
+        assert low <= row["ar_decode_ratio"] <= high
     fresh = result["fresh"]
     assert [r["draft_timing_stored"] for r in fresh["no_stored_timing"]] == [False]
     assert [r["draft_timing_stored"] for r in fresh["stored_timing"]] == [True]
     assert fresh["stored_timing"][0]["decode_ratio"] > 0
     text = speed_markdown(result)
-    assert "Fresh processes" in text and "gap" in text
+    assert "Fresh processes" in text and "gap" in text and "medians of 2 rounds" in text
 
 
 def test_a_stored_fast_timing_starts_trees_at_once_and_keeps_greedy_ids(tiny_pair, tmp_path):
