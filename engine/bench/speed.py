@@ -223,6 +223,16 @@ def summary(n: int, samples: list[dict]) -> dict:
     return row
 
 
+def first_answer_ratio(rows: list[dict]) -> float | None:
+    """Decode ratio to mlx-lm of the session's first tree (auto) answer with the bad draft
+    (round 1's first prompt length; later answers start from what its branches learned)."""
+    if not rows or not rows[0]["samples"]:
+        return None
+    first = rows[0]["samples"][0]
+    return ratio(first["canopy_auto_bad"]["decode_tokens_per_second"],
+                 first["mlx_lm"]["decode_tokens_per_second"])
+
+
 def resident_rows(pair: Pair, spec: SpeedSpec, texts: dict[int, str], report: Report):
     """`spec.repeats` rounds over the prompt lengths: per length mlx-lm's process, then
     Canopy's three runs (their order rotated each round) in one resident session. mlx-lm runs
@@ -305,6 +315,8 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
         "spec": vars(spec) | {"pair": pair.description, "interleaved": interleaved},
         "environment": env | {"load_average_end": env_load()},
         "rows": rows,
+        # the session's first answer with draft-free branches: nothing learned yet (explores)
+        "first_auto_answer_decode_ratio": first_answer_ratio(rows),
         "fresh": fresh,
         "streamed": {
             "budget_bytes": budget, "ar": s_ar, "auto_bad": s_auto,

@@ -32,11 +32,15 @@ def speed_markdown(result: dict) -> str:
             f"| {spread(r, 'auto_bad_draft_tree_only_total_ratio')} |")
     spec = result["spec"]
     rounds = len(result["rows"][0].get("samples", [None])) if result["rows"] else 0
+    first = result.get("first_auto_answer_decode_ratio")
     lines += ["", f"Figures are medians of {rounds} rounds; a ratio is the median of the rounds' "
               "own ratios (min–max in brackets); mlx-lm ran "
               + ("beside the loaded session, each round's run next to Canopy's."
                  if spec.get("interleaved") else "first, all rounds, while no Canopy model "
-                 "was loaded.")]
+                 "was loaded.")
+              + ("" if first is None else f" The session's first answer of tree (auto) with the "
+                 f"bad draft (its draft-free branches had learned nothing yet): {first:.2f}× "
+                 "mlx-lm decode.")]
     lines += fresh_markdown(result.get("fresh"))
     s = result["streamed"]
     to_bound = s["ar_to_bound"] or 0

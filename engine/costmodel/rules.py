@@ -156,6 +156,15 @@ def fit_passes(points, singles, prior_slope: float) -> tuple[Curve, float]:
     # before it (the decode loop reads its token then), so root-only steps alternate between
     # ~two passes' seconds and next to nothing
     v1 = sum(singles) / len(singles)
+    if a + 2 * b < v1:
+        # more nodes never cost less: a line at the prior slope through one big streamed pass
+        # (5.1 s for 25 nodes, v(1) 5.0 s) priced a 3-node pass at 3.8 s. Through (2, v(1))
+        # and the tree passes' weighted centre instead, rising or flat.
+        weight = sum(w for _, _, w in multi)
+        x = sum(n * w for n, _, w in multi) / weight
+        y = sum(t * w for _, t, w in multi) / weight
+        b = max(0.0, (y - v1) / (x - 2)) if x > 2 else 0.0
+        a = v1 - 2 * b
     return Curve((1.0, 2.0, 3.0), (v1, a + 2 * b, a + 3 * b)), b
 
 

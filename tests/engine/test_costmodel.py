@@ -250,3 +250,22 @@ def test_auto_generation_includes_the_policy_warm_up():
     short = cm.auto_generation(t, acc, 16, budget_bytes=budget)
     assert long.tokens_per_second == pytest.approx(steady.tokens_per_second, rel=0.01)
     assert short.tokens_per_second < long.tokens_per_second
+
+
+def test_a_tree_pass_is_never_priced_below_a_one_node_pass():
+    """One big streamed tree pass (25 nodes, 5.11 s) beside 5.0 s one-node passes: small trees
+    cost about a one-node pass (the line at the prior slope through the big pass priced 3
+    nodes at 3.8 s); a CPU's dearer tree passes keep their own line."""
+    from engine.costmodel.rules import fit_passes
+
+    v, slope = fit_passes([(1, 5.0, 1.0), (25, 5.11, 1.0)], [5.0], prior_slope=0.057)
+    assert v(1) == 5.0 and 5.0 <= v(3) <= v(25) and v(25) == pytest.approx(5.11)
+    assert slope == pytest.approx(0.11 / 23)
+    v, _ = fit_passes([(1, 5.0, 1.0), (25, 4.8, 1.0)], [5.0], prior_slope=0.057)
+    assert v(3) == v(25) == 5.0  # cheaper than one node: noise, flat
+    from engine.costmodel.rules import fit_line
+
+    trees = [(5, 0.6, 1.0), (9, 0.7, 1.0)]
+    cpu, slope = fit_passes([(1, 0.4, 1.0), *trees], [0.4], 0.01)
+    a, b = fit_line(trees, 0.01)
+    assert cpu(1) == 0.4 and cpu(3) == pytest.approx(a + 3 * b) and cpu(2) > 0.55 and slope == b
