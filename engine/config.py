@@ -307,13 +307,12 @@ BENCH_MAX_TOKENS = 24  # new tokens per prompt of a full `canopy bench`
 DRAFT_FREE_MAX_TOKENS = 96  # new tokens per prompt of `canopy bench --draft-free`
 DRAFT_FREE_FRACTIONS = (None, 0.5)  # its budgets: resident, then half the layer bytes streamed
 DRAFT_FREE_AR_PROBE_TOKENS = 8  # its ar row's tokens when ar's ids come from an earlier run
-# The draft's acceptance the auto policy assumes before any tree was verified, when it prices
-# catching the draft up on pending tokens (engine.costmodel.policy.catch_up_gain): per token
-# of a chain of at most CATCH_UP_PRIOR_DEPTH. Same-family pairs measured here accept 0.74-0.91
-# of next tokens (SmolLM2 requantized, Qwen2.5-Coder 0.5B/1.5B); 0.6 is the weak draft of the
-# Apple Silicon tables. A draft that repays its catch-up only near perfect acceptance waits.
-CATCH_UP_PRIOR_ACCEPTANCE = 0.6
-CATCH_UP_PRIOR_DEPTH = 8
+# Before any tree was verified, the share of what a draft whose every token is accepted would
+# save that must repay catching the draft up on pending tokens (engine.costmodel.policy.
+# catch_up_gain): the catch-up is paid before the draft's acceptance is known, so it must pay
+# off even if the draft wins only half the perfect gain (a good draft's catch-up costs a
+# sliver of it; the 2-bit draft's streamed one cost 0.6-0.9 of it).
+CATCH_UP_PERFECT_SHARE = 0.5
 
 SPEED_PROMPT_TOKENS = (32, 256, 1000)  # `canopy bench --speed`: prompt lengths vs mlx-lm
 SPEED_FRESH_PAIRS = 2  # its fresh-process pairs (no stored timing, then the stored one)

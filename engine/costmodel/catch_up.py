@@ -7,12 +7,12 @@ on a CPU running quantized kernels it grows like c d(1) (no batching gain): a 2-
 takes ~1.4 s per token here, ~350 s for a 256-token prompt, where the fit of d(m) (one-token
 forwards and a prior slope) predicted ~12 s.
 
-It is worth paying only if speculation repays it over the tokens left to generate at the
-acceptance expected (the policy's `catch_up_gain`: the rate its measured trees predict, before
-any tree a chain at a prior acceptance per token, config.CATCH_UP_PRIOR_ACCEPTANCE; perfect
-acceptance made a 45 s catch-up of a 2-bit draft look worth it):
+It is worth paying only if speculation repays it over the tokens left to generate (the
+policy's `catch_up_gain`): at the rate its measured trees predict, and before any tree with
+half of what perfect acceptance would save (config.CATCH_UP_PERFECT_SHARE; the whole of it
+made a 45 s catch-up of a 2-bit draft look worth it):
 
-    cu(c) <= G = tokens_left * (1 / r_ar - 1 / r_expected)                         (gain)
+    cu(c) <= G = share * tokens_left * (1 / r_ar - 1 / r_spec)                      (gain)
 
 cu(c) = a + b c, a line through the timed catch-up chunks and the 1-token forward d(1) (which
 also runs the head: a little optimistic); with every point at one token, b = their seconds per

@@ -230,23 +230,6 @@ def perfect_rate(
     return best
 
 
-def chain_rate(
-    d: Callable[[float], float],
-    pass_seconds_of: Callable[[int], float],
-    overhead: float,
-    alpha: float,
-    max_k: int,
-) -> float:
-    """The best tokens/s of a chain of k <= max_k draft tokens (k one-token draft forwards),
-    each accepted with probability `alpha` once its parent was: chain_tokens / (draft + pass
-    + overhead) (0 when max_k < 1)."""
-    best = 0.0
-    for k in range(1, max_k + 1):
-        t = chain_draft_seconds(d, k, 1.0) + pass_seconds_of(k + 1) + overhead
-        best = max(best, chain_tokens([alpha], k) / t)
-    return best
-
-
 # ---- the marginal rule of the adaptive threshold -------------------------------------------
 def marginal_threshold(
     accept_rate: Sequence[float], bin_edges: Sequence[float], seconds_per_node: float, rate: float

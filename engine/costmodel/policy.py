@@ -38,9 +38,9 @@ Each step, with the cost model's formulas (engine.costmodel.formulas (1)-(3)):
 - draft work at an IO wait: one more forward of the next step's tree while it fits
   (rules.wait_work_fits with d of its size: the rule the cost model's pass simulation runs).
 - the draft's catch-up on pending tokens (the deferred prompt, tokens decoded at ar): a tree
-  waits (root-only steps) while the expected acceptance (the trees' measured one, before any
-  tree a prior) could not repay it over the tokens left; it runs in timed chunks, and in IO
-  waits with no tree to extend (engine.costmodel.catch_up).
+  waits (root-only steps) while the trees' measured acceptance (before any tree: half of what
+  perfect acceptance would save) could not repay it over the tokens left; it runs in timed
+  chunks, and in IO waits with no tree to extend (engine.costmodel.catch_up).
 - draft-free branches (prompt lookup, n-gram pool): verify slots on top of the draft's tree.
   The draft's part is planned exactly as it would be without them (budget, threshold, ar
   fallback: their slots and tokens are left out of E(N), T(N) and ar's rate), so a merged step
@@ -61,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import CATCH_UP_PRIOR_ACCEPTANCE, CATCH_UP_PRIOR_DEPTH, VERIFY_COST_PRIOR
+from ..config import CATCH_UP_PERFECT_SHARE, VERIFY_COST_PRIOR
 from . import formulas as cm
 from . import rules
 from .catch_up import TAIL as CATCH_UP_TAIL
@@ -288,18 +288,24 @@ class StepPolicy:
     # ---- the draft's catch-up on pending tokens (engine.costmodel.catch_up) ------------------
     def catch_up_gain(self) -> float:
         """G: seconds speculation should save over the tokens left (infinite while the answer's
-        limit or the timings are unknown): at the trees' measured acceptance (best_nodes), and
-        before any tree at CATCH_UP_PRIOR_ACCEPTANCE per token of a chain. The catch-up is an
-        investment that only acceptance repays: priced at perfect acceptance, a 2-bit draft at
-        a quarter of a streamed pass per token caught up on a 32-token prompt for 45 s and
-        then won 2 of 15 drafted tokens."""
+        limit or the timings are unknown): at the trees' measured acceptance (best_nodes);
+        before any tree, CATCH_UP_PERFECT_SHARE of what a draft whose every token is accepted
+        would save. The catch-up is an investment only acceptance repays: priced at perfect
+        acceptance, a 2-bit draft at a quarter of a streamed pass per token caught up for 45 s
+        on a 32-token prompt and then won 2 of 15 drafted tokens; priced at a typical
+        acceptance, a CPU's good draft (whose chain at 0.6 per token loses to ar) never
+        caught up to show its 0.9."""
         if self.max_tokens is None or self.d is None or self.v is None:
             return float("inf")
         best = self.best_nodes()
-        rate = best[1] if best is not None else cm.chain_rate(
-            self.d, self.v, self.o, CATCH_UP_PRIOR_ACCEPTANCE, CATCH_UP_PRIOR_DEPTH)
+        if best is not None:
+            rate, share = best[1], 1.0
+        else:
+            rate = cm.perfect_rate(self._tree_draft_seconds(self.d), self.v, self.o,
+                                   self.tree.max_nodes, self.w)
+            share = CATCH_UP_PERFECT_SHARE
         saved = 1.0 / self.ar_rate() - (1.0 / rate if rate > 0 else float("inf"))
-        return max(0, self.max_tokens - self.generated) * max(0.0, saved)
+        return share * max(0, self.max_tokens - self.generated) * max(0.0, saved)
 
     def catch_up_pays(self, pending: int) -> bool:
         if pending <= CATCH_UP_TAIL:  # nothing to price (CatchUp.pays): plan() asks every step

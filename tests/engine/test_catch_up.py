@@ -64,10 +64,10 @@ def test_a_catch_up_that_cannot_pay_over_the_tokens_left_stops_after_one_chunk()
     assert policy.plan(TAIL).speculate  # a short catch-up rides on the first forward
 
 
-def test_before_any_tree_the_catch_up_is_priced_at_a_prior_acceptance_not_a_perfect_one():
+def test_before_any_tree_the_catch_up_must_be_repaid_by_half_the_perfect_gain():
     """The streamed 2-bit draft on a 32-token prompt: 31 tokens at 1.37 s (42 s) would be
-    repaid over 22 tokens if every drafted token were accepted, not at the prior acceptance."""
-    from engine.config import CATCH_UP_PRIOR_ACCEPTANCE, CATCH_UP_PRIOR_DEPTH
+    repaid over 22 tokens if every drafted token were accepted, not by half of that."""
+    from engine.config import CATCH_UP_PERFECT_SHARE
     from engine.costmodel import formulas as cm
 
     policy = slow_policy(24)
@@ -75,11 +75,9 @@ def test_before_any_tree_the_catch_up_is_priced_at_a_prior_acceptance_not_a_perf
     policy.observe_catch_up(1, 1.37)
     perfect = cm.perfect_rate(policy._tree_draft_seconds(policy.d), policy.v, policy.o,
                               policy.tree.max_nodes, policy.w)
-    prior = cm.chain_rate(policy.d, policy.v, policy.o, CATCH_UP_PRIOR_ACCEPTANCE,
-                          CATCH_UP_PRIOR_DEPTH)
-    left, ar_s = 22, 1 / policy.ar_rate()
-    assert left * (ar_s - 1 / prior) < 31 * 1.37 < left * (ar_s - 1 / perfect)
-    assert policy.catch_up_gain() == pytest.approx(left * (ar_s - 1 / prior))
+    whole = 22 * (1 / policy.ar_rate() - 1 / perfect)
+    assert CATCH_UP_PERFECT_SHARE * whole < 31 * 1.37 < whole
+    assert policy.catch_up_gain() == pytest.approx(CATCH_UP_PERFECT_SHARE * whole)
     assert policy.catch_up_chunk(31) is None and not policy.plan(31).speculate
 
 
