@@ -21,6 +21,9 @@ chunk is sized to cost at most one root-only step even if each token cost a whol
 least one token: it measures); later chunks grow at most GROWTH-fold, so the chunk that shows
 a catch-up cannot pay costs at most a few steps. In a streamed target's IO waits a chunk must
 fit in the time the IO thread stays busy (rules.io_busy_seconds): there the catch-up is free.
+
+`CatchUp` keeps the timed chunks and these rules; `CatchUpDecisions` is the auto policy's side
+(engine.costmodel.policy.StepPolicy): the gain, whether and how much to catch up, and when.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from ..config import CATCH_UP_PERFECT_SHARE
+from . import formulas as cm
+from . import rules
 from .rules import fit_line
 
 TAIL = 8  # pending tokens the tree's first draft forward takes along (priced as its start)
@@ -80,3 +86,65 @@ class CatchUp:
 
 def _floor(x: float) -> int:
     return int(x) if math.isfinite(x) else 1 << 30
+
+
+class CatchUpDecisions:
+    """The auto policy's decisions about the draft's catch-up (mixed into
+    engine.costmodel.policy.StepPolicy, which owns `catch` (a CatchUp), the timing fits d, v,
+    o, the answer's `max_tokens` and `generated`, and ar_rate / best_nodes / io state)."""
+
+    def catch_up_gain(self) -> float:
+        """G: seconds speculation should save over the tokens left (infinite while the answer's
+        limit or the timings are unknown): at the trees' measured acceptance (best_nodes);
+        before any tree, CATCH_UP_PERFECT_SHARE of what a draft whose every token is accepted
+        would save. The catch-up is an investment only acceptance repays: priced at perfect
+        acceptance, a 2-bit draft at a quarter of a streamed pass per token caught up for 45 s
+        on a 32-token prompt and then won 2 of 15 drafted tokens; priced at a typical
+        acceptance, a CPU's good draft (whose chain at 0.6 per token loses to ar) never
+        caught up to show its 0.9."""
+        if self.max_tokens is None or self.d is None or self.v is None:
+            return float("inf")
+        best = self.best_nodes()
+        if best is not None:
+            rate, share = best[1], 1.0
+        else:
+            rate = cm.perfect_rate(self._tree_draft_seconds(self.d), self.v, self.o,
+                                   self.tree.max_nodes, self.w)
+            share = CATCH_UP_PERFECT_SHARE
+        saved = 1.0 / self.ar_rate() - (1.0 / rate if rate > 0 else float("inf"))
+        return share * max(0, self.max_tokens - self.generated) * max(0.0, saved)
+
+    def catch_up_pays(self, pending: int) -> bool:
+        if pending <= TAIL:  # nothing to price (CatchUp.pays): plan() asks every step
+            return True
+        d = self.d
+        return self.catch.pays(pending, self.catch_up_gain(), None if d is None else d(1),
+                               0.0 if d is None else d(pending))
+
+    def catch_up_chunk(self, pending: int) -> int | None:
+        """Tokens of the next catch-up forward before a tree (None: it stops paying, unless the
+        policy is fixed): the first at most a root-only step's seconds, then all that is left
+        (in GROWTH-fold chunks)."""
+        if self.auto and not self.catch_up_pays(pending):
+            return None
+        if self.d is None or self.v is None:
+            return pending
+        step = self.v(1) + self.o if self.catch.line(self.d(1)) is None else float("inf")
+        return self.catch.chunk(pending, step, self.d(1))
+
+    def catch_up_while_waiting(self, facts: rules.WaitFacts, pending: int) -> int:
+        """Tokens to catch up on during this IO wait (0: none): while it may pay, in a chunk that
+        fits the IO thread's busy time (the first one, unmeasured, runs anyway: it measures)."""
+        if self.d is None or pending <= 0:
+            return 0
+        if self.auto and ((self.mode == "ar" and self.timing_bound)
+                          or not self.catch_up_pays(pending)):
+            return 0
+        return self.catch.chunk(pending, rules.io_busy_seconds(facts), self.d(1))
+
+    def observe_catch_up(self, tokens: int, seconds: float) -> None:
+        """A timed catch-up chunk: also a draft forward over `tokens` for d's fit (its head is
+        not run: a little optimistic), the spread of sizes a 1-token timing lacks."""
+        self.catch.observe(tokens, seconds)
+        self.timing.forwards.append((tokens, seconds, self.steps))
+        self._refit()
