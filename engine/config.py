@@ -308,10 +308,10 @@ DRAFT_FREE_MAX_TOKENS = 96  # new tokens per prompt of `canopy bench --draft-fre
 DRAFT_FREE_FRACTIONS = (None, 0.5)  # its budgets: resident, then half the layer bytes streamed
 DRAFT_FREE_AR_PROBE_TOKENS = 8  # its ar row's tokens when ar's ids come from an earlier run
 # Before any tree was verified, the share of what a draft whose every token is accepted would
-# save that must repay catching the draft up on pending tokens (engine.costmodel.policy.
-# catch_up_gain): the catch-up is paid before the draft's acceptance is known, so it must pay
-# off even if the draft wins only half the perfect gain (a good draft's catch-up costs a
-# sliver of it; the 2-bit draft's streamed one cost 0.6-0.9 of it).
+# save that must repay catching the draft up on pending tokens (engine.costmodel.catch_up,
+# CatchUpDecisions.catch_up_gain): the catch-up is paid before the draft's acceptance is
+# known, so it must pay off even if the draft wins only half the perfect gain (a good draft's
+# catch-up costs a sliver of it; the 2-bit draft's streamed one cost 0.6-0.9 of it).
 CATCH_UP_PERFECT_SHARE = 0.5
 
 SPEED_PROMPT_TOKENS = (32, 256, 1000)  # `canopy bench --speed`: prompt lengths vs mlx-lm

@@ -163,11 +163,13 @@ class Session:
             config = replace(config, tree=replace(config.tree, verify_cost_prior=prior))
         turn = TurnCache(self.prompt_cache, conversation) if conversation is not None else None
         # the tree policy's measures of this pair, stored by earlier processes (and kept)
-        timings = self.timings.entry(self.target, self.draft, config.draft_vocab) if (
-            self.draft is not None and config.mode == "tree") else None
         with_draft = self.draft is not None and config.mode == "tree"
-        memory = self.lookup_memory.setdefault((config.lookup, with_draft),
-                                               LookupMemory.fresh(config.lookup.prior))
+        timings = self.timings.entry(self.target, self.draft, config.draft_vocab) if (
+            with_draft) else None
+        key = (config.lookup, with_draft)
+        if key not in self.lookup_memory:
+            self.lookup_memory[key] = LookupMemory.fresh(config.lookup.prior)
+        memory = self.lookup_memory[key]
         try:
             yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn,
                                 observer, timings, memory)

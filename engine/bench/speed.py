@@ -37,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 import mlx.core as mx
 
@@ -199,12 +200,6 @@ def configs(max_tokens: int) -> dict[str, GenerationConfig]:
     }
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def summary(n: int, samples: list[dict]) -> dict:
     """A prompt length's row: every repetition's figures (`samples`), each figure's median per
     run kind, and each ratio as the median of the repetitions' own ratios (a repetition's runs
@@ -233,17 +228,17 @@ def first_answer_ratio(rows: list[dict]) -> float | None:
                  first["mlx_lm"]["decode_tokens_per_second"])
 
 
-def resident_rows(pair: Pair, spec: SpeedSpec, texts: dict[int, str], report: Report):
+def resident_rows(pair: Pair, spec: SpeedSpec, texts: dict[int, str], weights: int,
+                  report: Report):
     """`spec.repeats` rounds over the prompt lengths: per length mlx-lm's process, then
     Canopy's three runs (their order rotated each round) in one resident session. mlx-lm runs
     beside the loaded session when the machine has room for a second copy of the target
     (else all its runs go first, while no Canopy model is loaded). Returns the rows and whether
-    the runs were interleaved."""
+    the runs were interleaved; `weights`: the target's weight bytes."""
     from ..costmodel.timing_store import TimingStore
     from ..session import Session
     from .process import available_bytes
 
-    weights = sum(f.stat().st_size for f in Path(pair.target).glob("*.safetensors"))
     mlx_runs: dict[int, list[dict]] = {n: [] for n in texts}
     interleaved = available_bytes() > 2.5 * weights + 2 * 2**30
     if not interleaved:
@@ -255,8 +250,8 @@ def resident_rows(pair: Pair, spec: SpeedSpec, texts: dict[int, str], report: Re
     resident = Session.load(pair.target, pair.bad_draft, timings=TimingStore(None))
     samples: dict[int, list[dict]] = {n: [] for n in texts}
     try:
-        first = resident.target.tokenizer.encode(texts[spec.prompt_tokens[0]])
-        run_canopy(resident, first, runs["canopy_ar"])  # warm-up
+        ids = {n: resident.target.tokenizer.encode(text) for n, text in texts.items()}
+        run_canopy(resident, ids[spec.prompt_tokens[0]], runs["canopy_ar"])  # warm-up
         for r in range(spec.repeats):
             order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
             for n, text in texts.items():
@@ -265,10 +260,9 @@ def resident_rows(pair: Pair, spec: SpeedSpec, texts: dict[int, str], report: Re
                        + "Canopy ar, tree (auto) with the bad draft (2 ways)")
                 mlx = run_mlx_lm(pair.target, text, spec.max_tokens) if interleaved else (
                     mlx_runs[n][r])
-                ids = resident.target.tokenizer.encode(text)
                 sample = {"mlx_lm": mlx, "order": list(order)}
                 for kind in order:
-                    sample[kind] = run_canopy(resident, ids, runs[kind])
+                    sample[kind] = run_canopy(resident, ids[n], runs[kind])
                 samples[n].append(sample)
     finally:
         resident.close()
@@ -285,7 +279,8 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
 
     env = environment()  # date, BLAS threads, load at the start
     texts = prompt_texts(load_tokenizer(Path(pair.target)), spec.prompt_tokens)
-    rows, interleaved = resident_rows(pair, spec, texts, report)
+    weights = sum(f.stat().st_size for f in Path(pair.target).glob("*.safetensors"))
+    rows, interleaved = resident_rows(pair, spec, texts, weights, report)
     gc.collect()  # the resident session's weights go before the next ones load
     mx.clear_cache()
     runs = configs(spec.max_tokens)
@@ -295,7 +290,6 @@ def run_speed(pair: Pair, spec: SpeedSpec, report: Report = lambda text: None,
     if folder is not None and spec.fresh_pairs > 0:
         n = spec.prompt_tokens[len(spec.prompt_tokens) // 2]
         fresh = fresh_rows(pair, n, texts[n], mlx_rows[n], spec, folder, report)
-    weights = sum(f.stat().st_size for f in Path(pair.target).glob("*.safetensors"))
     budget = int(weights * spec.stream_fraction)
     report(f"streamed at {spec.stream_fraction:.0%}: Canopy ar, tree (auto) with the bad draft")
     streamed = Session.load(pair.target, pair.bad_draft, budget_bytes=budget,

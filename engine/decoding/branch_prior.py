@@ -70,9 +70,7 @@ class BranchPrior:
                 kinds: dict[int, tuple[str, int]] | None = None) -> None:
         """Count nodes `first`.. of a verified tree (the draft-free ones); `kinds`: node ->
         (kind of branch, depth of the node it hangs below) (default: its source, the root)."""
-        for source in self.reached:
-            self.reached[source] = [x * self.decay for x in self.reached[source]]
-            self.hit[source] = [x * self.decay for x in self.hit[source]]
+        self.fade(self.decay)
         taken = set(accepted)
         for i in range(first, len(tree)):
             if tree.parents[i] not in taken:
@@ -88,8 +86,8 @@ class BranchPrior:
             hit[depth] += i in taken
 
     def fade(self, share: float) -> None:
-        """Keep `share` of every count: a new answer's text may copy more or less than the
-        last one's, so what was learned there leans less on the prior's place."""
+        """Keep `share` of every count (each step's decay; a new answer's CARRIED: its text may
+        copy more or less than the last one's)."""
         for source in self.reached:
             self.reached[source] = [x * share for x in self.reached[source]]
             self.hit[source] = [x * share for x in self.hit[source]]

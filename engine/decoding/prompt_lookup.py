@@ -15,7 +15,7 @@ import numpy as np
 from ..config import AHEAD_HITS_DECAY, AHEAD_MAX_BRANCH_HITS, LookupConfig
 from ..costmodel.rules import branches_pay
 from ..costmodel.slot_cost import SlotCost
-from .branch_prior import ALT, DEEP, RESUME, LookupMemory, expected_tokens
+from .branch_prior import ALT, DEEP, RESUME, BranchPrior, LookupMemory, expected_tokens
 from .drafters import Proposal
 from .ngram_pool import NgramPool
 from .tree import TokenTree
@@ -88,7 +88,6 @@ class LookupDrafter:
         self.draft = getattr(inner, "draft", None)  # the draft model, for the prompt cache
         self.step_committed = 0
         self.steps = 0  # verified steps (feedback)
-        self.prior = self.memory.prior
         self.first_extra = 0  # index of the first draft-free node of the current tree
         # draft-free node -> (BranchPrior kind, depth of the node its branch hangs below)
         self.kinds: dict[int, tuple[str, int]] = {}
@@ -100,10 +99,16 @@ class LookupDrafter:
         self.left: list[tuple[int, int]] = []
         # this step's draft-free branches: (node they hang below, their new nodes' estimates)
         self.expected: list[tuple[int, list[float]]] = []
-        # root-only steps of the inner drafter, with branches (True) and without: decayed
-        # [tokens, seconds, steps] — what the branches really won, launches ahead included
-        self.outcomes = self.memory.outcomes
 
+    @property
+    def prior(self) -> BranchPrior:
+        return self.memory.prior
+
+    @property
+    def outcomes(self) -> dict[bool, list[float]]:
+        """Root-only steps of the inner drafter, with branches (True) and without: decayed
+        [tokens, seconds, steps] — what the branches really won, launches ahead included."""
+        return self.memory.outcomes
     @property
     def threshold(self) -> float:
         return self.inner.threshold
