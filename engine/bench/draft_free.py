@@ -32,6 +32,7 @@ from ..config import (
     LookupConfig,
 )
 from ..events import Finished
+from .copy_bound import copy_bound
 from .pair import Pair, Report
 
 MB = 2**20
@@ -167,11 +168,18 @@ def run_draft_free(pair: Pair, spec: DraftFreeSpec, report: Report = lambda text
     prompts = load_prompts(spec)
     runs: list[dict] = []
     ar_ids = dict(spec.ar_ids or {})
+    prompt_ids: dict[tuple[str, int], list[int]] = {}
+    max_len = LookupConfig().max_continuation
 
     def result() -> dict:
         spec_out = {k: v for k, v in vars(spec).items() if k != "ar_ids"}
+        answered = [key for key in prompt_ids if key in ar_ids]
+        bounds = {task: copy_bound([(prompt_ids[k], ar_ids[k][: spec.max_tokens]) for k in answered
+                                    if k[0] == task], max_len)
+                  for task in dict.fromkeys(t for t, _ in answered)}
         return {"spec": spec_out | {"pair": pair.description}, "rows": aggregate(runs),
                 "runs": runs, "lossless": all(r["lossless"] for r in runs),
+                "copy_bounds": bounds,
                 "ar_ids": [{"task": t, "prompt": k, "token_ids": ids}
                            for (t, k), ids in ar_ids.items()]}
 
@@ -187,7 +195,8 @@ def run_draft_free(pair: Pair, spec: DraftFreeSpec, report: Report = lambda text
             run_one(alone, warm, mode_config("ar", 4))  # first-call compilation off the clock
             for task, k in order:
                 report(f"{label}: {task} {k + 1}/{len(prompts[task])}")
-                ids = alone.encode_chat([{"role": "user", "content": prompts[task][k]}])
+                ids = prompt_ids[(task, k)] = alone.encode_chat(
+                    [{"role": "user", "content": prompts[task][k]}])
                 known = ar_ids.get((task, k))
                 for mode in ("ar", *(m for m in MODES if m in spec.modes and m != "ar")):
                     session = with_draft if mode in NEEDS_DRAFT else alone
@@ -266,8 +275,10 @@ def draft_free_markdown(result: dict) -> str:
         lines.append(f"| {r['budget']} | {r['task']} | {r['mode']} | {r['tokens_per_pass']:.2f} "
                      f"| {r['tokens_per_second']:.2f} | {r['speed_vs_ar'] or 0:.2f} | {by} "
                      f"| {'yes' if r['lossless'] else 'NO'} |")
-    lines += ["", "| budget | task | no draft model: tokens/pass | goal ≥ 2 | merged / draft "
-              "tree tokens/pass | goal |", "|---|---|---|---|---|---|"]
+    bounds = result.get("copy_bounds", {})
+    lines += ["", "| budget | task | no draft model: tokens/pass | goal ≥ 2 | copy bound: "
+              "n-gram keyed / any start | merged / draft tree tokens/pass | goal |",
+              "|---|---|---|---|---|---|---|"]
 
     def mark(ok):
         return "–" if ok is None else ("met" if ok else "not met")
@@ -275,10 +286,17 @@ def draft_free_markdown(result: dict) -> str:
     for g in goals(rows):
         ratio = g["merged_over_tree"]
         need = "≥ 1.3" if g["task"] in ("code edit", "summarization") else "≥ 1"
+        b = bounds.get(g["task"])
+        bound = "–" if b is None else (f"{b['keyed_tokens_per_pass']:.2f} / "
+                                       f"{b['unkeyed_tokens_per_pass']:.2f}")
         lines.append(f"| {g['budget']} | {g['task']} | {g['no_draft_tokens_per_pass']:.2f} "
-                     f"| {mark(g['no_draft_goal'])} | {'–' if ratio is None else f'{ratio:.2f}'} "
+                     f"| {mark(g['no_draft_goal'])} | {bound} "
+                     f"| {'–' if ratio is None else f'{ratio:.2f}'} "
                      f"| {need}: {mark(g['merged_goal'])} |")
     lines += ["", f"{result['spec']['pair']}; greedy, up to {result['spec']['max_tokens']} new "
               f"tokens per prompt; every mode {'emitted' if result['lossless'] else 'did NOT emit'}"
-              " ar's tokens."]
+              " ar's tokens. Copy bound (engine.bench.copy_bound): tokens per pass of an oracle "
+              "that copies from the prompt and answer so far the continuation the target "
+              "accepts furthest (up to a branch's length), after a 1-token match or from any "
+              "start, on ar's answers."]
     return "\n".join(lines) + "\n"

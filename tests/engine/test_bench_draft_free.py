@@ -47,6 +47,9 @@ def test_quick_draft_free_bench_runs_every_task_mode_and_budget(tmp_path):
             assert row["speed_vs_ar"] == pytest.approx(1.0)
     assert (tmp_path / "draft_free.md").read_text().startswith("| budget |")
     assert {(a["task"], a["prompt"]) for a in result["ar_ids"]} == {(t, 0) for t in tasks}
+    for bound in result["copy_bounds"].values():  # every task answered: its copy bound
+        assert 1.0 <= bound["keyed_tokens_per_pass"] <= bound["unkeyed_tokens_per_pass"]
+    assert set(result["copy_bounds"]) == tasks
 
     # a later run on one budget and mode checks against those ids; its ar only probes
     again = tmp_path / "again"
