@@ -11,6 +11,9 @@ One run, same prompts (cut from the benchmark prompt set at a few token lengths)
   with the default draft-free branches (prompt lookup, n-gram pool: they may win on their own
   where the answer repeats the prompt) and with the draft model's tree alone (the cost of
   the bad draft's exit);
+- extra row: mlx-lm's `stream_generate` in Canopy's process on the weights Canopy holds
+  (engine.bench.peer_in_process): the same BLAS threads and arrays, so its ratio to Canopy `ar`
+  is the decode loops' alone (it takes its turn in the rotated order with Canopy's runs);
 - tree (auto) with the bad draft in fresh processes, as a user's next `canopy` run meets it:
   the first finds no stored timing (it times the draft), the next starts from the timing the
   first stored (engine.costmodel.timing_store; pairs of processes, middle prompt length);
@@ -51,6 +54,7 @@ from ..config import (
 from ..events import Finished, StepEvent
 from .environment import env_load, environment, peer_environment
 from .pair import Pair, Report
+from .peer_in_process import run_in_process, share_weights
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "resources" / "bench_prompts.json"
 RATE = re.compile(r"^(Prompt|Generation): (\d+) tokens, ([\d.]+) tokens-per-sec", re.M)
@@ -178,16 +182,21 @@ def ratio(a: float, b: float) -> float | None:
 
 
 CONFIGS = ("canopy_ar", "canopy_auto_bad", "canopy_auto_bad_draft_tree_only")
-RATIOS = {  # row ratio: (Canopy config, figure, Canopy's over mlx-lm's (True) or the inverse)
-    "ar_decode_ratio": ("canopy_ar", "decode_tokens_per_second", True),
-    "ar_ttft_ratio": ("canopy_ar", "ttft_seconds", True),
-    "auto_bad_decode_ratio": ("canopy_auto_bad", "decode_tokens_per_second", True),
+IN_PROCESS = "mlx_lm_in_process"  # extra row: mlx-lm in this process on Canopy's weights
+# row ratio: (Canopy config, figure, Canopy's over the peer's (True) or the inverse, peer run)
+RATIOS = {
+    "ar_decode_ratio": ("canopy_ar", "decode_tokens_per_second", True, "mlx_lm"),
+    "ar_ttft_ratio": ("canopy_ar", "ttft_seconds", True, "mlx_lm"),
+    "auto_bad_decode_ratio": ("canopy_auto_bad", "decode_tokens_per_second", True, "mlx_lm"),
     # whole answers (TTFT + decode): the draft's deferred prefill counts here
-    "auto_bad_total_ratio": ("canopy_auto_bad", "total_seconds", False),
+    "auto_bad_total_ratio": ("canopy_auto_bad", "total_seconds", False, "mlx_lm"),
     "auto_bad_draft_tree_only_decode_ratio": ("canopy_auto_bad_draft_tree_only",
-                                              "decode_tokens_per_second", True),
+                                              "decode_tokens_per_second", True, "mlx_lm"),
     "auto_bad_draft_tree_only_total_ratio": ("canopy_auto_bad_draft_tree_only",
-                                             "total_seconds", False),
+                                             "total_seconds", False, "mlx_lm"),
+    # the same process, the same weights: the decode loops alone
+    "ar_decode_ratio_in_process": ("canopy_ar", "decode_tokens_per_second", True, IN_PROCESS),
+    "ar_ttft_ratio_in_process": ("canopy_ar", "ttft_seconds", True, IN_PROCESS),
 }
 
 
@@ -205,13 +214,16 @@ def summary(n: int, samples: list[dict]) -> dict:
     run kind, and each ratio as the median of the repetitions' own ratios (a repetition's runs
     are neighbours in time: load drifts cancel in its ratio) with its range."""
     row = {"prompt_tokens": n, "samples": samples}
-    for kind in ("mlx_lm", *CONFIGS):
+    kinds = [k for k in ("mlx_lm", IN_PROCESS, *CONFIGS) if all(k in s for s in samples)]
+    for kind in kinds:
         runs = [s[kind] for s in samples]
         row[kind] = {k: median([r[k] for r in runs]) if isinstance(runs[0][k], float) else
                      runs[0][k] for k in runs[0]}
-    for name, (kind, figure, canopy_over) in RATIOS.items():
-        values = [ratio(s[kind][figure], s["mlx_lm"][figure]) if canopy_over else
-                  ratio(s["mlx_lm"][figure], s[kind][figure]) for s in samples]
+    for name, (kind, figure, canopy_over, peer) in RATIOS.items():
+        if peer not in kinds:
+            continue
+        values = [ratio(s[kind][figure], s[peer][figure]) if canopy_over else
+                  ratio(s[peer][figure], s[kind][figure]) for s in samples]
         values = [v for v in values if v is not None]
         row[name] = median(values) if values else None
         row[name + "_range"] = [min(values), max(values)] if values else None
@@ -251,18 +263,27 @@ def resident_rows(pair: Pair, spec: SpeedSpec, texts: dict[int, str], weights: i
     samples: dict[int, list[dict]] = {n: [] for n in texts}
     try:
         ids = {n: resident.target.tokenizer.encode(text) for n, text in texts.items()}
+        peer = share_weights(resident.target)
+        if isinstance(peer, str):
+            report(f"mlx-lm in this process: not run ({peer})")
+            peer = None
+        kinds = CONFIGS + ((IN_PROCESS,) if peer else ())
         run_canopy(resident, ids[spec.prompt_tokens[0]], runs["canopy_ar"])  # warm-up
+        if peer:
+            run_in_process(*peer, ids[spec.prompt_tokens[0]], spec.max_tokens)
         for r in range(spec.repeats):
-            order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
+            order = kinds[r % len(kinds):] + kinds[: r % len(kinds)]
             for n, text in texts.items():
                 report(f"{n} prompt tokens, round {r + 1}/{spec.repeats}: "
                        + ("mlx-lm target alone (its own process), " if interleaved else "")
-                       + "Canopy ar, tree (auto) with the bad draft (2 ways)")
+                       + "Canopy ar, tree (auto) with the bad draft (2 ways)"
+                       + (", mlx-lm in this process" if peer else ""))
                 mlx = run_mlx_lm(pair.target, text, spec.max_tokens) if interleaved else (
                     mlx_runs[n][r])
                 sample = {"mlx_lm": mlx, "order": list(order)}
                 for kind in order:
-                    sample[kind] = run_canopy(resident, ids[n], runs[kind])
+                    sample[kind] = run_in_process(*peer, ids[n], spec.max_tokens) if (
+                        kind == IN_PROCESS) else run_canopy(resident, ids[n], runs[kind])
                 samples[n].append(sample)
     finally:
         resident.close()

@@ -41,6 +41,13 @@ def speed_markdown(result: dict) -> str:
               + ("" if first is None else f" The session's first answer of tree (auto) with the "
                  f"bad draft (its draft-free branches had learned nothing yet): {first:.2f}× "
                  "mlx-lm decode.")]
+    if any("ar_decode_ratio_in_process" in r for r in result["rows"]):
+        decode = ", ".join(f"{r['prompt_tokens']} tokens "
+                           f"{spread(r, 'ar_decode_ratio_in_process')}" for r in result["rows"])
+        ttft = ", ".join(spread(r, "ar_ttft_ratio_in_process") for r in result["rows"])
+        lines += ["", "Extra row, mlx-lm's stream_generate in Canopy's process on the same "
+                  f"weights (the decode loops alone), Canopy ar over it: decode {decode}; "
+                  f"TTFT {ttft}."]
     lines += fresh_markdown(result.get("fresh"))
     s = result["streamed"]
     to_bound = s["ar_to_bound"] or 0

@@ -398,3 +398,34 @@ def test_a_lifted_timing_bound_times_the_draft_again_before_a_probe(fresh_s, pro
     assert policy.wants_draft_timing() and policy.retime
     policy.observe_draft_timing(fresh_s)
     assert policy.timing_bound != probes and policy.plan().speculate == probes
+
+
+def test_the_in_process_mlx_lm_row_runs_on_canopys_own_arrays(loaded_pair):
+    """The speed bench's extra row: mlx-lm's model built lazily from the folder, its parameters
+    replaced by the very arrays Canopy holds; it decodes the same greedy tokens as Canopy's
+    `ar`, and a target whose weights differ in form is refused with the reason."""
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from engine.bench.peer_in_process import run_in_process, share_weights
+
+    target = loaded_pair["target"]
+    model, tokenizer = share_weights(target)
+    ours = dict(tree_flatten(target.model.parameters()))
+    assert all(a is ours[k] for k, a in tree_flatten(model.parameters()))  # no copy
+    fin = finished(list(generate(target, None, PROMPT, GenerationConfig(mode="ar",
+                                                                        max_tokens=10))))
+    theirs = [int(r.token) for r in mlx_lm.stream_generate(model, tokenizer, PROMPT,
+                                                            max_tokens=10)]
+    assert theirs[: len(fin.token_ids)] == list(fin.token_ids)
+    row = run_in_process(model, tokenizer, PROMPT, 6)
+    assert row["prompt_tokens"] == len(PROMPT) and 1 <= row["generated_tokens"] <= 6
+    assert row["ttft_seconds"] > 0 and row["decode_tokens_per_second"] > 0
+
+    class Half:  # Canopy holding its weights in another dtype than the folder's
+        path = target.path
+        model = target.model.__class__(target.model.args)
+        model.set_dtype(mx.float16)
+
+    reason = share_weights(Half())
+    assert isinstance(reason, str) and "float16" in reason

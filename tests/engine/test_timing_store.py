@@ -170,12 +170,15 @@ def test_speed_bench_fresh_processes_find_the_timing_the_first_stored(tmp_path):
         assert len(row["samples"]) == 2
         low, high = row["ar_decode_ratio_range"]
         assert low <= row["ar_decode_ratio"] <= high
+        assert all("mlx_lm_in_process" in s for s in row["samples"])  # the extra row
+        assert row["ar_decode_ratio_in_process"] > 0
     fresh = result["fresh"]
     assert [r["draft_timing_stored"] for r in fresh["no_stored_timing"]] == [False]
     assert [r["draft_timing_stored"] for r in fresh["stored_timing"]] == [True]
     assert fresh["stored_timing"][0]["decode_ratio"] > 0
     text = speed_markdown(result)
     assert "Fresh processes" in text and "gap" in text and "medians of 2 rounds" in text
+    assert "in Canopy's process on the same weights" in text
 
 
 def test_a_stored_fast_timing_starts_trees_at_once_and_keeps_greedy_ids(tiny_pair, tmp_path):
