@@ -205,10 +205,9 @@ class StepPolicy(CatchUpDecisions):
         rules.extra_nodes_seconds)."""
         if self.v is None:
             return None
-        if self.io_bound():
-            return 0.0
-        trees = any(n > 1 for n, *_ in self.timing.passes)
-        return rules.extra_nodes_seconds(self.v, base, extra, bool(self.timing.singles), trees)
+        return rules.extra_slot_seconds(self.v, self.io_bound(), base, extra,
+                                        (n for n, *_ in self.timing.passes),
+                                        bool(self.timing.singles))
 
     def node_limit(self) -> int:
         return rules.node_limit(self.io_bound(), self.tree.max_nodes, self.tree.auto_max_nodes)

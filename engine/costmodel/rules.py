@@ -21,6 +21,7 @@ model's simulation (engine.costmodel.formulas), so a prediction describes the po
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .quantities import Curve
@@ -181,6 +182,16 @@ def extra_nodes_seconds(v: Curve, base: int, extra: int, single_timed: bool = Tr
     if base == 1 and not tree_timed:
         return None
     return max(0.0, v(base + extra) - v(base))
+
+
+def extra_slot_seconds(v: Curve, io_bound: bool, base: int, extra: int,
+                       pass_sizes: Iterable[int], single_timed: bool) -> float | None:
+    """Seconds `extra` draft-free nodes add to a pass of `base` nodes, from the timed passes'
+    sizes: none while passes are IO-bound (v's slope there is noise and reads hide compute),
+    else `extra_nodes_seconds` with "a tree pass was timed" read from `pass_sizes`."""
+    if io_bound:
+        return 0.0
+    return extra_nodes_seconds(v, base, extra, single_timed, any(n > 1 for n in pass_sizes))
 
 
 def branches_pay(expected_tokens: float, extra_seconds: float, rate: float) -> bool:

@@ -75,6 +75,5 @@ class SlotCost:
         if len(self.passes) < 2:
             return None
         io_bound, v, _, _ = self._fit()
-        trees = any(p[0] > 1 for p in self.passes)
-        return 0.0 if io_bound else rules.extra_nodes_seconds(v, base, extra, bool(self.singles),
-                                                              trees)
+        return rules.extra_slot_seconds(v, io_bound, base, extra, (p[0] for p in self.passes),
+                                        bool(self.singles))

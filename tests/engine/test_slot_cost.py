@@ -4,6 +4,8 @@ node costs compute."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from engine.config import LookupConfig
@@ -70,3 +72,18 @@ def test_one_token_passes_are_priced_apart_from_tree_passes():
     for nodes in (1, 9, 17) * 4:
         io.observe(nodes, 1.0 + 0.004 * nodes, 2, io_wait=0.9)
     assert io.extra_slot_seconds(1, 30) == 0.0
+
+
+def test_the_rule_reads_what_was_timed_from_the_pass_sizes():
+    """One rule for the draft's policy and the draft-free SlotCost: IO-bound passes add no
+    seconds; a one-node pass with no one-node pass timed is infinite, with no tree pass timed
+    unknown; else v's rise."""
+    from engine.costmodel.quantities import Curve
+    from engine.costmodel.rules import extra_slot_seconds
+
+    v = Curve.linear(0.1, 0.01)
+    assert extra_slot_seconds(v, True, 1, 5, [], False) == 0.0
+    assert extra_slot_seconds(v, False, 1, 5, [4, 9], False) == math.inf
+    assert extra_slot_seconds(v, False, 1, 5, [1, 1], True) is None
+    assert extra_slot_seconds(v, False, 1, 5, iter([1, 6]), True) == pytest.approx(v(6) - v(1))
+    assert extra_slot_seconds(v, False, 3, 0, [1], True) == 0.0
