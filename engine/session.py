@@ -168,7 +168,7 @@ class Session:
             with_draft) else None
         key = (config.lookup, with_draft)
         if key not in self.lookup_memory:
-            self.lookup_memory[key] = LookupMemory.fresh(config.lookup.prior)
+            self.lookup_memory[key] = LookupMemory.for_lookup(config.lookup)
         memory = self.lookup_memory[key]
         try:
             yield from generate(self.target, self.draft, prompt_ids, config, should_stop, turn,

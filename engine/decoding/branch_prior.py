@@ -10,6 +10,19 @@ from dataclasses import dataclass, field
 ALT = "+alt"  # BranchPrior kind suffix of a source's second and later branches
 DEEP = "+deep"  # ... and of branches hung below the draft model's leaves
 RESUME = "+resume"  # ... and of copies resumed after the target left one (`resumed`)
+MATCH = "+n"  # ... and of a first branch found by a match of n tokens, shorter than the longest
+# length `LookupConfig.match_prior` names (longer matches keep the source's own name)
+
+
+def match_kind(source: str, n: int, lengths: int) -> str:
+    """The BranchPrior kind of `source`'s first branch found by an `n`-token match, with
+    priors for `lengths` match lengths (the last one for it and all longer)."""
+    return source if n >= lengths else f"{source}{MATCH}{n}"
+
+
+def match_priors(source: str, priors: tuple[float, ...]) -> dict[str, float]:
+    """Each match-length kind of `source`'s first branch with its prior."""
+    return {match_kind(source, n, len(priors)): p for n, p in enumerate(priors, start=1)}
 
 
 def expected_tokens(branches: list[tuple[int, list[float]]]) -> float:
@@ -29,9 +42,11 @@ CARRIED = 0.5  # share of a kind's acceptance counts a session's next answer sta
 class BranchPrior:
     """P(a draft-free node at depth d is accepted), per kind of branch, learned online.
 
-    Kinds are a source's first branch (its best match: `source`) and its other branches
-    (`source` + ALT): one step's alternatives are mostly wrong, and pooling them with the first
-    would hold the first branch to their rate.
+    Kinds are a source's first branch (its best match: `source`, or `source` + MATCH + n when
+    an n-token match found it and `priors` holds a prior for that length: a long match is right
+    far more often than a 1-token one) and its other branches (`source` + ALT): one step's
+    alternatives are mostly wrong, and pooling them with the first would hold the first branch
+    to their rate.
 
     Per depth, the acceptance rate of nodes whose parent was accepted (decaying counts,
     smoothed toward the rate one level up, which starts at `prior`); P(d) is their product.
@@ -39,8 +54,9 @@ class BranchPrior:
     its branches deeper.
     """
 
-    def __init__(self, prior: float, decay: float = 0.97):
+    def __init__(self, prior: float, decay: float = 0.97, priors: dict[str, float] | None = None):
         self.prior, self.decay = prior, decay
+        self.priors = dict(priors or {})  # kinds with a prior of their own (match lengths)
         self.reached: dict[str, list[float]] = {}  # depth d: nodes whose parent was accepted
         self.hit: dict[str, list[float]] = {}  # ... and that were accepted themselves
 
@@ -48,6 +64,8 @@ class BranchPrior:
         reached, hit = self.reached.get(source, ()), self.hit.get(source, ())
         p, rate = 1.0, self.start_rate(source)
         for d in range(1, depth + 1):
+            if d == 2 and source in self.priors:  # a match length's prior is its first token's:
+                rate = max(rate, self.prior)  # once that held, the copy goes on as any copy
             if d < len(reached):
                 rate = (hit[d] + 2 * rate) / (reached[d] + 2)
             p *= rate
@@ -57,10 +75,16 @@ class BranchPrior:
         """Where a kind's rate starts: its source's first-level rate once the source's first
         branch was tried (a source wrong on its best match is no better on its others), else
         the first-level rate of the other kinds tried (text the target does not copy from the
-        prompt is no likelier to repeat its own n-grams), else `prior`."""
+        prompt is no likelier to repeat its own n-grams), else `prior`. A kind with a prior of
+        its own (a match length) starts there."""
+        if kind in self.priors:
+            return self.priors[kind]
         base = kind.split("+")[0]
-        if base != kind and len(self.reached.get(base, ())) >= 2:
-            return (self.hit[base][1] + 2 * self.prior) / (self.reached[base][1] + 2)
+        firsts = [k for k in dict.fromkeys((base, *self.priors)) if k.split("+")[0] == base
+                  and len(self.reached.get(k, ())) >= 2]  # the source's first branches
+        if base != kind and firsts:
+            hit = sum(self.hit[k][1] for k in firsts)
+            return (hit + 2 * self.prior) / (sum(self.reached[k][1] for k in firsts) + 2)
         tried = [k for k in self.reached if k != kind and len(self.reached[k]) >= 2]
         reached = sum(self.reached[k][1] for k in tried)
         hit = sum(self.hit[k][1] for k in tried)
@@ -113,8 +137,13 @@ class LookupMemory:
     answers: int = 0
 
     @classmethod
-    def fresh(cls, prior: float) -> LookupMemory:
-        return cls(BranchPrior(prior))
+    def fresh(cls, prior: float, priors: dict[str, float] | None = None) -> LookupMemory:
+        return cls(BranchPrior(prior, priors=priors))
+
+    @classmethod
+    def for_lookup(cls, config) -> LookupMemory:
+        """A fresh memory for draft-free branches configured by `config` (LookupConfig)."""
+        return cls.fresh(config.prior, match_priors("prompt", config.match_prior))
 
     def next_answer(self) -> LookupMemory:
         """Called as an answer starts: earlier answers' acceptance fades (CARRIED)."""

@@ -15,7 +15,15 @@ import numpy as np
 from ..config import AHEAD_HITS_DECAY, AHEAD_MAX_BRANCH_HITS, LookupConfig
 from ..costmodel.rules import branches_pay
 from ..costmodel.slot_cost import SlotCost
-from .branch_prior import ALT, DEEP, RESUME, BranchPrior, LookupMemory, expected_tokens
+from .branch_prior import (
+    ALT,
+    DEEP,
+    RESUME,
+    BranchPrior,
+    LookupMemory,
+    expected_tokens,
+    match_kind,
+)
 from .drafters import Proposal
 from .ngram_pool import NgramPool
 from .tree import TokenTree
@@ -28,14 +36,15 @@ OUTCOME_MIN = 2.0  # (decayed) steps of each kind before their rates are compare
 
 def find_matches(
     context: np.ndarray, ngram_min: int, ngram_max: int, max_len: int, max_branches: int
-) -> list[int]:
-    """Where continuations start after earlier occurrences of the context's last n tokens.
+) -> list[tuple[int, int]]:
+    """Where continuations start after earlier occurrences of the context's last n tokens,
+    each with n (the match's length).
 
     Longer matches first (n = ngram_max .. ngram_min), then the most recent occurrence first;
     a continuation that is a prefix of one already found is skipped.
     """
     found: list[tuple[int, ...]] = []
-    starts: list[int] = []
+    starts: list[tuple[int, int]] = []
     size = len(context)
     for n in range(ngram_max, ngram_min - 1, -1):
         if size <= n:
@@ -47,7 +56,7 @@ def find_matches(
             if any(f[: len(cont)] == cont for f in found):
                 continue
             found.append(cont)
-            starts.append(int(start + n))
+            starts.append((int(start + n), n))
             if len(found) >= max_branches:
                 return starts
     return starts
@@ -58,7 +67,7 @@ def find_continuations(
 ) -> list[tuple[int, ...]]:
     """The continuations of `find_matches` (token ids)."""
     return [continuation(context, s, max_len)
-            for s in find_matches(context, ngram_min, ngram_max, max_len, max_branches)]
+            for s, _ in find_matches(context, ngram_min, ngram_max, max_len, max_branches)]
 
 
 def continuation(context: np.ndarray, start: int, max_len: int) -> tuple[int, ...]:
@@ -77,7 +86,7 @@ class LookupDrafter:
                  memory: LookupMemory | None = None):
         self.inner, self.config = inner, config
         # what earlier answers learned (engine.decoding.branch_prior.LookupMemory)
-        self.memory = (memory or LookupMemory.fresh(config.prior)).next_answer()
+        self.memory = (memory or LookupMemory.for_lookup(config)).next_answer()
         # no draft model's policy to price a verify slot: price it from the passes themselves
         self.slots = SlotCost(verify_prior) if getattr(inner, "policy", None) is None else None
         self.history: list[int] = []  # committed tokens (the target cache's contents)
@@ -129,18 +138,20 @@ class LookupDrafter:
         self.inner.prefill(prompt_ids)
         self.history = list(prompt_ids[:-1])
 
-    def branches(self, tail: list[int], limit: int) -> list[tuple[str, tuple[int, ...], int]]:
+    def branches(self, tail: list[int], limit: int
+                 ) -> list[tuple[str, tuple[int, ...], int, int]]:
         """Continuations of history + `tail` (the root, and a tree path below it): prompt lookup
         first, then the n-gram pool; at most `limit` from each. Each with the history position
-        it was copied from (-1: from the pool)."""
+        it was copied from (-1: from the pool) and the length of the match that found it (0:
+        from the pool)."""
         cfg, out = self.config, []
         if "prompt" in cfg.sources:
             context = np.array(self.history + tail, dtype=np.int64)
-            for s in find_matches(context, cfg.ngram_min, cfg.ngram_max, cfg.max_continuation,
-                                  limit):
-                out.append(("prompt", continuation(context, s, cfg.max_continuation), s))
+            for s, n in find_matches(context, cfg.ngram_min, cfg.ngram_max,
+                                     cfg.max_continuation, limit):
+                out.append(("prompt", continuation(context, s, cfg.max_continuation), s, n))
         if self.pool is not None:
-            out += [("ngram", g, -1) for g in self.pool.lookup(tail[-1], limit)]
+            out += [("ngram", g, -1, 0) for g in self.pool.lookup(tail[-1], limit)]
         return out
 
     def resumed(self) -> list[tuple[tuple[int, ...], int]]:
@@ -168,10 +179,11 @@ class LookupDrafter:
         placed, self.kinds, self.copies, self.expected = [], {}, [], []
         found = self.branches([root], self.config.max_branches)
         if "prompt" in self.config.sources:
-            found += [("prompt" + RESUME, c, start) for c, start in self.resumed()]
-        first = before
-        for k, (source, tokens, start) in enumerate(found):
-            kind = source if source not in placed else source + ALT
+            found += [("prompt" + RESUME, c, start, 0) for c, start in self.resumed()]
+        first, lengths = before, len(self.config.match_prior)
+        for k, (source, tokens, start, n) in enumerate(found):
+            kind = source + ALT if source in placed else (
+                match_kind(source, n, lengths) if n else source)
             probs = self._estimates(kind, len(tokens), cut, first_free=k == 0)
             self._place(tree, 0, tokens[: len(probs)], source, kind, cap, before, start, probs)
             placed.append(source)
@@ -259,7 +271,7 @@ class LookupDrafter:
             if len(tree) >= cap:
                 return
             tail = [tree.tokens[i] for i in tree.path(leaf)]
-            for source, tokens, start in self.branches(tail, 1):
+            for source, tokens, start, _ in self.branches(tail, 1):
                 kind = source + DEEP
                 probs = self._estimates(kind, len(tokens), cut, scale=tree.path_prob[leaf])
                 if probs:

@@ -102,6 +102,37 @@ def test_an_untried_source_starts_from_the_rate_of_those_tried():
     assert prior.prob("ngram", 1) < 0.25 and prior.prob("ngram+alt", 1) < 0.25
 
 
+def test_a_long_match_starts_far_likelier_than_a_one_token_one():
+    """A prompt lookup branch's first kind is keyed by the length of the match that found it:
+    a 3-token match's first node starts at its prior (0.8 here, then 0.8 per depth: a long
+    copy), a 1-token match's at 0.2 (then `prior` per depth: once its first token held it goes
+    on as any copy); each then learns on its own, and the source's other branches start from
+    what its first branches showed, whatever their match length."""
+    config = LookupConfig(sources=("prompt",), match_prior=(0.2, 0.5, 0.8), min_prob=0.01,
+                          resume_steps=0)
+    text = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    long = LookupDrafter(NoDrafter(), config)
+    long.prefill([*text, 1, 2, 3])  # the last three tokens occurred before
+    proposal = long.propose(3, len(text) + 2)
+    assert proposal.tree.tokens[1:] == [4, 5, 6, 7, 8, 9, 10, 11, 1, 2, 3]
+    assert {kind for kind, _ in long.kinds.values()} == {"prompt"}
+    short = LookupDrafter(NoDrafter(), config)
+    short.prefill([*text, 12, 3])  # only the last token occurred before
+    proposal = short.propose(3, len(text) + 1)
+    # 0.2 for its first token, then `prior` 0.5 per depth: 0.2, 0.1, ... 0.0125 >= 0.01
+    assert proposal.tree.tokens[1:] == [4, 5, 6, 7, 8]
+    assert {kind for kind, _ in short.kinds.values()} == {"prompt+n1"}
+
+    prior = long.prior
+    for _ in range(8):  # 1-token matches keep failing: only their kind learns it
+        tree = TokenTree.with_root(0)
+        tree.add_branch(0, [1, 2], 0.2, "prompt", 100)
+        prior.observe(tree, [0], first=1, kinds={1: ("prompt+n1", 0), 2: ("prompt+n1", 0)})
+    assert prior.prob("prompt+n1", 1) < 0.1
+    assert prior.prob("prompt", 1) == pytest.approx(0.8)
+    assert prior.start_rate("prompt+alt") < 0.2  # the first branches tried: all wrong
+
+
 def test_lookahead_window_is_a_tree_of_diagonals():
     drafter = LookaheadDrafter(LookaheadConfig(window=3, ngram=4, candidates=0))
     drafter.prefill(list(range(30, 60)))

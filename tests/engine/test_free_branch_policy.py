@@ -124,8 +124,8 @@ class FakeInner(NoDrafter):
 
 @pytest.mark.parametrize("worth, kept", [(None, 6), (0.3, 1)])
 def test_branch_nodes_must_pay_for_their_slot_at_the_policys_rate(worth, kept):
-    drafter = LookupDrafter(FakeInner(worth), LookupConfig(sources=("prompt",), prior=0.5,
-                                                           min_prob=0.01))
+    drafter = LookupDrafter(FakeInner(worth), LookupConfig(
+        sources=("prompt",), prior=0.5, match_prior=(0.5,), min_prob=0.01))
     history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]
     drafter.prefill(history + [3])
     proposal = drafter.propose(3, len(history))
@@ -144,8 +144,8 @@ def test_a_root_only_steps_branches_pay_for_the_jump_to_a_tree_pass():
     from engine.decoding.prompt_lookup import EXPLORE_EVERY
 
     drafter = LookupDrafter(FakeInner(0.05, rate=2.5),
-                            LookupConfig(sources=("prompt",), prior=0.5, min_prob=0.01,
-                                         resume_steps=0))
+                            LookupConfig(sources=("prompt",), prior=0.5, match_prior=(0.5,),
+                                         min_prob=0.01, resume_steps=0))
     history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]
     drafter.prefill(history + [3])
     assert drafter.propose(3, len(history)).free_nodes > 0  # prior 0.5: 0.5 + 0.25 + ... pays
@@ -158,8 +158,8 @@ def test_a_root_only_steps_branches_pay_for_the_jump_to_a_tree_pass():
     assert len(explored) >= 2 and explored[-2] + EXPLORE_EVERY == explored[-1]
     assert sum(sizes[-EXPLORE_EVERY:]) <= 6  # one exploration's branch, at most
     right = LookupDrafter(FakeInner(0.05, rate=2.5),
-                          LookupConfig(sources=("prompt",), prior=0.5, min_prob=0.01,
-                                       resume_steps=0))
+                          LookupConfig(sources=("prompt",), prior=0.5, match_prior=(0.5,),
+                                       min_prob=0.01, resume_steps=0))
     right.prefill(history + [3])
     for _ in range(EXPLORE_EVERY):  # the target takes the copy's first three tokens
         proposal = right.propose(3, len(history))
@@ -177,7 +177,8 @@ def test_an_answer_starts_from_what_the_sessions_branches_lost():
     from engine.decoding.prompt_lookup import EXPLORE_EVERY
 
     history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]
-    config = LookupConfig(sources=("prompt",), prior=0.5, min_prob=0.01, resume_steps=0)
+    config = LookupConfig(sources=("prompt",), prior=0.5, match_prior=(0.5,),
+                                         min_prob=0.01, resume_steps=0)
 
     def sizes(memory, steps):
         drafter = LookupDrafter(FakeInner(0.05), config, memory=memory)  # unpriced passes
